@@ -1,0 +1,158 @@
+"""Preprocessing artifacts: vocabularies, bucket boundaries, text-token vocabularies, stats.
+
+The Beam job analyses the training split and writes an `artifacts/` folder:
+
+  schema.yaml             copy of the schema, so later stages need only this folder
+  vocabularies.json       {field: [[value, count], ...]} most frequent first
+  text_vocabularies.json  {field: [[token, count], ...]} most frequent first
+  boundaries.json         {field: [b1, ..., bk]} quantile boundaries in raw units
+  stats.json              rows read, used, rejected by reason, users, length percentiles
+
+Id layout shared by every id-valued input of the model: 0 padding, 1 missing, 2 out of
+vocabulary, 3 mask, then the vocabulary in order (or the buckets, for numbers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from autorisk_tf.data import fileio
+from autorisk_tf.data.schema import Schema, parse_schema
+
+PAD_ID = 0
+MISSING_ID = 1
+OOV_ID = 2
+MASK_ID = 3
+NUM_RESERVED_IDS = 4
+
+SCHEMA_FILE = "schema.yaml"
+VOCABULARIES_FILE = "vocabularies.json"
+TEXT_VOCABULARIES_FILE = "text_vocabularies.json"
+BOUNDARIES_FILE = "boundaries.json"
+STATS_FILE = "stats.json"
+
+_ASCII_WHITESPACE = re.compile(r"[ \t\n\r\v\f]+")
+
+
+def tokenize(text: str, tokenizer: str) -> list[str]:
+    """Splits a text field value into tokens.
+
+    Args:
+        text: str. The raw text.
+        tokenizer: str. `char` (Unicode code points, as `tf.strings.unicode_split`) or
+            `whitespace` (runs of ASCII whitespace, as `tf.strings.split`).
+
+    Returns:
+        The tokens, in order.
+    """
+    if tokenizer == "char":
+        return list(text)
+    return [token for token in _ASCII_WHITESPACE.split(text) if token]
+
+
+def build_vocabulary(counts: Mapping[str, int], max_vocab: int,
+                     min_count: int) -> list[tuple[str, int]]:
+    """Keeps the most frequent values: count descending, then value, ascending.
+
+    Args:
+        counts: Mapping. Value to count; the empty string (missing) is never kept.
+        max_vocab: int. Most values kept.
+        min_count: int. Values seen fewer times are dropped.
+
+    Returns:
+        `[(value, count), ...]`, most frequent first.
+    """
+    kept = [(v, c) for v, c in counts.items() if v != "" and c >= min_count]
+    kept.sort(key=lambda item: (-item[1], item[0]))
+    return kept[:max_vocab]
+
+
+def _log_transform(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def _inverse_log_transform(y: np.ndarray) -> np.ndarray:
+    return np.sign(y) * np.expm1(np.abs(y))
+
+
+def quantile_boundaries(values: Iterable[float], num_buckets: int, log: bool) -> list[float]:
+    """Computes bucket boundaries at the quantiles 1/B, ..., (B-1)/B of the values.
+
+    Args:
+        values: iterable of float. Sample of the field; NaN (missing) is ignored.
+        num_buckets: int. Number of buckets B.
+        log: bool. Interpolate quantiles on `sign(x) * log1p(|x|)`; boundaries are returned
+            in raw units either way, so bucketing needs no transform.
+
+    Returns:
+        Strictly increasing boundaries (duplicates removed, so fewer than B-1 when the data
+        has few distinct values); bucket i holds `boundaries[i-1] <= x < boundaries[i]`.
+    """
+    array = np.asarray(list(values), dtype=np.float64)
+    array = array[np.isfinite(array)]
+    if array.size == 0:
+        return []
+    if log:
+        array = _log_transform(array)
+    points = np.quantile(array, np.arange(1, num_buckets) / num_buckets)
+    if log:
+        points = _inverse_log_transform(points)
+    # 10 significant digits undo the round-off of the log round trip (16.049999... -> 16.05).
+    return [float(f"{b:.10g}") for b in np.unique(points)]
+
+
+@dataclasses.dataclass
+class Artifacts:
+    """Everything the model and serving need from preprocessing.
+
+    Args:
+        schema: Schema. The schema the data was written with.
+        vocabularies: dict. Categorical field to `[(value, count), ...]`.
+        text_vocabularies: dict. Text field to `[(token, count), ...]`.
+        boundaries: dict. Numeric field to its bucket boundaries.
+        stats: dict. The statistics of the preprocessing run.
+    """
+
+    schema: Schema
+    vocabularies: dict
+    text_vocabularies: dict
+    boundaries: dict
+    stats: dict = dataclasses.field(default_factory=dict)
+
+    def vocabulary(self, field: str) -> list[str]:
+        """Values of a categorical field in id order (id = index + NUM_RESERVED_IDS)."""
+        return [value for value, _ in self.vocabularies[field]]
+
+    def text_vocabulary(self, field: str) -> list[str]:
+        """Tokens of a text field in id order (id = index + NUM_RESERVED_IDS)."""
+        return [token for token, _ in self.text_vocabularies[field]]
+
+    def save(self, directory: str) -> None:
+        """Writes the artifacts into `directory` (local or gs://)."""
+        fileio.write_text(fileio.join(directory, SCHEMA_FILE), self.schema.source_text)
+        for name, payload in ((VOCABULARIES_FILE, self.vocabularies),
+                              (TEXT_VOCABULARIES_FILE, self.text_vocabularies),
+                              (BOUNDARIES_FILE, self.boundaries),
+                              (STATS_FILE, self.stats)):
+            fileio.write_text(fileio.join(directory, name),
+                              json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
+
+    @classmethod
+    def load(cls, directory: str) -> Artifacts:
+        """Reads artifacts written by `save` (the `artifacts/` folder of a Beam run)."""
+        def read(name):
+            return json.loads(fileio.read_text(fileio.join(directory, name)))
+
+        schema_path = fileio.join(directory, SCHEMA_FILE)
+        schema = parse_schema(fileio.read_text(schema_path), source=schema_path)
+        as_pairs = lambda d: {k: [(v, c) for v, c in pairs] for k, pairs in d.items()}  # noqa: E731
+        return cls(schema=schema,
+                   vocabularies=as_pairs(read(VOCABULARIES_FILE)),
+                   text_vocabularies=as_pairs(read(TEXT_VOCABULARIES_FILE)),
+                   boundaries=read(BOUNDARIES_FILE),
+                   stats=read(STATS_FILE))

@@ -1,0 +1,260 @@
+"""Raw rows to validated events: timestamp and number parsing, rejection reasons, time features.
+
+This is the one place where a raw table row (a mapping of column name to value, as read from
+CSV, JSON Lines or Parquet) becomes an event: `(key, timestamp_ms, values)` with one value per
+schema field, or a `RejectedRow` with a reason. Values stay raw (strings and floats); turning
+them into ids is the job of the model's preprocessing layer, so training and serving share it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from autorisk_tf.data.schema import Schema, TimeFeatures
+
+# Rejection reasons, as written to dead-letter records and counted in stats.json.
+WRONG_COLUMN_COUNT = "wrong_column_count"
+INVALID_UTF8 = "invalid_utf8"
+MALFORMED_JSON = "malformed_json"
+MALFORMED_CSV = "malformed_csv"
+MISSING_KEY = "missing_key"
+MISSING_TIMESTAMP = "missing_timestamp"
+BAD_TIMESTAMP = "bad_timestamp"
+BAD_NUMBER = "bad_number"
+BAD_LABEL = "bad_label"
+DUPLICATE_LABEL_KEY = "duplicate_label_key"
+REASONS = (WRONG_COLUMN_COUNT, INVALID_UTF8, MALFORMED_JSON, MALFORMED_CSV, MISSING_KEY,
+           MISSING_TIMESTAMP, BAD_TIMESTAMP, BAD_NUMBER, BAD_LABEL, DUPLICATE_LABEL_KEY)
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_MS_THRESHOLD = 1e11  # in `auto` format, larger epoch numbers are milliseconds
+
+
+class RejectedRow(ValueError):
+    """A row that cannot be used.
+
+    Args:
+        reason: str. One of `REASONS`.
+        detail: str. What exactly is wrong (column and value).
+    """
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def is_missing(value: Any) -> bool:
+    """True for None, empty or blank strings and NaN floats."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    return isinstance(value, float) and math.isnan(value)
+
+
+def parse_timestamp_ms(value: Any, fmt: str = "auto") -> int:
+    """Parses a timestamp into integer milliseconds since the Unix epoch (UTC).
+
+    Args:
+        value: str, int, float or datetime. The raw value.
+        fmt: str. `auto`, `iso8601`, `epoch_s`, `epoch_ms` or a strptime pattern. `auto`
+            takes numbers above 1e11 as milliseconds, other numbers as seconds, and any
+            other string as ISO 8601. Times without a zone are UTC.
+
+    Returns:
+        Milliseconds since the epoch.
+
+    Raises:
+        RejectedRow: with reason `bad_timestamp`.
+    """
+    try:
+        if isinstance(value, datetime.datetime):
+            moment = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            return _epoch_number_ms(float(value), fmt)
+        else:
+            text = str(value).strip()
+            if fmt in ("epoch_s", "epoch_ms"):
+                return _epoch_number_ms(float(text), fmt)
+            if fmt == "auto":
+                try:
+                    return _epoch_number_ms(float(text), fmt)
+                except ValueError:
+                    pass
+            if "%" in fmt:
+                moment = datetime.datetime.strptime(text, fmt)
+            else:
+                moment = datetime.datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.UTC)
+        delta = moment - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    except (ValueError, OverflowError, TypeError) as e:
+        raise RejectedRow(BAD_TIMESTAMP, f"{value!r}: {e}") from None
+
+
+def _epoch_number_ms(number: float, fmt: str) -> int:
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    if fmt == "epoch_ms" or (fmt == "auto" and abs(number) > _MS_THRESHOLD):
+        return int(round(number))
+    if fmt in ("epoch_s", "auto"):
+        return int(round(number * 1000))
+    raise ValueError(f"a number is not a {fmt} timestamp")
+
+
+def parse_number(value: Any, column: str) -> float:
+    """Parses a numeric cell; missing values become NaN.
+
+    Args:
+        value: str, int, float or None. The raw value.
+        column: str. Column name, for the rejection detail.
+
+    Returns:
+        The value as float, NaN when missing.
+
+    Raises:
+        RejectedRow: with reason `bad_number` for text that is not a finite number.
+    """
+    if is_missing(value):
+        return math.nan
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise RejectedRow(BAD_NUMBER, f"column {column!r}: {value!r}") from None
+    if math.isinf(number):
+        raise RejectedRow(BAD_NUMBER, f"column {column!r}: {value!r} is infinite")
+    return number
+
+
+def _text_value(value: Any) -> str:
+    if is_missing(value):
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+class RowParser:
+    """Turns raw rows into `(key, timestamp_ms, values)` events following a schema.
+
+    Args:
+        schema: Schema. The event schema.
+
+    Example:
+
+    ```python
+    parser = RowParser(schema)
+    key, ts_ms, values = parser.parse({"user_id": "u1", "event_time": "2026-01-01T00:00:00",
+                                       "event_type": "logon", "amount": ""})
+    ```
+    """
+
+    def __init__(self, schema: Schema):
+        self.schema = schema
+        self.columns = (schema.key, schema.timestamp_column) + tuple(
+            f.column for f in schema.fields)
+        self._converters = [
+            (f.column, (lambda v, c=f.column: parse_number(v, c)) if f.kind == "numeric"
+             else _text_value)
+            for f in schema.fields
+        ]
+
+    def parse(self, row: Mapping[str, Any]) -> tuple[str, int, tuple]:
+        """Validates and parses one row.
+
+        Args:
+            row: Mapping. Column name to raw value; absent columns count as missing.
+
+        Returns:
+            `(key, timestamp_ms, values)`: values holds, per schema field in order, a string
+            (categorical and text; "" when missing) or a float (numeric; NaN when missing).
+
+        Raises:
+            RejectedRow: the row has no key or timestamp, or an unparsable value.
+        """
+        key = row.get(self.schema.key)
+        if is_missing(key):
+            raise RejectedRow(MISSING_KEY, f"column {self.schema.key!r} is empty")
+        raw_ts = row.get(self.schema.timestamp_column)
+        if is_missing(raw_ts):
+            raise RejectedRow(MISSING_TIMESTAMP,
+                              f"column {self.schema.timestamp_column!r} is empty")
+        ts_ms = parse_timestamp_ms(raw_ts, self.schema.timestamp_format)
+        values = tuple(convert(row.get(column)) for column, convert in self._converters)
+        return str(key).strip(), ts_ms, values
+
+
+def parse_label(value: Any, kind: str, column: str) -> float | str:
+    """Parses one label cell: float for binary and numeric labels (NaN when missing),
+    string for categorical ones ("" when missing).
+
+    Args:
+        value: Any. The raw cell.
+        kind: str. `binary`, `numeric` or `categorical`.
+        column: str. Column name, for the rejection detail.
+
+    Returns:
+        The parsed label.
+
+    Raises:
+        RejectedRow: with reason `bad_label` for an unparsable value, or a binary label
+            that is not 0 or 1.
+    """
+    if kind == "categorical":
+        return _text_value(value)
+    try:
+        number = parse_number(value, column)
+    except RejectedRow as e:
+        raise RejectedRow(BAD_LABEL, e.detail) from None
+    if kind == "binary" and not (math.isnan(number) or number in (0.0, 1.0)):
+        raise RejectedRow(BAD_LABEL, f"column {column!r}: {value!r} is not 0 or 1")
+    return number
+
+
+def split_of(key: str, fractions: Sequence[float]) -> int:
+    """Assigns a key to a split by a stable hash (the same on every machine and run).
+
+    Args:
+        key: str. The sequence key.
+        fractions: sequence of float. Split fractions (train, valid, test), summing to 1.
+
+    Returns:
+        Index of the split.
+    """
+    point = int.from_bytes(hashlib.md5(key.encode("utf-8")).digest()[:8], "little") / 2.0**64
+    total = 0.0
+    for index, fraction in enumerate(fractions):
+        total += fraction
+        if point < total:
+            return index
+    return len(fractions) - 1
+
+
+def time_features(timestamps_ms: np.ndarray, config: TimeFeatures) -> dict[str, np.ndarray]:
+    """Derives time features from the timestamps of one time-sorted history.
+
+    Args:
+        timestamps_ms: int64 array [n]. Sorted timestamps in milliseconds.
+        config: TimeFeatures. Which features, and the UTC offset for hour and day.
+
+    Returns:
+        `delta_seconds` (float32, seconds since the previous event, NaN for the first),
+        `hour` (int64, 0-23) and `day_of_week` (int64, Monday is 0).
+    """
+    ts = np.asarray(timestamps_ms, dtype=np.int64)
+    delta = np.full(ts.shape, np.nan, dtype=np.float64)
+    delta[1:] = np.diff(ts) / 1000.0
+    local_s = ts // 1000 + int(round(config.utc_offset_hours * 3600))
+    return {
+        "delta_seconds": delta.astype(np.float32),
+        "hour": (local_s // 3600) % 24,
+        "day_of_week": (local_s // 86_400 + 3) % 7,  # 1970-01-01 was a Thursday
+    }

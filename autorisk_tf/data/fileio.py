@@ -1,0 +1,51 @@
+"""Small file helpers that accept local paths and any filesystem TensorFlow knows (gs://)."""
+
+from __future__ import annotations
+
+import os
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def read_text(path: str) -> str:
+    """Returns the UTF-8 text of a file.
+
+    Args:
+        path: str. Local path or URL such as `gs://bucket/file`.
+
+    Returns:
+        The file's text.
+    """
+    if _is_local(path):
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path, "r") as f:
+        return f.read()
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes UTF-8 text to a file, creating its parent directories.
+
+    Args:
+        path: str. Local path or URL.
+        text: str. The content.
+    """
+    if _is_local(path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(path.rsplit("/", 1)[0])
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(text)
+
+
+def join(*parts: str) -> str:
+    """Joins path parts with `/` (valid for local paths and URLs)."""
+    return "/".join([p.rstrip("/") for p in parts[:-1]] + list(parts[-1:]))

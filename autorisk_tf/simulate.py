@@ -1,0 +1,370 @@
+r"""Simulated risk-control event logs: `python -m autorisk_tf.simulate`.
+
+Writes a sharded event table (CSV or Parquet) and a label table, deterministic for a seed
+and streamed to disk block by block, so ten million events fit in bounded memory.
+
+Users belong to behaviour profiles (ordinary shoppers, cash-out merchants, promotion abusers,
+account takeovers). Each user has a session-structured history (a logon from the app, PC, mini
+program or H5, sometimes from a new device, then payments, transfers, recharges, refunds ...)
+with amounts from per-behaviour distributions and item names mixing Chinese and English.
+History lengths are heavy-tailed, from a handful to several thousand events.
+
+Labels (`labels.csv`):
+  is_risk     1 for cash-out merchants, promotion abusers and account takeovers.
+  takeover    1 when the history holds a logon from a new device, a password change within
+              10 minutes and then a transfer of at least 5,000 within 30 minutes. Most other
+              users hold the same three events spread out in time, so counting events cannot
+              find takeovers; the order and timing of events can (`takeover_rule`).
+  age_band    18-24 / 25-34 / 35-49 / 50+: shifts the hours of activity, weakly.
+  preference  games / travel / shopping / utilities: shifts the item mix, weakly.
+  profile     the behaviour profile.
+
+Example:
+  python -m autorisk_tf.simulate --output_dir /tmp/sim --num_users 2000 --seed 7
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Iterator
+
+import numpy as np
+from absl import app, flags, logging
+
+EVENT_TYPES = ("logon", "password_change", "create_transaction", "payment",
+               "instant_transfer", "recharge", "refund")
+CHANNELS = ("app", "pc", "mini_program", "h5")
+PAY_METHODS = ("credit_pay", "balance", "bank_card")
+AGE_BANDS = ("18-24", "25-34", "35-49", "50+")
+PREFERENCES = ("games", "travel", "shopping", "utilities")
+PROFILES = ("ordinary", "cash_out", "promo_abuser", "account_takeover")
+PROFILE_WEIGHTS = (0.74, 0.08, 0.08, 0.10)
+COLUMNS = ("user_id", "event_time", "event_type", "channel", "device", "pay_method",
+           "amount", "item")
+LABEL_COLUMNS = ("user_id", "is_risk", "takeover", "age_band", "preference", "profile")
+
+# The takeover pattern (the order-dependent label).
+TAKEOVER_LOGON_TO_PASSWORD_S = 600
+TAKEOVER_PASSWORD_TO_TRANSFER_S = 1800
+TAKEOVER_MIN_AMOUNT = 5000.0
+
+_ACTIONS = EVENT_TYPES[1:]  # every event but logon; logons open sessions
+# Per profile: probability of each action (password_change ... refund), of a new device per
+# session, of each pay method, and the median amount.
+_PROFILE_ACTIONS = {
+    "ordinary": (0.004, 0.30, 0.36, 0.08, 0.20, 0.056),
+    "cash_out": (0.004, 0.33, 0.36, 0.20, 0.03, 0.076),
+    "promo_abuser": (0.004, 0.14, 0.20, 0.04, 0.44, 0.176),
+    "account_takeover": (0.004, 0.30, 0.36, 0.08, 0.20, 0.056),
+}
+_PROFILE_NEW_DEVICE = {"ordinary": 0.03, "cash_out": 0.05, "promo_abuser": 0.35,
+                       "account_takeover": 0.03}
+_PROFILE_PAY = {"ordinary": (0.3, 0.4, 0.3), "cash_out": (0.8, 0.05, 0.15),
+                "promo_abuser": (0.2, 0.6, 0.2), "account_takeover": (0.3, 0.4, 0.3)}
+_TYPE_AMOUNT_MEDIAN = {"create_transaction": 80.0, "payment": 80.0, "instant_transfer": 150.0,
+                       "recharge": 30.0, "refund": 60.0}
+_AGE_PEAK_HOUR = {"18-24": 22, "25-34": 20, "35-49": 12, "50+": 9}
+
+_SURNAMES = ("Feng", "Qi", "Wang", "Li", "Zhang", "Chen", "王", "李", "张", "刘", "陈", "赵")
+_STATIONS = ("汽车南站", "Bus terminal (south district)", "火车东站", "Airport Line",
+             "客运中心", "West Lake stop")
+_PRODUCTS = ("iPhone case", "运动鞋", "milk tea 奶茶", "T-shirt", "零食大礼包", "USB-C cable",
+             "面膜", "coffee beans")
+_CARRIERS = ("China Unicom", "中国移动", "China Telecom")
+_CATALOG = {
+    "travel": ("DiDi Express-Driver {s}", "滴滴快车-{s}师傅", "Bus ticket**{st}",
+               "高铁票 {st}"),
+    "games": ("王者荣耀 {n}点券", "Game coins x{n}", "Steam wallet {n}", "和平精英 UC x{n}"),
+    "shopping": ("Taobao order {p}", "天猫超市 {p}", "Starbucks {p}", "京东 {p}"),
+    "utilities": ("{c} recharge of {n} RMB", "电费缴纳 {n}元", "Water bill {n}",
+                  "{c} 话费充值 {n}元"),
+}
+_START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+@dataclasses.dataclass
+class User:
+    """One simulated user: labels and time-sorted events (parallel lists)."""
+
+    user_id: str
+    labels: dict
+    times_ms: np.ndarray
+    event_type: list
+    channel: list
+    device: list
+    pay_method: list
+    amount: list
+    item: list
+
+    def __len__(self) -> int:
+        return len(self.times_ms)
+
+    def rows(self) -> Iterator[tuple]:
+        """Yields CSV-ready rows (ISO 8601 times, "" for missing values)."""
+        times = np.datetime_as_string(self.times_ms.astype("datetime64[ms]"), unit="s")
+        for i in range(len(self)):
+            amount = self.amount[i]
+            yield (self.user_id, str(times[i]), self.event_type[i], self.channel[i],
+                   self.device[i], self.pay_method[i],
+                   "" if amount is None else f"{amount:.2f}", self.item[i])
+
+
+def _item_text(rng: np.random.Generator, preference: str, event_type: str) -> str:
+    if event_type in ("logon", "password_change"):
+        return ""
+    if event_type == "instant_transfer":
+        name = _SURNAMES[rng.integers(len(_SURNAMES))]
+        return f"转账给 {name}" if rng.random() < 0.5 else f"Transfer to {name}"
+    if event_type == "recharge":
+        group = "games" if rng.random() < 0.5 else "utilities"
+    else:
+        group = preference if rng.random() < 0.4 else PREFERENCES[rng.integers(4)]
+    templates = _CATALOG[group]
+    template = templates[rng.integers(len(templates))]
+    return template.format(
+        s=_SURNAMES[rng.integers(len(_SURNAMES))], st=_STATIONS[rng.integers(len(_STATIONS))],
+        p=_PRODUCTS[rng.integers(len(_PRODUCTS))], c=_CARRIERS[rng.integers(len(_CARRIERS))],
+        n=int(rng.choice((10, 30, 50, 60, 100, 300, 648))))
+
+
+def _amount(rng: np.random.Generator, profile: str, event_type: str) -> float | None:
+    median = _TYPE_AMOUNT_MEDIAN.get(event_type)
+    if median is None:
+        return None
+    if profile == "cash_out" and event_type in ("payment", "create_transaction"):
+        return float(rng.integers(10, 50) * 100)  # round, large amounts
+    value = median * float(np.exp(rng.normal(0.0, 1.0)))
+    return round(min(value, 4_000.0), 2)
+
+
+def simulate_user(seed: int, index: int, max_events: int = 8000) -> User:
+    """Simulates one user, deterministically for `(seed, index)`.
+
+    Args:
+        seed: int. Seed of the whole data set.
+        index: int. Index of the user.
+        max_events: int. Upper bound on the history length.
+
+    Returns:
+        The user, with events sorted by time.
+    """
+    rng = np.random.default_rng([seed, index])
+    profile = PROFILES[rng.choice(len(PROFILES), p=PROFILE_WEIGHTS)]
+    age_band = AGE_BANDS[rng.integers(len(AGE_BANDS))]
+    preference = PREFERENCES[rng.integers(len(PREFERENCES))]
+    target = int(np.clip(np.exp(rng.normal(3.6, 1.3)), 4, max_events - 3))
+
+    events = []  # (time_ms, type, channel, device, pay_method, amount, item)
+    day = float(rng.integers(0, 90))
+    while len(events) < target:
+        day += rng.exponential(min(2.0, 1500.0 / target))
+        hour = (_AGE_PEAK_HOUR[age_band] + rng.normal(0, 3.5)) % 24
+        t = _START_MS + int((int(day) * 24 + hour) * 3_600_000)
+        channel = CHANNELS[rng.choice(4, p=(0.6, 0.25, 0.1, 0.05))]
+        device = "new" if rng.random() < _PROFILE_NEW_DEVICE[profile] else "known"
+        events.append((t, "logon", channel, device, "", None, ""))
+        for _ in range(min(int(rng.geometric(0.3)), target - len(events))):
+            t += int(rng.exponential(40_000)) + 1000
+            kind = _ACTIONS[rng.choice(len(_ACTIONS), p=_PROFILE_ACTIONS[profile])]
+            pay = (PAY_METHODS[rng.choice(3, p=_PROFILE_PAY[profile])]
+                   if kind in ("payment", "instant_transfer", "recharge") else "")
+            events.append((t, kind, channel, device, pay, _amount(rng, profile, kind),
+                           _item_text(rng, preference, kind)))
+
+    span_end = max(e[0] for e in events)
+    big = round(TAKEOVER_MIN_AMOUNT * float(np.exp(rng.uniform(0.0, 1.2))), 2)
+    transfer_item = _item_text(rng, preference, "instant_transfer")
+    channel = CHANNELS[rng.integers(2)]
+    if profile == "account_takeover":
+        t = span_end - int(rng.uniform(0, 20) * 86_400_000)
+        t1 = t + int(rng.uniform(30, TAKEOVER_LOGON_TO_PASSWORD_S - 60) * 1000)
+        t2 = t1 + int(rng.uniform(30, TAKEOVER_PASSWORD_TO_TRANSFER_S - 60) * 1000)
+        episode = [(t, "logon", channel, "new", "", None, ""),
+                   (t1, "password_change", channel, "new", "", None, ""),
+                   (t2, "instant_transfer", channel, "new", "balance", big, transfer_item)]
+    elif rng.random() < 0.85:
+        # A decoy: the same three events, but days apart and in a random order.
+        first = span_end - 40 * 86_400_000
+        times = sorted(first + int(x) for x in rng.uniform(0, 40 * 86_400_000, 3))
+        times = [times[0], times[1] + 2 * 86_400_000, times[2] + 4 * 86_400_000]
+        kinds = [("logon", "", None, ""), ("password_change", "", None, ""),
+                 ("instant_transfer", "balance", big, transfer_item)]
+        order = rng.permutation(3)
+        episode = [(times[i], kinds[order[i]][0], channel, "new" if order[i] == 0 else "known",
+                    *kinds[order[i]][1:]) for i in range(3)]
+    else:
+        episode = []
+    events.extend(episode)
+    events.sort(key=lambda e: e[0])
+
+    columns = list(zip(*events, strict=True))
+    labels = {"is_risk": int(profile != "ordinary"),
+              "takeover": int(profile == "account_takeover"),
+              "age_band": age_band, "preference": preference, "profile": profile}
+    return User(f"u{index:08d}", labels, np.asarray(columns[0], dtype=np.int64),
+                *[list(c) for c in columns[1:]])
+
+
+def takeover_rule(times_ms, event_type, device, amount) -> bool:
+    """The generating rule of the `takeover` label, applied to one time-sorted history.
+
+    Args:
+        times_ms: sequence of int. Event times in milliseconds, sorted.
+        event_type: sequence of str. Event types.
+        device: sequence of str. `new` or `known`.
+        amount: sequence of float or None. Amounts.
+
+    Returns:
+        True when a new-device logon is followed by a password change within 10 minutes and
+        then by an instant transfer of at least 5,000 within 30 minutes of the change.
+    """
+    last_new_logon = None
+    last_password = None
+    for t, kind, dev, amt in zip(times_ms, event_type, device, amount, strict=True):
+        if kind == "logon" and dev == "new":
+            last_new_logon = t
+        elif kind == "password_change" and last_new_logon is not None and (
+                t - last_new_logon <= TAKEOVER_LOGON_TO_PASSWORD_S * 1000):
+            last_password = t
+        elif (kind == "instant_transfer" and last_password is not None
+              and amt is not None and amt >= TAKEOVER_MIN_AMOUNT
+              and t - last_password <= TAKEOVER_PASSWORD_TO_TRANSFER_S * 1000):
+            return True
+    return False
+
+
+def iter_users(seed: int, num_users: int | None = None, num_events: int | None = None,
+               max_events: int = 8000) -> Iterator[User]:
+    """Yields users in index order until `num_users` users or `num_events` events."""
+    index = events = 0
+    while (num_users is None or index < num_users) and (
+            num_events is None or events < num_events):
+        user = simulate_user(seed, index, max_events)
+        events += len(user)
+        index += 1
+        yield user
+
+
+class _ShardWriter:
+    """Writes blocks of rows to one CSV or Parquet shard."""
+
+    def __init__(self, path: str, fmt: str):
+        self.path, self.fmt = path, fmt
+        if fmt == "csv":
+            self._file = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115
+            self._csv = csv.writer(self._file)
+            self._csv.writerow(COLUMNS)
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            self._pa = pa
+            self._schema = pa.schema([(c, pa.float64() if c == "amount" else pa.string())
+                                      for c in COLUMNS])
+            self._parquet = pq.ParquetWriter(path, self._schema)
+
+    def write(self, rows: list[tuple]) -> None:
+        if self.fmt == "csv":
+            self._csv.writerows(rows)
+            return
+        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in COLUMNS]
+        arrays = {c: list(v) for c, v in zip(COLUMNS, columns, strict=True)}
+        arrays["amount"] = [None if a == "" else float(a) for a in arrays["amount"]]
+        self._parquet.write_table(self._pa.table(arrays, schema=self._schema))
+
+    def close(self) -> None:
+        if self.fmt == "csv":
+            self._file.close()
+        else:
+            self._parquet.close()
+
+
+def write_dataset(output_dir: str, seed: int = 0, num_users: int | None = None,
+                  num_events: int | None = None, fmt: str = "csv", num_shards: int = 4,
+                  block_users: int = 256, max_events: int = 8000) -> dict:
+    """Simulates users and writes `events/part-*.{csv,parquet}` and `labels.csv`.
+
+    Rows of each block of `block_users` users are shuffled before writing, so files are not
+    sorted by user or time (like real logs); blocks go to shards in turn.
+
+    Args:
+        output_dir: str. Output folder (created).
+        seed: int. Seed; the same seed gives the same files.
+        num_users: int or None. Number of users.
+        num_events: int or None. Stop after the user that reaches this many events.
+        fmt: str. `csv` or `parquet`.
+        num_shards: int. Number of event files.
+        block_users: int. Users per shuffled block.
+        max_events: int. Longest history.
+
+    Returns:
+        A summary: users, events, positives per binary label, longest history.
+    """
+    if num_users is None and num_events is None:
+        raise ValueError("give num_users or num_events")
+    os.makedirs(os.path.join(output_dir, "events"), exist_ok=True)
+    writers = [_ShardWriter(os.path.join(output_dir, "events", f"part-{i:05d}.{fmt}"), fmt)
+               for i in range(num_shards)]
+    summary = {"users": 0, "events": 0, "is_risk": 0, "takeover": 0, "longest": 0}
+    started = time.time()
+    with open(os.path.join(output_dir, "labels.csv"), "w", newline="",
+              encoding="utf-8") as label_file:
+        labels = csv.writer(label_file)
+        labels.writerow(LABEL_COLUMNS)
+        block, block_index = [], 0
+        for user in iter_users(seed, num_users, num_events, max_events):
+            labels.writerow([user.user_id] + [user.labels[c] for c in LABEL_COLUMNS[1:]])
+            block.extend(user.rows())
+            summary["users"] += 1
+            summary["events"] += len(user)
+            summary["is_risk"] += user.labels["is_risk"]
+            summary["takeover"] += user.labels["takeover"]
+            summary["longest"] = max(summary["longest"], len(user))
+            if summary["users"] % block_users == 0:
+                _flush(block, block_index, seed, writers)
+                block, block_index = [], block_index + 1
+                if block_index % 40 == 0:
+                    logging.info("%d users, %d events (%.0f events/s)", summary["users"],
+                                 summary["events"], summary["events"] / (time.time() - started))
+        if block:
+            _flush(block, block_index, seed, writers)
+    for writer in writers:
+        writer.close()
+    return summary
+
+
+def _flush(rows: list, block_index: int, seed: int, writers: list) -> None:
+    order = np.random.default_rng([seed, 1 << 40, block_index]).permutation(len(rows))
+    writers[block_index % len(writers)].write([rows[i] for i in order])
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("output_dir", None, "Folder for events/ and labels.csv.")
+flags.DEFINE_integer("num_users", None, "Number of users to simulate.")
+flags.DEFINE_integer("num_events", None, "Simulate users until this many events.")
+flags.DEFINE_integer("seed", 0, "Seed; the same seed gives the same files.")
+flags.DEFINE_enum("format", "csv", ["csv", "parquet"], "Event file format.")
+flags.DEFINE_integer("num_shards", 4, "Number of event files.")
+flags.DEFINE_integer("max_events", 8000, "Longest history of a user.")
+
+
+def main(argv: list[str]) -> None:
+    """Command-line entry point."""
+    del argv
+    if FLAGS.output_dir is None:
+        sys.exit("error: --output_dir is required")
+    if FLAGS.num_users is None and FLAGS.num_events is None:
+        sys.exit("error: give --num_users or --num_events")
+    summary = write_dataset(FLAGS.output_dir, FLAGS.seed, FLAGS.num_users, FLAGS.num_events,
+                            FLAGS.format, FLAGS.num_shards, max_events=FLAGS.max_events)
+    print(f"wrote {summary['events']} events of {summary['users']} users to "
+          f"{FLAGS.output_dir} (is_risk: {summary['is_risk']}, takeover: "
+          f"{summary['takeover']}, longest history: {summary['longest']})")
+
+
+if __name__ == "__main__":
+    app.run(main)

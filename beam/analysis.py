@@ -1,0 +1,203 @@
+"""Mergeable summaries for the analysis of the training split and the run statistics.
+
+Parsing emits one `FileSummary` per input file; `MergeFileSummaries` combines them into the
+vocabularies' counts, a bounded uniform sample of every numeric field (bottom-k by random
+priority, so memory does not grow with the input) and the row counts. Building sequences emits
+one `SequenceSummary` per key; `MergeSequenceSummaries` combines them into users, examples,
+events used and truncated per split and the histogram of history lengths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import apache_beam as beam
+import numpy as np
+
+from autorisk_tf.data import artifacts, events
+from autorisk_tf.data.schema import Schema
+
+NUMERIC_SAMPLE_SIZE = 100_000
+SPLITS = ("train", "valid", "test")
+
+
+@dataclasses.dataclass
+class FileSummary:
+    """Counts of one input file (or of many, once merged)."""
+
+    rows_in: int = 0
+    blank_lines: int = 0
+    rejected: Counter = dataclasses.field(default_factory=Counter)
+    categorical: dict = dataclasses.field(default_factory=dict)  # field -> Counter
+    text_tokens: dict = dataclasses.field(default_factory=dict)  # field -> Counter
+    numeric: dict = dataclasses.field(default_factory=dict)  # field -> (priorities, values)
+
+    def add_numeric_sample(self, field: str, values: np.ndarray, rng: np.random.Generator):
+        """Adds values to the bounded sample of a numeric field."""
+        values = values[np.isfinite(values)]
+        priorities = rng.random(values.size)
+        old_p, old_v = self.numeric.get(field, (np.empty(0), np.empty(0)))
+        self.numeric[field] = _bottom_k(np.concatenate([old_p, priorities]),
+                                        np.concatenate([old_v, values]))
+
+    def merge(self, other: FileSummary) -> FileSummary:
+        """Adds another summary into this one and returns self."""
+        self.rows_in += other.rows_in
+        self.blank_lines += other.blank_lines
+        self.rejected.update(other.rejected)
+        for mine, theirs in ((self.categorical, other.categorical),
+                             (self.text_tokens, other.text_tokens)):
+            for field, counts in theirs.items():
+                mine.setdefault(field, Counter()).update(counts)
+        for field, (p, v) in other.numeric.items():
+            old_p, old_v = self.numeric.get(field, (np.empty(0), np.empty(0)))
+            self.numeric[field] = _bottom_k(np.concatenate([old_p, p]),
+                                            np.concatenate([old_v, v]))
+        return self
+
+
+def _bottom_k(priorities: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if priorities.size <= NUMERIC_SAMPLE_SIZE:
+        return priorities, values
+    keep = np.argpartition(priorities, NUMERIC_SAMPLE_SIZE)[:NUMERIC_SAMPLE_SIZE]
+    return priorities[keep], values[keep]
+
+
+class MergeFileSummaries(beam.CombineFn):
+    """Combines `FileSummary`s into one."""
+
+    def create_accumulator(self):
+        return FileSummary()
+
+    def add_input(self, accumulator, summary):
+        return accumulator.merge(summary)
+
+    def merge_accumulators(self, accumulators):
+        accumulators = iter(accumulators)
+        result = next(accumulators)
+        for accumulator in accumulators:
+            result.merge(accumulator)
+        return result
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+@dataclasses.dataclass
+class SequenceSummary:
+    """Counts of the built sequences (one key, or many once merged)."""
+
+    users: Counter = dataclasses.field(default_factory=Counter)  # split -> users
+    examples: Counter = dataclasses.field(default_factory=Counter)  # split -> examples
+    events_used: int = 0
+    events_truncated: int = 0
+    users_with_labels: int = 0
+    label_keys_without_events: int = 0
+    label_duplicates: int = 0
+    lengths: Counter = dataclasses.field(default_factory=Counter)  # history length -> users
+
+    def merge(self, other: SequenceSummary) -> SequenceSummary:
+        """Adds another summary into this one and returns self."""
+        self.users.update(other.users)
+        self.examples.update(other.examples)
+        self.events_used += other.events_used
+        self.events_truncated += other.events_truncated
+        self.users_with_labels += other.users_with_labels
+        self.label_keys_without_events += other.label_keys_without_events
+        self.label_duplicates += other.label_duplicates
+        self.lengths.update(other.lengths)
+        return self
+
+
+class MergeSequenceSummaries(MergeFileSummaries):
+    """Combines `SequenceSummary`s into one."""
+
+    def create_accumulator(self):
+        return SequenceSummary()
+
+
+def length_percentiles(lengths: Counter) -> dict:
+    """Percentiles of the history lengths from their histogram.
+
+    Args:
+        lengths: Counter. Length to number of users.
+
+    Returns:
+        `{"min", "p50", "p90", "p99", "max", "mean"}`; empty when there are no users.
+    """
+    if not lengths:
+        return {}
+    values = np.array(sorted(lengths), dtype=np.float64)
+    weights = np.array([lengths[v] for v in sorted(lengths)], dtype=np.float64)
+    cumulative = np.cumsum(weights) / weights.sum()
+    result = {"min": int(values[0]), "max": int(values[-1]),
+              "mean": round(float(np.average(values, weights=weights)), 2)}
+    for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+        result[name] = int(values[np.searchsorted(cumulative, q)])
+    return result
+
+
+def build_artifacts(schema: Schema, files: FileSummary, sequences: SequenceSummary,
+                    labels: FileSummary | None, options: dict) -> artifacts.Artifacts:
+    """Turns the merged summaries into artifacts, and checks that every row is accounted for.
+
+    Args:
+        schema: Schema. The event schema.
+        files: FileSummary. Merged summary of the event files (training split counts).
+        sequences: SequenceSummary. Merged summary of the built sequences.
+        labels: FileSummary or None. Merged summary of the label table.
+        options: dict. The run's options, recorded in the stats.
+
+    Returns:
+        The artifacts.
+
+    Raises:
+        RuntimeError: rows in != rows used + truncated + rejected (a bug, never bad input).
+    """
+    vocabularies = {
+        f.name: artifacts.build_vocabulary(files.categorical.get(f.name, {}), f.max_vocab,
+                                           f.min_count)
+        for f in schema.fields_of_kind("categorical")}
+    text_vocabularies = {
+        f.name: artifacts.build_vocabulary(files.text_tokens.get(f.name, {}), f.max_vocab,
+                                           f.min_count)
+        for f in schema.fields_of_kind("text")}
+    boundaries = {
+        f.name: artifacts.quantile_boundaries(
+            np.sort(files.numeric.get(f.name, (None, np.empty(0)))[1]), f.num_buckets, f.log)
+        for f in schema.fields_of_kind("numeric")}
+    rejected = sum(files.rejected.values())
+    stats = {
+        "rows_in": files.rows_in,
+        "rows_used": sequences.events_used,
+        "rows_truncated": sequences.events_truncated,
+        "rows_rejected": rejected,
+        "rejected_by_reason": dict(sorted(files.rejected.items())),
+        "blank_lines_skipped": files.blank_lines,
+        "reconciled": files.rows_in == sequences.events_used + sequences.events_truncated
+        + rejected,
+        "users": sum(sequences.users.values()),
+        "users_by_split": {s: sequences.users.get(s, 0) for s in SPLITS},
+        "examples_by_split": {s: sequences.examples.get(s, 0) for s in SPLITS},
+        "history_length": length_percentiles(sequences.lengths),
+        "numeric_sample_size": {f: int(v[1].size) for f, v in files.numeric.items()},
+        "options": options,
+    }
+    if labels is not None:
+        label_rejected = sum(labels.rejected.values()) + sequences.label_duplicates
+        used = sequences.users_with_labels
+        stats["labels"] = {
+            "rows_in": labels.rows_in,
+            "rows_used": used,
+            "rows_without_events": sequences.label_keys_without_events,
+            "rows_rejected": label_rejected,
+            "rejected_by_reason": dict(sorted((labels.rejected + Counter(
+                {events.DUPLICATE_LABEL_KEY: sequences.label_duplicates})).items())),
+            "reconciled": labels.rows_in == used + sequences.label_keys_without_events
+            + label_rejected,
+            "users_without_labels": stats["users"] - used,
+        }
+    if not stats["reconciled"] or not stats.get("labels", {"reconciled": True})["reconciled"]:
+        raise RuntimeError(f"row counts do not reconcile: {stats}")
+    return artifacts.Artifacts(schema, vocabularies, text_vocabularies, boundaries, stats)

@@ -1,0 +1,464 @@
+r"""Raw event tables to per-user `tf.train.SequenceExample` TFRecords: `python -m beam.preprocess`.
+
+  python -m beam.preprocess --input 'events/*.csv' --schema schema.yaml \
+      --labels labels.csv --output_dir out/ [--max_len 4096] [--window_stride 1024] \
+      [Beam pipeline options, e.g. --runner DataflowRunner --project ... --region ...]
+
+Steps: validate and parse every row (bad rows go to `dead_letter/` with a reason); group by
+key; sort by timestamp (stable: ties keep input order); keep the most recent `max_len` events
+or cut long histories into overlapping windows; derive time features; join the labels; write
+`train/`, `valid/` and `test/` shards (split by a stable hash of the key); analyse the training
+split into `artifacts/` (schema copy, vocabularies, boundaries, stats.json).
+
+Without `--runner` the job runs in this process (Beam's FnApiRunner, the engine of the
+DirectRunner, chosen explicitly: plain DirectRunner first tries to download Prism); add
+`--direct_running_mode multi_processing --direct_num_workers N` for several local processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import Counter, defaultdict
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+
+from autorisk_tf.data import artifacts, events
+from autorisk_tf.data import sequence_example as seqex
+from autorisk_tf.data.schema import Schema, SchemaError, load_schema, parse_schema
+from beam import analysis, sources
+
+DEAD_LETTER = "dead_letter"
+SUMMARY = "summary"
+_ORDER_BITS = 40  # an event's input order: file index << 40 | line
+# The in-process runner. Plain DirectRunner first tries to download the Prism runner binary,
+# which fails (slowly) without network.
+LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
+
+
+class UsageError(ValueError):
+    """A bad command line or input path: reported as one line, exit status 2."""
+
+
+def _dead_letter(source: str, path: str, line: int, reason: str, detail: str,
+                 raw: str) -> str:
+    return json.dumps({"source": source, "file": path, "line": line, "reason": reason,
+                       "detail": detail, "raw": raw}, ensure_ascii=False)
+
+
+class ParseEventsFn(beam.DoFn):
+    """Parses one event file into `(key, [events])` batches, dead letters and a summary.
+
+    Events of the same key within a chunk of rows are batched into one element, so the
+    shuffle moves far fewer elements than rows. Counts for the vocabularies and samples for
+    the bucket boundaries are taken from rows whose key falls in the training split.
+
+    Args:
+        schema_text: str. The schema YAML (a string pickles anywhere).
+        fmt: str. Input format or `auto`.
+        fractions: tuple of float. Split fractions.
+        chunk_rows: int. Rows per batch of emitted events.
+    """
+
+    def __init__(self, schema_text: str, fmt: str, fractions: tuple, chunk_rows: int = 50_000):
+        self._schema_text = schema_text
+        self._fmt = fmt
+        self._fractions = fractions
+        self._chunk_rows = chunk_rows
+        self._rows = Metrics.counter("preprocess", "rows_in")
+        self._rejected = Metrics.counter("preprocess", "rows_rejected")
+
+    def setup(self):
+        self._schema = parse_schema(self._schema_text)
+        self._parser = events.RowParser(self._schema)
+
+    def process(self, element):
+        file_index, path = element
+        schema = self._schema
+        fmt = sources.detect_format(path) if self._fmt == "auto" else self._fmt
+        summary = analysis.FileSummary()
+        rng = np.random.default_rng([file_index])
+        batches, is_train = defaultdict(list), {}
+        train_values = [[] for _ in schema.fields]
+        pending = 0
+        for raw in sources.read_rows(path, fmt, schema.csv_delimiter):
+            if raw.blank:
+                summary.blank_lines += 1
+                continue
+            summary.rows_in += 1
+            if raw.row is not None:
+                try:
+                    key, ts_ms, values = self._parser.parse(raw.row)
+                except events.RejectedRow as e:
+                    raw.reason, raw.detail = e.reason, e.detail
+            if raw.reason:
+                summary.rejected[raw.reason] += 1
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, _dead_letter(
+                    "events", path, raw.line, raw.reason, raw.detail, sources.raw_text(raw)))
+                continue
+            batches[key].append((ts_ms, (file_index << _ORDER_BITS) | raw.line, values))
+            train = is_train.get(key)
+            if train is None:
+                train = is_train[key] = events.split_of(key, self._fractions) == 0
+            if train:
+                for column, value in zip(train_values, values, strict=True):
+                    column.append(value)
+            pending += 1
+            if pending >= self._chunk_rows:
+                yield from batches.items()
+                self._summarise(summary, train_values, rng)
+                batches, is_train, pending = defaultdict(list), {}, 0
+                train_values = [[] for _ in schema.fields]
+        yield from batches.items()
+        self._summarise(summary, train_values, rng)
+        self._rows.inc(summary.rows_in)
+        self._rejected.inc(sum(summary.rejected.values()))
+        logging.info("parsed %s: %d rows, %d rejected", path, summary.rows_in,
+                     sum(summary.rejected.values()))
+        yield beam.pvalue.TaggedOutput(SUMMARY, summary)
+
+    def _summarise(self, summary, train_values, rng):
+        for field, column in zip(self._schema.fields, train_values, strict=True):
+            if field.kind == "numeric":
+                summary.add_numeric_sample(field.name, np.asarray(column, np.float64), rng)
+            elif field.kind == "categorical":
+                summary.categorical.setdefault(field.name, Counter()).update(column)
+            else:
+                tokens = summary.text_tokens.setdefault(field.name, Counter())
+                for text, count in Counter(column).items():
+                    for token, n in Counter(artifacts.tokenize(text, field.tokenizer)).items():
+                        tokens[token] += n * count
+
+
+class ParseLabelsFn(beam.DoFn):
+    """Parses the label table into `(key, (line, labels))`, dead letters and a summary.
+
+    Args:
+        schema_text: str. The schema YAML.
+        fmt: str. Input format or `auto`.
+    """
+
+    def __init__(self, schema_text: str, fmt: str):
+        self._schema_text = schema_text
+        self._fmt = fmt
+
+    def setup(self):
+        self._schema = parse_schema(self._schema_text)
+
+    def process(self, path):
+        schema = self._schema
+        fmt = sources.detect_format(path) if self._fmt == "auto" else self._fmt
+        summary = analysis.FileSummary()
+        for raw in sources.read_rows(path, fmt, delimiter=","):
+            if raw.blank:
+                summary.blank_lines += 1
+                continue
+            summary.rows_in += 1
+            if raw.row is not None:
+                try:
+                    key = raw.row.get(schema.label_key)
+                    if events.is_missing(key):
+                        raise events.RejectedRow(events.MISSING_KEY,
+                                                 f"column {schema.label_key!r} is empty")
+                    labels = {label.name: events.parse_label(raw.row.get(label.name),
+                                                             label.kind, label.name)
+                              for label in schema.labels}
+                except events.RejectedRow as e:
+                    raw.reason, raw.detail = e.reason, e.detail
+            if raw.reason:
+                summary.rejected[raw.reason] += 1
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, _dead_letter(
+                    "labels", path, raw.line, raw.reason, raw.detail, sources.raw_text(raw)))
+                continue
+            yield str(key).strip(), (raw.line, labels)
+        yield beam.pvalue.TaggedOutput(SUMMARY, summary)
+
+
+def window_slices(n: int, max_len: int, stride: int) -> list[tuple[int, int]]:
+    """Slices `[start, end)` of a history of n events to write as examples.
+
+    Args:
+        n: int. History length.
+        max_len: int. Longest example.
+        stride: int. 0 keeps only the most recent `max_len` events; otherwise windows of
+            `max_len` start every `stride` events, and the last one ends at the last event.
+
+    Returns:
+        The slices, oldest first.
+    """
+    if n <= max_len:
+        return [(0, n)]
+    if not stride:
+        return [(n - max_len, n)]
+    starts = list(range(0, n - max_len, stride)) + [n - max_len]
+    return [(s, s + max_len) for s in starts]
+
+
+class BuildSequencesFn(beam.DoFn):
+    """Sorts a key's events, cuts them to examples and serialises them, tagged by split.
+
+    Args:
+        schema_text: str. The schema YAML.
+        fractions: tuple of float. Split fractions.
+        max_len: int. Longest example.
+        window_stride: int. 0 for the most recent events only, else the window stride.
+        with_labels: bool. Whether a label table was given.
+    """
+
+    def __init__(self, schema_text: str, fractions: tuple, max_len: int, window_stride: int,
+                 with_labels: bool):
+        self._schema_text = schema_text
+        self._fractions = fractions
+        self._max_len = max_len
+        self._stride = window_stride
+        self._with_labels = with_labels
+
+    def setup(self):
+        self._schema = parse_schema(self._schema_text)
+
+    def process(self, element):
+        key, grouped = element
+        summary = analysis.SequenceSummary()
+        batches = list(grouped["events"])
+        label_rows = sorted(grouped["labels"])
+        labels = None
+        if label_rows:
+            labels = label_rows[0][1]
+            for line, _ in label_rows[1:]:
+                summary.label_duplicates += 1
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, _dead_letter(
+                    "labels", "", line, events.DUPLICATE_LABEL_KEY,
+                    f"key {key!r} already has labels (line {label_rows[0][0]})", key))
+        if not batches:
+            summary.label_keys_without_events += 1
+            yield beam.pvalue.TaggedOutput(SUMMARY, summary)
+            return
+        history = [event for batch in batches for event in batch]
+        history.sort(key=lambda event: (event[0], event[1]))  # stable for equal timestamps
+        n = len(history)
+        timestamps = np.fromiter((e[0] for e in history), dtype=np.int64, count=n)
+        columns = list(zip(*(e[2] for e in history), strict=True))
+        derived = events.time_features(timestamps, self._schema.time_features)
+        split = analysis.SPLITS[events.split_of(key, self._fractions)]
+        slices = window_slices(n, self._max_len, self._stride)
+        covered = np.zeros(n, dtype=bool)
+        for index, (start, end) in enumerate(slices):
+            covered[start:end] = True
+            yield beam.pvalue.TaggedOutput(split, seqex.encode_sequence(
+                self._schema, key, timestamps[start:end],
+                [column[start:end] for column in columns],
+                {name: values[start:end] for name, values in derived.items()},
+                labels=labels, window_index=index, num_events_total=n))
+        used = int(covered.sum())
+        summary.users[split] += 1
+        summary.examples[split] += len(slices)
+        summary.events_used += used
+        summary.events_truncated += n - used
+        summary.users_with_labels += labels is not None
+        summary.lengths[n] += 1
+        yield beam.pvalue.TaggedOutput(SUMMARY, summary)
+
+
+class WriteArtifactsFn(beam.DoFn):
+    """Builds and writes `artifacts/` from the merged summaries (runs once)."""
+
+    def __init__(self, schema_text: str, options: dict):
+        self._schema_text = schema_text
+        self._options = options
+
+    def process(self, artifacts_dir, files, sequences, labels=None):
+        built = analysis.build_artifacts(parse_schema(self._schema_text), files, sequences,
+                                         labels, self._options)
+        built.save(artifacts_dir)
+        yield built.stats
+
+
+def _parse_fractions(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or min(parts) < 0 or abs(sum(parts) - 1.0) > 1e-6 or parts[0] <= 0:
+        raise UsageError(f"--split must be three fractions train,valid,test summing to 1 "
+                         f"with train > 0, got {text!r}")
+    return parts
+
+
+def match_inputs(patterns: str) -> list[str]:
+    """Expands comma-separated glob patterns into a sorted list of files.
+
+    Args:
+        patterns: str. One or more patterns, comma-separated (local or gs://).
+
+    Returns:
+        The matched paths, sorted (their index orders events with equal timestamps).
+
+    Raises:
+        UsageError: a pattern matches no file or cannot be read.
+    """
+    paths = []
+    for pattern in (p.strip() for p in patterns.split(",") if p.strip()):
+        try:
+            matched = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+        except Exception as e:  # noqa: BLE001 - filesystems raise many kinds
+            raise UsageError(f"cannot read input {pattern!r}: {e}") from None
+        if not matched:
+            raise UsageError(f"input {pattern!r} matches no file")
+        paths.extend(matched)
+    if not paths:
+        raise UsageError("--input names no file")
+    return sorted(set(paths))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser (Beam pipeline options pass through)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m beam.preprocess",
+        description="Raw event tables + schema -> per-user SequenceExample TFRecords, "
+                    "artifacts and dead letters. Unknown flags go to Beam.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--input", required=True,
+                        help="Event files: glob pattern(s), comma-separated, local or gs://.")
+    parser.add_argument("--schema", required=True, help="Schema YAML file.")
+    parser.add_argument("--labels", default=None, help="Label table (CSV, JSONL, Parquet).")
+    parser.add_argument("--output_dir", required=True, help="Output folder.")
+    parser.add_argument("--input_format", default="auto", choices=("auto",) + sources.FORMATS,
+                        help="Input format; auto guesses from each file's extension.")
+    parser.add_argument("--max_len", type=int, default=4096, help="Longest sequence written.")
+    parser.add_argument("--window_stride", type=int, default=0,
+                        help="0 keeps the most recent max_len events of each user; N > 0 cuts "
+                             "long histories into max_len windows starting every N events.")
+    parser.add_argument("--split", default="0.8,0.1,0.1",
+                        help="Fractions of keys for train,valid,test (stable hash of the key).")
+    parser.add_argument("--num_shards", type=int, default=0,
+                        help="TFRecord shards per split; 0 lets the runner decide.")
+    return parser
+
+
+def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Schema,
+                   paths: list[str]):
+    """Adds the preprocessing steps to a pipeline.
+
+    Args:
+        pipeline: beam.Pipeline. The pipeline.
+        args: Namespace. Parsed known arguments.
+        schema: Schema. The validated schema.
+        paths: list of str. Input files, sorted.
+
+    Returns:
+        PCollection holding the stats dict once the artifacts are written.
+    """
+    text = schema.source_text
+    fractions = _parse_fractions(args.split)
+    out = args.output_dir.rstrip("/")
+    parsed = (
+        pipeline
+        | "ListFiles" >> beam.Create(list(enumerate(paths)))
+        | "SpreadFiles" >> beam.Reshuffle()
+        | "ParseEvents" >> beam.ParDo(ParseEventsFn(text, args.input_format, fractions))
+        .with_outputs(DEAD_LETTER, SUMMARY, main="events"))
+    grouped = {"events": parsed.events, "labels": pipeline | "NoLabels" >> beam.Create([])}
+    dead_letters = [parsed[DEAD_LETTER]]
+    label_summary = None
+    if args.labels:
+        labels = (pipeline
+                  | "ListLabelFiles" >> beam.Create(match_inputs(args.labels))
+                  | "ParseLabels" >> beam.ParDo(ParseLabelsFn(text, args.input_format))
+                  .with_outputs(DEAD_LETTER, SUMMARY, main="labels"))
+        grouped["labels"] = labels.labels
+        dead_letters.append(labels[DEAD_LETTER])
+        label_summary = beam.pvalue.AsSingleton(
+            labels[SUMMARY] | "MergeLabelSummaries" >> beam.CombineGlobally(
+                analysis.MergeFileSummaries()))
+    built = (
+        grouped
+        | "GroupByKey" >> beam.CoGroupByKey()
+        | "BuildSequences" >> beam.ParDo(BuildSequencesFn(
+            text, fractions, args.max_len, args.window_stride, bool(args.labels)))
+        .with_outputs(DEAD_LETTER, SUMMARY, *analysis.SPLITS))
+    dead_letters.append(built[DEAD_LETTER])
+    for split in analysis.SPLITS:
+        _ = built[split] | f"Write_{split}" >> beam.io.WriteToTFRecord(
+            f"{out}/{split}/part", file_name_suffix=".tfrecord", num_shards=args.num_shards)
+    _ = (tuple(dead_letters) | "AllDeadLetters" >> beam.Flatten()
+         | "WriteDeadLetters" >> beam.io.WriteToText(
+             f"{out}/{DEAD_LETTER}/rejected", file_name_suffix=".jsonl",
+             num_shards=max(args.num_shards, 0)))
+    files = parsed[SUMMARY] | "MergeFileSummaries" >> beam.CombineGlobally(
+        analysis.MergeFileSummaries())
+    sequences = built[SUMMARY] | "MergeSequenceSummaries" >> beam.CombineGlobally(
+        analysis.MergeSequenceSummaries())
+    options = {k: getattr(args, k) for k in ("input", "labels", "max_len", "window_stride",
+                                              "split", "num_shards")}
+    side = {"labels": label_summary} if label_summary is not None else {}
+    return (pipeline
+            | "ArtifactsDir" >> beam.Create([f"{out}/artifacts"])
+            | "WriteArtifacts" >> beam.ParDo(
+                WriteArtifactsFn(text, options), beam.pvalue.AsSingleton(files),
+                beam.pvalue.AsSingleton(sequences), **side))
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.max_len < 1:
+        raise UsageError(f"--max_len must be positive, got {args.max_len}")
+    if args.window_stride < 0:
+        raise UsageError(f"--window_stride must be 0 or positive, got {args.window_stride}")
+    if args.num_shards < 0:
+        raise UsageError(f"--num_shards must be 0 or positive, got {args.num_shards}")
+    _parse_fractions(args.split)
+
+
+def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
+    """Runs the preprocessing job.
+
+    Args:
+        argv: list of str or None. Command-line arguments (`sys.argv[1:]` when None).
+        save_main_session: bool. Pickle the main session for remote workers.
+        test_pipeline: beam.Pipeline or None. A pipeline to build into (tests).
+
+    Returns:
+        The stats written to `artifacts/stats.json`.
+
+    Raises:
+        UsageError: bad arguments or unreadable input.
+        SchemaError: the schema is not valid.
+    """
+    args, beam_args = build_parser().parse_known_args(argv)
+    _check_args(args)
+    schema = load_schema(args.schema)
+    if args.labels and not schema.labels:
+        raise UsageError(f"--labels given but {args.schema} names no label columns")
+    paths = match_inputs(args.input)
+    if not any(a.startswith("--runner") for a in beam_args):
+        beam_args = [f"--runner={LOCAL_RUNNER}", *beam_args]
+    options = PipelineOptions(beam_args)
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    build_pipeline(pipeline, args, schema, paths)
+    pipeline.run().wait_until_finish()
+    return artifacts.Artifacts.load(f"{args.output_dir.rstrip('/')}/artifacts").stats
+
+
+def main(argv=None) -> int:
+    """Command-line entry point: runs the job and prints a summary; one line on errors."""
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        stats = run(argv)
+    except (UsageError, SchemaError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rejected = ", ".join(f"{k}: {v}" for k, v in stats["rejected_by_reason"].items()) or "none"
+    print(f"rows in {stats['rows_in']}, used {stats['rows_used']}, truncated "
+          f"{stats['rows_truncated']}, rejected {stats['rows_rejected']} ({rejected}); "
+          f"users {stats['users']} {stats['users_by_split']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Installs AutoRisk-TF: the library, the Beam jobs and the export tools."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="autorisk-tf",
+    version="0.1.0",
+    description=(
+        "Self-supervised pre-training on user behaviour sequences "
+        "(Keras 3 on TensorFlow, Apache Beam preprocessing)."
+    ),
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["autorisk_tf", "autorisk_tf.*", "beam", "beam.*",
+                                    "export", "export.*"]),
+    package_data={"autorisk_tf": ["schemas/*.yaml"]},
+    install_requires=[
+        "tensorflow==2.21.0",
+        "keras==3.15.1",
+        "tensorflow-text==2.21.1",
+        # The tfrecord extra brings the CRC library that WriteToTFRecord needs.
+        "apache-beam[tfrecord]==2.77.0",
+        "numpy==2.4.6",
+        "absl-py==2.5.1",
+        "PyYAML==6.0.4",
+        "pyarrow==25.0.1",
+    ],
+    extras_require={
+        "dev": [
+            "pytest==9.2.0",
+            "ruff==0.17.6",
+            "scikit-learn==1.9.1",
+        ],
+    },
+)

@@ -1,0 +1,79 @@
+"""Shared helpers: write small raw tables, run the Beam job on them, read what it wrote."""
+
+import glob
+import json
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SCHEMA = """\
+key: user_id
+timestamp: {column: ts, format: auto}
+fields:
+  - {name: event_type, kind: categorical, max_vocab: 3, min_count: 1}
+  - {name: amount, kind: numeric, num_buckets: 4}
+  - {name: item, kind: text, tokenizer: char, max_tokens: 8, min_count: 1}
+labels:
+  columns:
+    - {name: is_risk, kind: binary}
+    - {name: band, kind: categorical}
+"""
+
+
+class Run:
+    """What one preprocessing run wrote."""
+
+    def __init__(self, output_dir, schema_path):
+        from autorisk_tf.data import artifacts, reader
+
+        self.output_dir = output_dir
+        self.artifacts = artifacts.Artifacts.load(os.path.join(output_dir, "artifacts"))
+        self.stats = self.artifacts.stats
+        self.examples = {}
+        for split in ("train", "valid", "test"):
+            pattern = os.path.join(output_dir, split, "*.tfrecord")
+            if glob.glob(pattern):
+                for ex in reader.read_sequences(pattern, self.artifacts.schema):
+                    ex["split"] = split
+                    self.examples.setdefault(ex["key"], []).append(ex)
+        for windows in self.examples.values():
+            windows.sort(key=lambda ex: ex["window_index"])
+        self.dead_letters = []
+        for path in sorted(glob.glob(os.path.join(output_dir, "dead_letter", "*.jsonl"))):
+            with open(path, encoding="utf-8") as f:
+                self.dead_letters.extend(json.loads(line) for line in f if line.strip())
+
+    def one(self, key):
+        (example,) = self.examples[key]
+        return example
+
+
+@pytest.fixture
+def preprocess(tmp_path):
+    """Returns run(files, schema=SCHEMA, args=()) -> Run, over files written to tmp_path."""
+    from beam import preprocess as job
+
+    counter = [0]
+
+    def run(files, schema=SCHEMA, labels=None, args=(), input_glob=None):
+        counter[0] += 1
+        root = tmp_path / f"run{counter[0]}"
+        (root / "in").mkdir(parents=True)
+        for name, content in files.items():
+            mode = "wb" if isinstance(content, bytes) else "w"
+            with open(root / "in" / name, mode, **({} if mode == "wb" else
+                                                  {"encoding": "utf-8", "newline": ""})) as f:
+                f.write(content)
+        (root / "schema.yaml").write_text(schema, encoding="utf-8")
+        argv = ["--input", input_glob or str(root / "in" / "*"),
+                "--schema", str(root / "schema.yaml"), "--output_dir", str(root / "out"),
+                *args]
+        if labels is not None:
+            (root / "labels.csv").write_text(labels, encoding="utf-8")
+            argv += ["--labels", str(root / "labels.csv")]
+        job.run(argv)
+        return Run(str(root / "out"), str(root / "schema.yaml"))
+
+    return run
