@@ -123,7 +123,10 @@ def parse_number(value: Any, column: str) -> float:
     Raises:
         RejectedRow: with reason `bad_number` for text that is not a finite number.
     """
-    if is_missing(value):
+    if value.__class__ is str:  # the common case (CSV), checked first for speed
+        if not value or value.isspace():
+            return math.nan
+    elif is_missing(value):
         return math.nan
     if isinstance(value, bool):
         return float(value)
@@ -137,6 +140,8 @@ def parse_number(value: Any, column: str) -> float:
 
 
 def _text_value(value: Any) -> str:
+    if value.__class__ is str:
+        return "" if not value or value.isspace() else value
     if is_missing(value):
         return ""
     return value if isinstance(value, str) else str(value)
@@ -188,7 +193,8 @@ class RowParser:
             raise RejectedRow(MISSING_TIMESTAMP,
                               f"column {self.schema.timestamp_column!r} is empty")
         ts_ms = parse_timestamp_ms(raw_ts, self.schema.timestamp_format)
-        values = tuple(convert(row.get(column)) for column, convert in self._converters)
+        get = row.get
+        values = tuple([convert(get(column)) for column, convert in self._converters])
         return str(key).strip(), ts_ms, values
 
 

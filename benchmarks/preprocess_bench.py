@@ -1,0 +1,100 @@
+"""End-to-end preprocessing benchmark: simulated events -> TFRecords + artifacts.
+
+Runs `beam.preprocess` (in-process runner) on 1M and 4M simulated events, each run in its own
+process, and reports wall time, events per second and peak RSS; the 4M run is compared with
+the 1M run measured in the same invocation (targets: >= 50k events/s at 1M, time ratio <= 4.4,
+memory not growing with the input beyond the longest history).
+
+  python benchmarks/preprocess_bench.py [--sizes 1000000,4000000] [--work_dir bench_out]
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CHILD = """
+import json, resource, sys, time
+from beam import preprocess
+start = time.time()
+stats = preprocess.run(sys.argv[1:])
+print(json.dumps({"seconds": time.time() - start, "stats": stats,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def _simulate(work_dir: str, events: int) -> str:
+    from autorisk_tf import simulate
+
+    path = os.path.join(work_dir, f"sim_{events}")
+    marker = os.path.join(path, "summary.json")
+    if not os.path.exists(marker):
+        start = time.time()
+        summary = simulate.write_dataset(path, seed=1, num_events=events,
+                                         num_shards=max(4, events // 250_000))
+        summary["seconds"] = time.time() - start
+        with open(marker, "w") as f:
+            json.dump(summary, f)
+    with open(marker) as f:
+        print(f"data: {path} {json.load(f)}", flush=True)
+    return path
+
+
+def _preprocess(data: str, out: str) -> dict:
+    args = ["--input", f"{data}/events/*.csv", "--schema",
+            os.path.join(ROOT, "autorisk_tf/schemas/simulated.yaml"),
+            "--labels", f"{data}/labels.csv", "--output_dir", out]
+    start = time.time()
+    result = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True,
+                            text=True, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if result.returncode:
+        sys.exit(f"preprocess failed:\n{result.stderr[-3000:]}")
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report["process_seconds"] = time.time() - start
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000000,4000000")
+    parser.add_argument("--work_dir", default=os.path.join(ROOT, "bench_out"))
+    parser.add_argument("--json", default=os.path.join(ROOT, "benchmarks",
+                                                       "preprocess_bench.json"))
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = []
+    for size in sizes:
+        data = _simulate(args.work_dir, size)
+        report = _preprocess(data, os.path.join(args.work_dir, f"out_{size}"))
+        stats = report["stats"]
+        assert stats["reconciled"]
+        rows.append({"target_events": size, "events": stats["rows_in"],
+                     "users": stats["users"], "longest_history": stats["history_length"]["max"],
+                     "seconds": round(report["process_seconds"], 2),
+                     "events_per_s": round(stats["rows_in"] / report["process_seconds"]),
+                     "peak_rss_mib": round(report["peak_rss_mib"])})
+    base = rows[0]
+    for row in rows:
+        row["time_ratio"] = round(row["seconds"] / base["seconds"], 2)
+        row["size_ratio"] = round(row["events"] / base["events"], 2)
+        row["rss_ratio"] = round(row["peak_rss_mib"] / base["peak_rss_mib"], 2)
+    header = ("events", "users", "longest_history", "seconds", "events_per_s", "peak_rss_mib",
+              "size_ratio", "time_ratio", "rss_ratio")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(str(row[h]) for h in header) + " |")
+    with open(args.json, "w") as f:
+        json.dump({"machine": f"{platform.machine()} {os.cpu_count()} cpus",
+                   "python": platform.python_version(), "rows": rows,
+                   "time_of_run": time.strftime("%Y-%m-%dT%H:%M:%S")}, f, indent=1)
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+import filecmp
+
+import numpy as np
+import pytest
+
+from autorisk_tf import simulate
+
+
+def test_same_seed_same_files_other_seed_other_files(tmp_path):
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        simulate.write_dataset(str(tmp_path / name), seed=seed, num_users=50, num_shards=2,
+                               block_users=16)
+    for rel in ("labels.csv", "events/part-00000.csv", "events/part-00001.csv"):
+        assert filecmp.cmp(tmp_path / "a" / rel, tmp_path / "b" / rel, shallow=False)
+        assert not filecmp.cmp(tmp_path / "a" / rel, tmp_path / "c" / rel, shallow=False)
+
+
+def test_parquet_holds_the_same_rows_as_csv(tmp_path):
+    import csv
+
+    import pyarrow.parquet as pq
+
+    simulate.write_dataset(str(tmp_path / "c"), seed=1, num_users=20, num_shards=1)
+    simulate.write_dataset(str(tmp_path / "p"), seed=1, num_users=20, num_shards=1, fmt="parquet")
+    with open(tmp_path / "c" / "events" / "part-00000.csv", encoding="utf-8") as f:
+        csv_rows = list(csv.DictReader(f))
+    table = pq.read_table(tmp_path / "p" / "events" / "part-00000.parquet").to_pylist()
+    assert len(csv_rows) == len(table) > 100
+    for a, b in zip(csv_rows, table, strict=True):
+        assert (a["user_id"], a["event_time"], a["item"]) == (b["user_id"], b["event_time"],
+                                                              b["item"])
+        assert (a["amount"] == "") == (b["amount"] is None)
+
+
+def test_profiles_lengths_and_text():
+    users = list(simulate.iter_users(seed=2, num_users=1500))
+    lengths = np.array([len(u) for u in users])
+    assert lengths.min() <= 6 and lengths.max() >= 1000  # a handful to thousands
+    assert np.median(lengths) < lengths.mean() / 1.5  # heavy tail
+    assert {u.labels["profile"] for u in users} == set(simulate.PROFILES)
+    items = {item for u in users[:50] for item in u.item}
+    assert any(any("\u4e00" <= ch <= "\u9fff" for ch in i) for i in items)  # Chinese
+    assert any(i.isascii() and i for i in items)  # English
+    for u in users[:50]:
+        assert np.all(np.diff(u.times_ms) >= 0)
+
+
+@pytest.mark.slow
+def test_takeover_needs_order_and_timing():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import cross_val_predict
+
+    features, labels, rule = [], [], []
+    for u in simulate.iter_users(seed=11, num_users=3000):
+        counts = [u.event_type.count(t) for t in simulate.EVENT_TYPES]
+        new_logons = sum(d == "new" and e == "logon" for d, e in zip(u.device, u.event_type))
+        amounts = np.array([a for a in u.amount if a is not None] or [0.0])
+        features.append(counts + [new_logons, len(u), amounts.mean(), amounts.max(),
+                                  amounts.sum(), np.median(amounts), (amounts >= 5000).sum()])
+        labels.append(u.labels["takeover"])
+        rule.append(simulate.takeover_rule(u.times_ms, u.event_type, u.device, u.amount))
+    labels = np.array(labels)
+    assert 0.05 < labels.mean() < 0.2
+    scores = cross_val_predict(HistGradientBoostingClassifier(random_state=0),
+                               np.array(features), labels, cv=5, method="predict_proba")[:, 1]
+    assert roc_auc_score(labels, scores) < 0.75
+    assert roc_auc_score(labels, np.array(rule, dtype=float)) > 0.95
