@@ -1,0 +1,1 @@
+"""AutoRisk-TF: self-supervised pre-training on user behaviour sequences."""

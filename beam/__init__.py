@@ -1,0 +1,1 @@
+"""Beam jobs: preprocessing (`python -m beam.preprocess`)."""

@@ -9,7 +9,8 @@ SCHEMA = parse_schema("key: u\ntimestamp: {column: t}\nfields:\n"
                       "  - {name: kind, kind: categorical}\n"
                       "  - {name: amount, kind: numeric}\n"
                       "  - {name: item, kind: text}\n"
-                      "labels:\n  columns: [{name: y, kind: binary}, {name: c, kind: categorical}]\n")
+                      "labels:\n  columns: [{name: y, kind: binary},"
+                      " {name: c, kind: categorical}]\n")
 
 
 def _reference(key, ts, columns, derived, labels):
@@ -26,7 +27,7 @@ def _reference(key, ts, columns, derived, labels):
     ctx["label/y"].float_list.value.append(labels["y"])
     ctx["label/c"].bytes_list.value.append(labels["c"].encode())
     lists = ex.feature_lists.feature_list
-    for name, values in zip(("kind", "amount", "item"), columns):
+    for name, values in zip(("kind", "amount", "item"), columns, strict=True):
         for v in values:
             f = lists[f"event/{name}"].feature.add()
             if name == "amount":
@@ -51,7 +52,8 @@ def test_wire_encoding_equals_protobuf_api(ts):
 
     ts = np.array(ts, dtype=np.int64)
     n = len(ts)
-    columns = [["pay", "", "滴"] * 3, [1.5, float("nan"), -2.0] * 3, ["Bus 南站", "", "x" * 300] * 3]
+    columns = [["pay", "", "滴"] * 3, [1.5, float("nan"), -2.0] * 3,
+               ["Bus 南站", "", "x" * 300] * 3]
     columns = [c[:n] for c in columns]
     derived = events.time_features(ts, SCHEMA.time_features)
     labels = {"y": 1.0, "c": "a"}

@@ -54,7 +54,8 @@ def test_takeover_needs_order_and_timing():
     features, labels, rule = [], [], []
     for u in simulate.iter_users(seed=11, num_users=3000):
         counts = [u.event_type.count(t) for t in simulate.EVENT_TYPES]
-        new_logons = sum(d == "new" and e == "logon" for d, e in zip(u.device, u.event_type))
+        new_logons = sum(d == "new" and e == "logon"
+                         for d, e in zip(u.device, u.event_type, strict=True))
         amounts = np.array([a for a in u.amount if a is not None] or [0.0])
         features.append(counts + [new_logons, len(u), amounts.mean(), amounts.max(),
                                   amounts.sum(), np.median(amounts), (amounts >= 5000).sum()])

@@ -154,7 +154,6 @@ class RowParser:
         schema: Schema. The event schema.
 
     Example:
-
     ```python
     parser = RowParser(schema)
     key, ts_ms, values = parser.parse({"user_id": "u1", "event_time": "2026-01-01T00:00:00",
@@ -199,8 +198,10 @@ class RowParser:
 
 
 def parse_label(value: Any, kind: str, column: str) -> float | str:
-    """Parses one label cell: float for binary and numeric labels (NaN when missing),
-    string for categorical ones ("" when missing).
+    """Parses one label cell.
+
+    Binary and numeric labels become floats (NaN when missing), categorical ones strings
+    ("" when missing).
 
     Args:
         value: Any. The raw cell.
