@@ -6,7 +6,6 @@ over shards; `read_sequences` yields one example at a time as NumPy values, for 
 tests.
 
 Example:
-
 ```python
 schema = Artifacts.load("out/artifacts").schema
 for batch in make_dataset("out/train/*.tfrecord", schema, batch_size=32):

@@ -5,7 +5,6 @@ kind (categorical, numeric, text), the derived time features and the optional la
 `load_schema` validates it and raises `SchemaError` with the file, line and key at fault.
 
 Example:
-
 ```python
 schema = parse_schema('''
 key: user_id

@@ -1,0 +1,139 @@
+"""Multi-head attention inside fixed-size blocks, plus global summary slots."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
+
+_NEG = -1e9
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BlockAttention(keras.layers.Layer):
+    """Attention within non-overlapping blocks of K steps plus G global summary slots.
+
+    The sequence [B, N, D] is padded to a multiple of K and reshaped to [B, N/K, K, D]; every
+    step attends to the steps of its own block and to G global slots. Each slot is a learned
+    query that first attends over the whole (masked) sequence, so every step sees a summary
+    of all steps while memory grows as O(N * (K + G)) instead of O(N^2). Padded steps are
+    never attended to. Softmax runs in float32 under mixed precision.
+
+    In `causal` mode a step attends only to earlier steps of its block and the global slots
+    are off (a summary of the whole sequence would leak the future).
+
+    Args:
+        num_heads: int. Attention heads.
+        block_size: int. Steps per block (K).
+        num_global: int. Global summary slots (G). Defaults to 4.
+        key_dim: int or None. Size of each head. Defaults to width / num_heads.
+        causal: bool. Attend only to earlier steps. Defaults to False.
+        dropout: float. Dropout on attention weights. Defaults to 0.
+
+    Example:
+    ```python
+    attention = BlockAttention(num_heads=2, block_size=8, num_global=2)
+    y = attention(keras.random.normal((2, 20, 16)), padding_mask=ops.ones((2, 20), "bool"))
+    ```
+
+    References:
+        Qiu et al., "Blockwise Self-Attention for Long Document Understanding" (2020);
+        Beltagy et al., "Longformer: The Long-Document Transformer" (2020).
+    """
+
+    def __init__(self, num_heads: int, block_size: int, num_global: int = 4,
+                 key_dim: int | None = None, causal: bool = False, dropout: float = 0.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.block_size = block_size
+        self.num_global = 0 if causal else num_global
+        self.key_dim = key_dim
+        self.causal = causal
+        self.dropout = dropout
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        width = input_shape[-1]
+        head = self.key_dim or width // self.num_heads
+        self._head = head
+        shape = (None, self.num_heads, head)
+        for name in ("query", "key", "value"):
+            layer = keras.layers.EinsumDense("bnd,dhk->bnhk", output_shape=shape,
+                                             bias_axes="hk", name=name, dtype=self.dtype_policy)
+            layer.build(input_shape)
+            setattr(self, name, layer)
+        self.output_dense = keras.layers.EinsumDense(
+            "bnhk,hkd->bnd", output_shape=(None, width), bias_axes="d", name="output",
+            dtype=self.dtype_policy)
+        self.output_dense.build((None, None, self.num_heads, head))
+        if self.num_global:
+            self.global_query = self.add_weight(
+                name="global_query", shape=(self.num_global, self.num_heads, head),
+                initializer="glorot_uniform")
+        self.attention_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+
+    def _softmax(self, scores, valid):
+        scores = ops.where(valid, ops.cast(scores, "float32"), _NEG)
+        return ops.softmax(scores, axis=-1)
+
+    def call(self, inputs, padding_mask=None, training=None):
+        batch, length = ops.shape(inputs)[0], ops.shape(inputs)[1]
+        if padding_mask is None:
+            padding_mask = ops.ones((batch, length), "bool")
+        padding_mask = ops.cast(padding_mask, "bool")
+        k_size = self.block_size
+        padded = (length + k_size - 1) // k_size * k_size
+        x = ops.pad(inputs, ((0, 0), (0, padded - length), (0, 0)))
+        mask = ops.pad(padding_mask, ((0, 0), (0, padded - length)))
+        blocks = padded // k_size
+        scale = 1.0 / math.sqrt(self._head)
+        q = self.query(x) * ops.cast(scale, x.dtype)  # [B, Np, H, dh]
+        k = self.key(x)
+        v = self.value(x)
+
+        def to_blocks(t):
+            return ops.reshape(t, (batch, blocks, k_size, self.num_heads, self._head))
+
+        qb, kb, vb = to_blocks(q), to_blocks(k), to_blocks(v)
+        scores = ops.einsum("bnqhd,bnkhd->bnhqk", qb, kb)  # [B, nb, H, K, K]
+        valid = ops.reshape(mask, (batch, blocks, 1, 1, k_size))
+        if self.causal:
+            steps = ops.arange(k_size)
+            valid = ops.logical_and(valid, (steps[None, :] <= steps[:, None]))
+        if self.num_global:
+            g_k, g_v = self._global_slots(k, v, mask, x.dtype)  # [B, G, H, dh]
+            g_scores = ops.einsum("bnqhd,bghd->bnhqg", qb, g_k)
+            scores = ops.concatenate([scores, g_scores], axis=-1)
+            valid = ops.concatenate(
+                [ops.broadcast_to(valid, (batch, blocks, 1, k_size, k_size)),
+                 ops.ones((batch, blocks, 1, k_size, self.num_global), "bool")], axis=-1)
+        weights = self.attention_dropout(self._softmax(scores, valid), training=training)
+        weights = ops.cast(weights, x.dtype)
+        out = ops.einsum("bnhqk,bnkhd->bnqhd", weights[..., :k_size], vb)
+        if self.num_global:
+            out = out + ops.einsum("bnhqg,bghd->bnqhd", weights[..., k_size:], g_v)
+        out = ops.reshape(out, (batch, padded, self.num_heads, self._head))[:, :length]
+        out = self.output_dense(out)
+        return out * ops.cast(padding_mask, out.dtype)[..., None]
+
+    def _global_slots(self, k, v, mask, dtype):
+        """Keys and values of the global slots: learned queries pooled over all steps."""
+        query = ops.cast(self.global_query, dtype) * ops.cast(1.0 / math.sqrt(self._head), dtype)
+        scores = ops.einsum("ghd,bnhd->bhgn", query, k)  # [B, H, G, Np]
+        weights = ops.cast(self._softmax(scores, mask[:, None, None, :]), dtype)
+        pooled = ops.einsum("bhgn,bnhd->bghd", weights, v)  # [B, G, H, dh]
+        return pooled, pooled
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_heads": self.num_heads, "block_size": self.block_size,
+                       "num_global": self.num_global, "key_dim": self.key_dim,
+                       "causal": self.causal, "dropout": self.dropout})
+        return config
