@@ -208,16 +208,13 @@ class BuildSequencesFn(beam.DoFn):
         fractions: tuple of float. Split fractions.
         max_len: int. Longest example.
         window_stride: int. 0 for the most recent events only, else the window stride.
-        with_labels: bool. Whether a label table was given.
     """
 
-    def __init__(self, schema_text: str, fractions: tuple, max_len: int, window_stride: int,
-                 with_labels: bool):
+    def __init__(self, schema_text: str, fractions: tuple, max_len: int, window_stride: int):
         self._schema_text = schema_text
         self._fractions = fractions
         self._max_len = max_len
         self._stride = window_stride
-        self._with_labels = with_labels
 
     def setup(self):
         self._schema = parse_schema(self._schema_text)
@@ -380,7 +377,7 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Sc
         grouped
         | "GroupByKey" >> beam.CoGroupByKey()
         | "BuildSequences" >> beam.ParDo(BuildSequencesFn(
-            text, fractions, args.max_len, args.window_stride, bool(args.labels)))
+            text, fractions, args.max_len, args.window_stride))
         .with_outputs(DEAD_LETTER, SUMMARY, *analysis.SPLITS))
     dead_letters.append(built[DEAD_LETTER])
     for split in analysis.SPLITS:
