@@ -77,3 +77,21 @@ def preprocess(tmp_path):
         return Run(str(root / "out"), str(root / "schema.yaml"))
 
     return run
+
+
+SIMULATED_SCHEMA = os.path.join(os.path.dirname(__file__), os.pardir, "autorisk_tf", "schemas",
+                                "simulated.yaml")
+
+
+@pytest.fixture(scope="session")
+def simulated(tmp_path_factory):
+    """400 simulated users (seed 5), preprocessed with `max_len 256`: a `Run`."""
+    from autorisk_tf import simulate
+    from beam import preprocess as job
+
+    root = tmp_path_factory.mktemp("simulated")
+    simulate.write_dataset(str(root / "raw"), seed=5, num_users=400, num_shards=2)
+    job.run(["--input", str(root / "raw" / "events" / "*.csv"), "--schema", SIMULATED_SCHEMA,
+             "--labels", str(root / "raw" / "labels.csv"), "--output_dir", str(root / "out"),
+             "--max_len", "256"])
+    return Run(str(root / "out"), SIMULATED_SCHEMA)

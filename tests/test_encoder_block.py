@@ -7,7 +7,7 @@ import tensorflow as tf
 from keras import ops
 
 from autorisk_tf.layers import EncoderBlock
-from tests.test_layers import _alone_vs_padded
+from tests.layer_testing import alone_vs_padded, run_layer_test
 
 
 @pytest.mark.parametrize("length", [16, 21])
@@ -16,7 +16,7 @@ from tests.test_layers import _alone_vs_padded
 def test_padding_invariance_and_ablations(options, length):
     keras.utils.set_random_seed(1)
     block = EncoderBlock(kernel_size=5, block_size=8, num_heads=2, num_global=2, **options)
-    alone, padded, tail = _alone_vs_padded(block, length)
+    alone, padded, tail = alone_vs_padded(block, length)
     np.testing.assert_allclose(alone, padded, atol=1e-5)
     assert np.all(tail == 0.0)
     names = {w.path.split("/")[1] for w in block.weights}
@@ -65,3 +65,14 @@ def test_three_blocks_train_at_4096_steps():
     assert h.shape == (2, 4096, 128)
     assert np.all(h.numpy()[1, 3000:] == 0.0)
     assert all(g is not None and np.all(np.isfinite(g.numpy())) for g in grads)
+
+
+@pytest.mark.parametrize("options", [{"ffn_dim": 32}, {"use_attention": False, "causal": True}])
+def test_layer_contract(options):
+    x = np.random.default_rng(0).normal(size=(2, 11, 16)).astype("float32")
+    mask = np.arange(11)[None, :] < np.array([[11], [5]])
+    out = run_layer_test(
+        lambda **kw: EncoderBlock(kernel_size=3, block_size=4, num_heads=2, num_global=2,
+                                  **options, **kw),
+        x, (2, 11, 16), call_kwargs={"padding_mask": mask})
+    assert np.all(out[1, 5:] == 0.0)

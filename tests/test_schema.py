@@ -48,6 +48,8 @@ def test_defaults_and_column_rename():
      "s.yaml:2: timestamp.format: unknown format 'unix'"),
     ("key: k\ntimestamp: {column: t}\nfields: []\n", "schema.fields: must be a non-empty list"),
     ("key: [k\n", "s.yaml: not valid YAML"),
+    ("key: k\ntimestamp: {column: t}\nfields:\n  - {name: time_hour, kind: categorical}\n",
+     "s.yaml:4: fields[0].name: field name 'time_hour' is reserved"),
 ])
 def test_errors_name_file_line_and_key(text, expected):
     with pytest.raises(SchemaError) as error:

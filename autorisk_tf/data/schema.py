@@ -29,6 +29,9 @@ KINDS = ("categorical", "numeric", "text")
 TIMESTAMP_FORMATS = ("auto", "iso8601", "epoch_s", "epoch_ms")
 TOKENIZERS = ("char", "whitespace")
 LABEL_KINDS = ("binary", "numeric", "categorical")
+# Model inputs derived from every schema; no field may take these names.
+TIME_FEATURE_NAMES = ("time_delta", "time_hour", "time_day_of_week")
+RESERVED_NAMES = (*TIME_FEATURE_NAMES, "padding_mask")
 
 
 class SchemaError(ValueError):
@@ -258,6 +261,9 @@ def _parse_field(check: _Checker, item: Any, path: str) -> Field:
     check.no_unknown_keys(item, path, _FIELD_KEYS[kind])
     if not name or "/" in name:
         check.fail(item, "name", f"{path}.name", f"invalid field name '{name}' (no '/')")
+    if name in RESERVED_NAMES:
+        check.fail(item, "name", f"{path}.name",
+                   f"field name '{name}' is reserved (one of {', '.join(RESERVED_NAMES)})")
     column = check.get(item, "column", path, str, name)
     if kind == "categorical":
         return CategoricalField(

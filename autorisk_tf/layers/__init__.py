@@ -2,6 +2,12 @@
 
 from autorisk_tf.layers.block_attention import BlockAttention
 from autorisk_tf.layers.encoder_block import EncoderBlock
+from autorisk_tf.layers.event_preprocessor import EventPreprocessor, feature_specs_from_artifacts
+from autorisk_tf.layers.field_embedding import FieldEmbedding
 from autorisk_tf.layers.gated_separable_conv1d import GatedSeparableConv1D
+from autorisk_tf.layers.sequence_encoder import EncoderConfig, SequenceEncoder
+from autorisk_tf.layers.transformer_block import TransformerBlock
 
-__all__ = ["BlockAttention", "EncoderBlock", "GatedSeparableConv1D"]
+__all__ = ["BlockAttention", "EncoderBlock", "EncoderConfig", "EventPreprocessor",
+           "FieldEmbedding", "GatedSeparableConv1D", "SequenceEncoder", "TransformerBlock",
+           "feature_specs_from_artifacts"]

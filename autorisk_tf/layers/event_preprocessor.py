@@ -1,0 +1,170 @@
+"""Raw events to ids: the one place where a raw field value becomes a model input id.
+
+Training (inside tf.data), export and serving all call this layer, so there is no train /
+serve skew. It is built from the preprocessing artifacts and keeps them in its config, so a
+saved model needs no `artifacts/` folder.
+
+Id layout of every output (see `autorisk_tf.data.artifacts`): 0 padding, 1 missing, 2 out of
+vocabulary, 3 mask, then the vocabulary, the numeric buckets or the time buckets.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from autorisk_tf.data import sequence_example as seqex
+from autorisk_tf.data.artifacts import MISSING_ID, NUM_RESERVED_IDS, OOV_ID, PAD_ID, Artifacts
+from autorisk_tf.data.schema import RESERVED_NAMES, TIME_FEATURE_NAMES
+from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
+
+TIME_DELTA, TIME_HOUR, TIME_DAY_OF_WEEK = TIME_FEATURE_NAMES
+PADDING_MASK = RESERVED_NAMES[-1]
+
+
+def feature_specs_from_artifacts(artifacts: Artifacts) -> list[dict]:
+    """Describes every id feature the schema and artifacts define.
+
+    Args:
+        artifacts: Artifacts. Schema, vocabularies and boundaries of a preprocessing run.
+
+    Returns:
+        One dict per feature, in schema order then time features: `name`, `kind`
+        (`categorical`, `numeric`, `text` or `time`), `vocab_size` (reserved ids included)
+        and the kind's own entries (`vocabulary`, `boundaries`, `tokenizer` and
+        `max_tokens`, `buckets`).
+    """
+    specs = []
+    for field in artifacts.schema.fields:
+        spec = {"name": field.name, "kind": field.kind}
+        if field.kind == "categorical":
+            spec["vocabulary"] = artifacts.vocabulary(field.name)
+            spec["vocab_size"] = NUM_RESERVED_IDS + len(spec["vocabulary"])
+        elif field.kind == "numeric":
+            spec["boundaries"] = [float(b) for b in artifacts.boundaries[field.name]]
+            spec["vocab_size"] = NUM_RESERVED_IDS + len(spec["boundaries"]) + 1
+        else:
+            spec["vocabulary"] = artifacts.text_vocabulary(field.name)
+            spec["vocab_size"] = NUM_RESERVED_IDS + len(spec["vocabulary"])
+            spec["tokenizer"] = field.tokenizer
+            spec["max_tokens"] = field.max_tokens
+        specs.append(spec)
+    time = artifacts.schema.time_features
+    buckets = [(TIME_DELTA, time.delta_buckets), (TIME_HOUR, 24 if time.hour else 0),
+               (TIME_DAY_OF_WEEK, 7 if time.day_of_week else 0)]
+    for name, count in buckets:
+        if count:
+            specs.append({"name": name, "kind": "time", "buckets": count,
+                          "vocab_size": NUM_RESERVED_IDS + count})
+    return specs
+
+
+def _floor_log2(x: tf.Tensor) -> tf.Tensor:
+    """Exact `floor(log2(x))` for x >= 1 (float log alone misses some powers of two)."""
+    n = tf.floor(x)
+    guess = tf.cast(tf.floor(tf.math.log(n) / tf.math.log(2.0)), tf.int32)
+    guess = tf.where(tf.pow(2.0, tf.cast(guess + 1, tf.float32)) <= n, guess + 1, guess)
+    return tf.where(tf.pow(2.0, tf.cast(guess, tf.float32)) > n, guess - 1, guess)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class EventPreprocessor(keras.layers.Layer):
+    """Maps parsed raw events (as `autorisk_tf.data.reader.parse_batch` returns) to ids.
+
+    - categorical: vocabulary lookup; "" is missing, unknown values are OOV;
+    - numeric: bucket `i` holds `boundaries[i-1] <= x < boundaries[i]` (raw units, compared
+      in float32, the precision the values are stored in); NaN is missing;
+    - text: `tf.strings.unicode_split` (char) or `tf.strings.split` (whitespace), exactly as
+      `artifacts.tokenize`; the first `max_tokens` tokens; an empty text is one missing token;
+    - time: seconds since the previous event on log2 buckets `floor(log2(1 + s))` (the first
+      event is missing), hour of day, day of week.
+
+    Steps past each example's `length` get the padding id 0 in every output.
+
+    Args:
+        features: list of dict. Feature specs from `feature_specs_from_artifacts`.
+
+    Returns (from `call`):
+        Dict: each feature name to int32 ids [B, T] ([B, T, max_tokens] for text), plus
+        `padding_mask` bool [B, T].
+
+    Example:
+    ```python
+    pre = EventPreprocessor.from_artifacts(Artifacts.load("out/artifacts"))
+    ids = pre(reader.parse_batch(serialized, schema))
+    ```
+    """
+
+    def __init__(self, features: list[dict], **kwargs):
+        kwargs.setdefault("trainable", False)
+        super().__init__(**kwargs)
+        self.features = [dict(spec) for spec in features]
+        self._lookups = {}
+        for spec in self.features:
+            if spec["kind"] in ("categorical", "text"):
+                # StringLookup gives 0 to OOV and i+1 to vocabulary[i]; shifted in call.
+                self._lookups[spec["name"]] = keras.layers.StringLookup(
+                    vocabulary=spec["vocabulary"] or [""], num_oov_indices=1,
+                    name=f"lookup_{spec['name']}")
+
+    @classmethod
+    def from_artifacts(cls, artifacts: Artifacts, **kwargs) -> EventPreprocessor:
+        """Builds the layer from the artifacts of a preprocessing run."""
+        return cls(feature_specs_from_artifacts(artifacts), **kwargs)
+
+    def build(self, input_shape=None):
+        for lookup in self._lookups.values():
+            lookup.build(None)
+
+    def _lookup(self, name: str, values: tf.Tensor) -> tf.Tensor:
+        ids = tf.cast(self._lookups[name](values), tf.int32)
+        ids = tf.where(ids == 0, OOV_ID, ids + (NUM_RESERVED_IDS - 1))
+        return tf.where(values == "", MISSING_ID, ids)
+
+    def _tokens(self, spec: dict, text: tf.Tensor) -> tf.Tensor:
+        if spec["tokenizer"] == "char":
+            tokens = tf.strings.unicode_split(text, "UTF-8", errors="replace")
+        else:
+            tokens = tf.strings.split(text)
+        tokens = tokens[..., : spec["max_tokens"]]
+        ids = tf.ragged.map_flat_values(self._lookup, spec["name"], tokens)
+        ids = ids.to_tensor(default_value=PAD_ID,
+                            shape=tf.concat([tf.shape(text), [spec["max_tokens"]]], 0))
+        empty = (text == "")[..., None] & (tf.range(spec["max_tokens"]) == 0)
+        return tf.where(empty, MISSING_ID, ids)
+
+    def call(self, inputs):
+        length = tf.cast(inputs[seqex.LENGTH], tf.int32)
+        steps = tf.shape(inputs[seqex.TIMESTAMP])[-1]
+        mask = tf.sequence_mask(length, steps)
+        outputs = {}
+        for spec in self.features:
+            name, kind = spec["name"], spec["kind"]
+            if kind == "categorical":
+                ids = self._lookup(name, inputs[seqex.field_feature(name)])
+            elif kind == "numeric":
+                x = tf.cast(inputs[seqex.field_feature(name)], tf.float32)
+                buckets = tf.raw_ops.Bucketize(input=tf.where(tf.math.is_nan(x), 0.0, x),
+                                               boundaries=spec["boundaries"])
+                ids = tf.where(tf.math.is_nan(x), MISSING_ID, buckets + NUM_RESERVED_IDS)
+            elif kind == "text":
+                ids = self._tokens(spec, inputs[seqex.field_feature(name)])
+                outputs[name] = tf.where(mask[..., None], ids, PAD_ID)
+                continue
+            elif name == TIME_DELTA:
+                seconds = tf.cast(inputs[seqex.DELTA_SECONDS], tf.float32)
+                known = tf.math.is_finite(seconds)
+                bucket = _floor_log2(1.0 + tf.maximum(tf.where(known, seconds, 0.0), 0.0))
+                bucket = tf.clip_by_value(bucket, 0, spec["buckets"] - 1)
+                ids = tf.where(known, bucket + NUM_RESERVED_IDS, MISSING_ID)
+            else:
+                source = seqex.HOUR if name == TIME_HOUR else seqex.DAY_OF_WEEK
+                ids = tf.cast(inputs[source], tf.int32) + NUM_RESERVED_IDS
+            outputs[name] = tf.where(mask, ids, PAD_ID)
+        outputs[PADDING_MASK] = mask
+        return outputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"features": [dict(spec) for spec in self.features]})
+        return config

@@ -1,0 +1,184 @@
+"""Multi-field event embedding: one vector per event from all of its fields."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from autorisk_tf.data.artifacts import PAD_ID
+from autorisk_tf.layers.event_preprocessor import PADDING_MASK
+from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
+
+MERGES = ("add", "concat")
+TEXT_SUMMARIES = ("conv", "mean")
+
+
+def masked_max(x, mask, axis):
+    """Max over `axis` of the steps where `mask` is true; 0 where none is.
+
+    Args:
+        x: tensor [..., N, ..., D]. Values.
+        mask: bool tensor of `x`'s shape without the last axis.
+        axis: int. Axis to reduce.
+
+    Returns:
+        `x` reduced over `axis`.
+    """
+    mask = mask[..., None]
+    lowest = ops.cast(-3e4 if x.dtype == "float16" else -1e9, x.dtype)
+    best = ops.max(ops.where(mask, x, lowest), axis=axis)
+    return ops.where(ops.any(mask, axis=axis), best, ops.zeros_like(best))
+
+
+def masked_mean(x, mask, axis):
+    """Mean over `axis` of the steps where `mask` is true; 0 where none is.
+
+    Args:
+        x: tensor [..., N, ..., D]. Values.
+        mask: bool tensor of `x`'s shape without the last axis.
+        axis: int. Axis to reduce.
+
+    Returns:
+        `x` reduced over `axis`.
+    """
+    weights = ops.cast(mask, x.dtype)[..., None]
+    total = ops.sum(x * weights, axis=axis)
+    return total / ops.maximum(ops.sum(weights, axis=axis), ops.cast(1, x.dtype))
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FieldEmbedding(keras.layers.Layer):
+    """Embeds every field of every event and merges them into one vector per event.
+
+    One table per categorical field, numeric bucket field and time feature. A text field's
+    tokens are embedded and summarised per event, by a small Conv1D followed by a masked max
+    over the tokens (`conv`) or by a masked average (`mean`). Fields are merged by `add`
+    (every table has the model width) or `concat` (tables of `field_dim`, then a dense
+    projection to the width). Padded events (id 0) give zero vectors.
+
+    Args:
+        features: list of dict. Feature specs (`name`, `kind`, `vocab_size`), as
+            `feature_specs_from_artifacts` returns them.
+        width: int. Output width D.
+        merge: str. `add` or `concat`. Defaults to `add`.
+        field_dim: int. Per-field width for `concat`. Defaults to 32.
+        text_dim: int. Token embedding width. Defaults to 64.
+        text_summary: str. `conv` or `mean`. Defaults to `conv`.
+        text_kernel_size: int. Kernel of the text Conv1D. Defaults to 3.
+
+    Returns (from `call`):
+        float tensor [B, T, D]; `compute_padding_mask` gives the bool mask [B, T].
+
+    Example:
+    ```python
+    features = [{"name": "event_type", "kind": "categorical", "vocab_size": 10}]
+    embedding = FieldEmbedding(features, width=16)
+    y = embedding({"event_type": ops.array([[4, 5, 0]])})  # [1, 3, 16], last step zero
+    ```
+    """
+
+    def __init__(self, features: list[dict], width: int, merge: str = "add",
+                 field_dim: int = 32, text_dim: int = 64, text_summary: str = "conv",
+                 text_kernel_size: int = 3, **kwargs):
+        super().__init__(**kwargs)
+        if merge not in MERGES:
+            raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
+        if text_summary not in TEXT_SUMMARIES:
+            raise ValueError(f"text_summary must be one of {TEXT_SUMMARIES}, "
+                             f"got {text_summary!r}")
+        if not features:
+            raise ValueError("FieldEmbedding needs at least one feature")
+        # Only what the embedding needs: vocabularies and boundaries stay in the preprocessor.
+        self.features = [{k: spec[k] for k in ("name", "kind", "vocab_size")}
+                         for spec in features]
+        self.width = width
+        self.merge = merge
+        self.field_dim = field_dim
+        self.text_dim = text_dim
+        self.text_summary = text_summary
+        self.text_kernel_size = text_kernel_size
+        self.supports_masking = True
+        out_dim = width if merge == "add" else field_dim
+        self._tables, self._text_convs, self._text_projections = {}, {}, {}
+        for spec in self.features:
+            name = key = spec["name"]
+            text = spec["kind"] == "text"
+            self._tables[name] = keras.layers.Embedding(
+                spec["vocab_size"], text_dim if text else out_dim, name=f"embed_{key}",
+                dtype=self.dtype_policy)
+            if text and text_summary == "conv":
+                self._text_convs[name] = keras.layers.Conv1D(
+                    text_dim, text_kernel_size, padding="same", activation="relu",
+                    name=f"text_conv_{key}", dtype=self.dtype_policy)
+            if text and text_dim != out_dim:
+                self._text_projections[name] = keras.layers.Dense(
+                    out_dim, name=f"text_proj_{key}", dtype=self.dtype_policy)
+        self._projection = None
+        if merge == "concat":
+            self._projection = keras.layers.Dense(width, name="projection",
+                                                  dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        for spec in self.features:
+            name = spec["name"]
+            self._tables[name].build(None)
+            if name in self._text_convs:
+                self._text_convs[name].build((None, None, self.text_dim))
+            if name in self._text_projections:
+                self._text_projections[name].build((None, self.text_dim))
+        if self._projection is not None:
+            self._projection.build((None, None, self.field_dim * len(self.features)))
+
+    def compute_padding_mask(self, inputs):
+        """Bool [B, T]: true at real events (the preprocessor's mask, or ids != 0)."""
+        if PADDING_MASK in inputs:
+            return ops.cast(inputs[PADDING_MASK], "bool")
+        spec = self.features[0]
+        ids = inputs[spec["name"]]
+        return (ids[..., 0] if spec["kind"] == "text" else ids) != PAD_ID
+
+    def _summarise_text(self, name, ids):
+        tokens = self._tables[name](ids)  # [B, T, L, E]
+        token_mask = ids != PAD_ID
+        if name in self._text_convs:
+            shape = ops.shape(tokens)
+            flat = ops.reshape(tokens, (-1, shape[2], self.text_dim))
+            flat_mask = ops.reshape(token_mask, (-1, shape[2]))
+            flat = flat * ops.cast(flat_mask, flat.dtype)[..., None]
+            flat = self._text_convs[name](flat)
+            summary = masked_max(flat, flat_mask, axis=1)
+            summary = ops.reshape(summary, (shape[0], shape[1], self.text_dim))
+        else:
+            summary = masked_mean(tokens, token_mask, axis=2)
+        if name in self._text_projections:
+            summary = self._text_projections[name](summary)
+        return summary
+
+    def call(self, inputs):
+        mask = self.compute_padding_mask(inputs)
+        vectors = []
+        for spec in self.features:
+            ids = ops.cast(inputs[spec["name"]], "int32")
+            if spec["kind"] == "text":
+                vectors.append(self._summarise_text(spec["name"], ids))
+            else:
+                vectors.append(self._tables[spec["name"]](ids))
+        if self.merge == "add":
+            x = vectors[0]
+            for vector in vectors[1:]:
+                x = x + vector
+        else:
+            x = self._projection(ops.concatenate(vectors, axis=-1))
+        return x * ops.cast(mask, x.dtype)[..., None]
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return self.compute_padding_mask(inputs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"features": [dict(spec) for spec in self.features],
+                       "width": self.width, "merge": self.merge, "field_dim": self.field_dim,
+                       "text_dim": self.text_dim, "text_summary": self.text_summary,
+                       "text_kernel_size": self.text_kernel_size})
+        return config
+

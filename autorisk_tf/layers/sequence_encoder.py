@@ -1,0 +1,177 @@
+"""The sequence encoder: field embedding, stacked encoder blocks, masked pooling."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+from keras import ops
+
+from autorisk_tf.layers.encoder_block import EncoderBlock
+from autorisk_tf.layers.field_embedding import FieldEmbedding, masked_mean
+from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
+from autorisk_tf.layers.transformer_block import TransformerBlock
+
+BLOCK_TYPES = ("conv_attention", "transformer")
+POOLINGS = ("mean", "attention")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+    """Hyper-parameters of a `SequenceEncoder` (the `model:` section of a training config).
+
+    Args:
+        width: int. Model width D. Defaults to 128.
+        num_blocks: int. Stacked blocks. Defaults to 3.
+        block_type: str. `conv_attention` (gated separable conv + block attention) or
+            `transformer` (full attention, the baseline). Defaults to `conv_attention`.
+        kernel_size: int. Conv kernel K. Defaults to 7.
+        block_size: int. Attention block size. Defaults to 64.
+        num_heads: int. Attention heads. Defaults to 4.
+        num_global: int. Global summary slots. Defaults to 4.
+        ffn_dim: int. Feed-forward hidden size; 0 for none. Defaults to 256.
+        dropout: float. Dropout in the blocks. Defaults to 0.1.
+        use_conv: bool. Keep the conv sub-layers (ablation switch). Defaults to True.
+        use_attention: bool. Keep the attention sub-layers. Defaults to True.
+        causal: bool. Steps see only earlier steps. Defaults to False.
+        merge: str. Field merge, `add` or `concat`. Defaults to `add`.
+        field_dim: int. Per-field width for `concat`. Defaults to 32.
+        text_dim: int. Text token width. Defaults to 64.
+        text_summary: str. `conv` or `mean`. Defaults to `conv`.
+        pooling: tuple of str. Pooled vectors concatenated into the sequence embedding,
+            from `mean` and `attention`. Defaults to both.
+    """
+
+    width: int = 128
+    num_blocks: int = 3
+    block_type: str = "conv_attention"
+    kernel_size: int = 7
+    block_size: int = 64
+    num_heads: int = 4
+    num_global: int = 4
+    ffn_dim: int = 256
+    dropout: float = 0.1
+    use_conv: bool = True
+    use_attention: bool = True
+    causal: bool = False
+    merge: str = "add"
+    field_dim: int = 32
+    text_dim: int = 64
+    text_summary: str = "conv"
+    pooling: tuple[str, ...] = ("mean", "attention")
+
+    def __post_init__(self):
+        if self.block_type not in BLOCK_TYPES:
+            raise ValueError(f"block_type must be one of {BLOCK_TYPES}, got {self.block_type!r}")
+        unknown = set(self.pooling) - set(POOLINGS)
+        if unknown or not self.pooling:
+            raise ValueError(f"pooling must be a non-empty subset of {POOLINGS}, "
+                             f"got {self.pooling!r}")
+        object.__setattr__(self, "pooling", tuple(self.pooling))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> EncoderConfig:
+        """Builds a config from a dict, naming any unknown key."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown encoder option(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of the pooled sequence embedding."""
+        return self.width * len(self.pooling)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SequenceEncoder(keras.layers.Layer):
+    """Ids of a batch of event sequences to per-step outputs and one vector per sequence.
+
+    FieldEmbedding -> N blocks (residual, pre-norm) -> final norm -> masked pooling: the
+    masked mean and/or attention pooling (a learned query scores each real step; softmax in
+    float32) concatenated.
+
+    Args:
+        features: list of dict. Feature specs, as `feature_specs_from_artifacts` returns.
+        config: EncoderConfig or dict. Hyper-parameters.
+
+    Returns (from `call`):
+        Dict with `sequence` [B, T, D] (padded steps zero), `embedding` [B, P*D] and
+        `padding_mask` bool [B, T].
+
+    Example:
+    ```python
+    features = [{"name": "event_type", "kind": "categorical", "vocab_size": 10}]
+    encoder = SequenceEncoder(features, EncoderConfig(width=16, num_blocks=1, block_size=4))
+    out = encoder({"event_type": ops.array([[4, 5, 6, 0]])})
+    out["embedding"].shape  # (1, 32): mean and attention pooling
+    ```
+    """
+
+    def __init__(self, features: list[dict], config: EncoderConfig | dict | None = None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if config is None:
+            config = EncoderConfig()
+        elif isinstance(config, dict):
+            config = EncoderConfig.from_dict(config)
+        self.config = config
+        self.features = [{k: spec[k] for k in ("name", "kind", "vocab_size")}
+                         for spec in features]
+        self.supports_masking = True
+        c = config
+        self.embedding = FieldEmbedding(
+            self.features, c.width, merge=c.merge, field_dim=c.field_dim, text_dim=c.text_dim,
+            text_summary=c.text_summary, name="field_embedding", dtype=self.dtype_policy)
+        self.blocks = []
+        for i in range(c.num_blocks):
+            if c.block_type == "transformer":
+                block = TransformerBlock(c.num_heads, c.ffn_dim, c.dropout, c.causal,
+                                         name=f"block_{i}", dtype=self.dtype_policy)
+            else:
+                block = EncoderBlock(
+                    c.kernel_size, c.block_size, c.num_heads, c.num_global, c.ffn_dim,
+                    c.dropout, c.use_conv, c.use_attention, c.causal, name=f"block_{i}",
+                    dtype=self.dtype_policy)
+            self.blocks.append(block)
+        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm",
+                                                          dtype="float32")
+        self.pool_score = None
+        if "attention" in c.pooling:
+            self.pool_score = keras.layers.Dense(1, name="attention_pool",
+                                                 dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        shape = (None, None, self.config.width)
+        self.embedding.build(input_shape)
+        for block in self.blocks:
+            block.build(shape)
+        self.final_norm.build(shape)
+        if self.pool_score is not None:
+            self.pool_score.build(shape)
+
+    def call(self, inputs, training=None):
+        mask = self.embedding.compute_padding_mask(inputs)
+        x = self.embedding(inputs)
+        for block in self.blocks:
+            x = block(x, padding_mask=mask, training=training)
+        x = ops.cast(self.final_norm(ops.cast(x, "float32")), x.dtype)
+        x = x * ops.cast(mask, x.dtype)[..., None]
+        pooled = []
+        for kind in self.config.pooling:
+            if kind == "mean":
+                pooled.append(masked_mean(x, mask, axis=1))
+            else:
+                scores = ops.cast(self.pool_score(x)[..., 0], "float32")
+                scores = ops.where(mask, scores, -1e9)
+                weights = ops.cast(ops.softmax(scores, axis=-1), x.dtype)
+                pooled.append(ops.einsum("bt,btd->bd", weights, x))
+        embedding = pooled[0] if len(pooled) == 1 else ops.concatenate(pooled, axis=-1)
+        return {"sequence": x, "embedding": embedding, "padding_mask": mask}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"features": [dict(spec) for spec in self.features],
+                       "config": dataclasses.asdict(self.config)})
+        return config
