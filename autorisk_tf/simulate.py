@@ -343,13 +343,21 @@ def _flush(rows: list, block_index: int, seed: int, writers: list) -> None:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", None, "Folder for events/ and labels.csv.")
-flags.DEFINE_integer("num_users", None, "Number of users to simulate.")
-flags.DEFINE_integer("num_events", None, "Simulate users until this many events.")
-flags.DEFINE_integer("seed", 0, "Seed; the same seed gives the same files.")
-flags.DEFINE_enum("format", "csv", ["csv", "parquet"], "Event file format.")
-flags.DEFINE_integer("num_shards", 4, "Number of event files.")
-flags.DEFINE_integer("max_events", 8000, "Longest history of a user.")
+
+
+def define_flags() -> None:
+    """Defines the command-line flags.
+
+    Called only when the module runs as a script, so that importing it next to other
+    tools never defines a flag twice.
+    """
+    flags.DEFINE_string("output_dir", None, "Folder for events/ and labels.csv.")
+    flags.DEFINE_integer("num_users", None, "Number of users to simulate.")
+    flags.DEFINE_integer("num_events", None, "Simulate users until this many events.")
+    flags.DEFINE_integer("seed", 0, "Seed; the same seed gives the same files.")
+    flags.DEFINE_enum("format", "csv", ["csv", "parquet"], "Event file format.")
+    flags.DEFINE_integer("num_shards", 4, "Number of event files.")
+    flags.DEFINE_integer("max_events", 8000, "Longest history of a user.")
 
 
 def main(argv: list[str]) -> None:
@@ -367,4 +375,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -34,7 +34,8 @@ def random_ids(features, lengths, steps, seed=0):
             ids = np.where(np.arange(MAX_TOKENS) < counts[..., None], ids, 0)
             out[spec["name"]] = np.where(mask[..., None], ids, 0).astype("int32")
         else:
-            ids = rng.integers(1, spec["vocab_size"], size=(len(lengths), steps))
+            ids = rng.integers(4, spec["vocab_size"], size=(len(lengths), steps))
+            ids = np.where(rng.random(ids.shape) < 0.1, 1, ids)  # some missing values
             out[spec["name"]] = np.where(mask, ids, 0).astype("int32")
     return out
 

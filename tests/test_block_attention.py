@@ -14,7 +14,8 @@ MASK = np.arange(13)[None, :] < np.array([[13], [7]])
 def test_layer_contract(options):
     out = run_layer_test(lambda **kw: BlockAttention(num_heads=2, block_size=4, **options, **kw),
                          X, (2, 13, D), call_kwargs={"padding_mask": MASK},
-                         num_params=4 * (D * D + D) + (0 if options.get("causal") else 2 * D))
+                         # q, k, v, output; the global pool's D x G kernel (G = 2)
+                         num_params=4 * (D * D + D) + (0 if options.get("causal") else D * 2))
     assert np.all(out[1, 7:] == 0.0)
 
 
@@ -44,12 +45,12 @@ def _dense_reference(layer, x, mask):
         return e / e.sum(-1, keepdims=True)
 
     q, k, v = proj("query") / np.sqrt(head), proj("key"), proj("value")
-    g = w["block_attention/global_query"] / np.sqrt(head)  # [G, H, dh]
-    gs = np.einsum("ghd,nhd->hgn", g, k)
-    gs = np.where(mask[None, None, :], gs, -1e9)
-    gk = np.einsum("hgn,nhd->ghd", softmax(gs), v)  # pooled slot keys == values
+    pool = np.where(mask[:, None], x @ w["global_pool/kernel"], -1e9)  # [N, G]
+    slots = softmax(pool.T) @ x  # [G, D]: attention-pooled summaries of the real steps
+    gk = np.einsum("gd,dhk->ghk", slots, w["key/kernel"]) + w["key/bias"]
+    gv = np.einsum("gd,dhk->ghk", slots, w["value/kernel"]) + w["value/bias"]
     keys = np.concatenate([k, gk], 0)
-    values = np.concatenate([v, gk], 0)
+    values = np.concatenate([v, gv], 0)
     n = x.shape[0]
     blocks = np.arange(n) // layer.block_size
     allowed = np.concatenate([(blocks[:, None] == blocks[None, :]) & mask[None, :],

@@ -5,9 +5,11 @@ from autorisk_tf.layers.encoder_block import EncoderBlock
 from autorisk_tf.layers.event_preprocessor import EventPreprocessor, feature_specs_from_artifacts
 from autorisk_tf.layers.field_embedding import FieldEmbedding
 from autorisk_tf.layers.gated_separable_conv1d import GatedSeparableConv1D
+from autorisk_tf.layers.sequence_embedder import SequenceEmbedder
 from autorisk_tf.layers.sequence_encoder import EncoderConfig, SequenceEncoder
 from autorisk_tf.layers.transformer_block import TransformerBlock
 
 __all__ = ["BlockAttention", "EncoderBlock", "EncoderConfig", "EventPreprocessor",
-           "FieldEmbedding", "GatedSeparableConv1D", "SequenceEncoder", "TransformerBlock",
+           "FieldEmbedding", "GatedSeparableConv1D", "SequenceEmbedder", "SequenceEncoder",
+           "TransformerBlock",
            "feature_specs_from_artifacts"]

@@ -17,9 +17,10 @@ class BlockAttention(keras.layers.Layer):
     """Attention within non-overlapping blocks of K steps plus G global summary slots.
 
     The sequence [B, N, D] is padded to a multiple of K and reshaped to [B, N/K, K, D]; every
-    step attends to the steps of its own block and to G global slots. Each slot is a learned
-    query that first attends over the whole (masked) sequence, so every step sees a summary
-    of all steps while memory grows as O(N * (K + G)) instead of O(N^2). Padded steps are
+    step attends to the steps of its own block and to G global slots. Each slot is an
+    attention-pooled summary of the whole (masked) sequence, projected to a key and a value
+    like any step, so every step sees a summary of all steps while memory grows as
+    O(N * (K + G)) instead of O(N^2). Padded steps are
     never attended to. Softmax runs in float32 under mixed precision.
 
     In `causal` mode a step attends only to earlier steps of its block and the global slots
@@ -71,14 +72,14 @@ class BlockAttention(keras.layers.Layer):
             dtype=self.dtype_policy)
         self.output_dense.build((None, None, self.num_heads, head))
         if self.num_global:
-            self.global_query = self.add_weight(
-                name="global_query", shape=(self.num_global, self.num_heads, head),
-                initializer="glorot_uniform")
+            self.global_pool = keras.layers.Dense(self.num_global, use_bias=False,
+                                                  name="global_pool", dtype=self.dtype_policy)
+            self.global_pool.build(input_shape)
         self.attention_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
 
-    def _softmax(self, scores, valid):
+    def _softmax(self, scores, valid, axis=-1):
         scores = ops.where(valid, ops.cast(scores, "float32"), _NEG)
-        return ops.softmax(scores, axis=-1)
+        return ops.softmax(scores, axis=axis)
 
     def call(self, inputs, padding_mask=None, training=None):
         batch, length = ops.shape(inputs)[0], ops.shape(inputs)[1]
@@ -90,43 +91,40 @@ class BlockAttention(keras.layers.Layer):
         x = ops.pad(inputs, ((0, 0), (0, padded - length), (0, 0)))
         mask = ops.pad(padding_mask, ((0, 0), (0, padded - length)))
         blocks = padded // k_size
-        scale = 1.0 / math.sqrt(self._head)
-        q = self.query(x) * ops.cast(scale, x.dtype)  # [B, Np, H, dh]
-        k = self.key(x)
-        v = self.value(x)
+        q = self.query(x) * ops.cast(1.0 / math.sqrt(self._head), x.dtype)  # [B, Np, H, dh]
 
         def to_blocks(t):
             return ops.reshape(t, (batch, blocks, k_size, self.num_heads, self._head))
 
-        qb, kb, vb = to_blocks(q), to_blocks(k), to_blocks(v)
-        scores = ops.einsum("bnqhd,bnkhd->bnhqk", qb, kb)  # [B, nb, H, K, K]
+        qb, kb, vb = to_blocks(q), to_blocks(self.key(x)), to_blocks(self.value(x))
         valid = ops.reshape(mask, (batch, blocks, 1, 1, k_size))
         if self.causal:
             steps = ops.arange(k_size)
             valid = ops.logical_and(valid, (steps[None, :] <= steps[:, None]))
         if self.num_global:
-            g_k, g_v = self._global_slots(k, v, mask, x.dtype)  # [B, G, H, dh]
-            g_scores = ops.einsum("bnqhd,bghd->bnhqg", qb, g_k)
-            scores = ops.concatenate([scores, g_scores], axis=-1)
+            # Every block gets the G slot keys and values after its own K steps.
+            slots = self._global_slots(x, mask)  # [B, G, D]
+            shape = (batch, blocks, self.num_global, self.num_heads, self._head)
+            kb = ops.concatenate([kb, ops.broadcast_to(self.key(slots)[:, None], shape)], 2)
+            vb = ops.concatenate([vb, ops.broadcast_to(self.value(slots)[:, None], shape)], 2)
             valid = ops.concatenate(
-                [ops.broadcast_to(valid, (batch, blocks, 1, k_size, k_size)),
-                 ops.ones((batch, blocks, 1, k_size, self.num_global), "bool")], axis=-1)
+                [valid, ops.ones((batch, blocks, 1, 1, self.num_global), "bool")], axis=-1)
+        scores = ops.einsum("bnqhd,bnkhd->bnhqk", qb, kb)  # [B, nb, H, K, K + G]
         weights = self.attention_dropout(self._softmax(scores, valid), training=training)
-        weights = ops.cast(weights, x.dtype)
-        out = ops.einsum("bnhqk,bnkhd->bnqhd", weights[..., :k_size], vb)
-        if self.num_global:
-            out = out + ops.einsum("bnhqg,bghd->bnqhd", weights[..., k_size:], g_v)
+        out = ops.einsum("bnhqk,bnkhd->bnqhd", ops.cast(weights, x.dtype), vb)
         out = ops.reshape(out, (batch, padded, self.num_heads, self._head))[:, :length]
         out = self.output_dense(out)
         return out * ops.cast(padding_mask, out.dtype)[..., None]
 
-    def _global_slots(self, k, v, mask, dtype):
-        """Keys and values of the global slots: learned queries pooled over all steps."""
-        query = ops.cast(self.global_query, dtype) * ops.cast(1.0 / math.sqrt(self._head), dtype)
-        scores = ops.einsum("ghd,bnhd->bhgn", query, k)  # [B, H, G, Np]
-        weights = ops.cast(self._softmax(scores, mask[:, None, None, :]), dtype)
-        pooled = ops.einsum("bhgn,bnhd->bghd", weights, v)  # [B, G, H, dh]
-        return pooled, pooled
+    def _global_slots(self, x, mask):
+        """Global slots [B, G, D]: attention-pooled summaries of all real steps.
+
+        Each slot pools the steps with its own learned scores (softmax over the whole
+        sequence); the slots then go through the same key and value projections as steps.
+        """
+        scores = self.global_pool(x)  # [B, Np, G]
+        weights = ops.cast(self._softmax(scores, mask[..., None], axis=1), x.dtype)
+        return ops.einsum("bng,bnd->bgd", weights, x)
 
     def compute_output_shape(self, input_shape):
         return input_shape

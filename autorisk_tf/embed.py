@@ -1,0 +1,131 @@
+"""Embeds every sequence of some TFRecord shards with a trained encoder (in-process).
+
+  python -m autorisk_tf.embed --model_dir runs/x --data out/ --split test \
+      --output embeddings/test [--format parquet|csv]
+
+Writes `<output>.npy` (float32 [N, E]) and `<output>.parquet` or `.csv` with the key column,
+the label columns and one column per embedding dimension, rows in the same order.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+
+from autorisk_tf.data import fileio
+from autorisk_tf.data import sequence_example as seqex
+from autorisk_tf.data.artifacts import Artifacts
+from autorisk_tf.data.schema import Schema
+
+FLAGS = flags.FLAGS
+
+
+def load_embedder(model_dir: str):
+    """Loads `encoder.keras` (preprocessor + encoder) written by training."""
+    import keras
+
+    import autorisk_tf.layers  # noqa: F401 - registers the layers for loading
+    from autorisk_tf.training.loop import ENCODER_FILE
+
+    path = fileio.join(model_dir, ENCODER_FILE)
+    if not os.path.exists(path) and "://" not in path:
+        raise FileNotFoundError(f"{path} not found: train a model into {model_dir} first")
+    return keras.models.load_model(path)
+
+
+def embed(embedder, file_pattern: str, schema: Schema, batch_size: int = 64,
+          ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Embeds every sequence of the shards, in file order.
+
+    Args:
+        embedder: SequenceEmbedder. Raw parsed events to embeddings.
+        file_pattern: str. Glob of TFRecord shards.
+        schema: Schema. The schema the shards were written with.
+        batch_size: int. Sequences per batch.
+
+    Returns:
+        `(keys, embeddings, labels)`: keys [N] str, embeddings float32 [N, E], and each
+        label column [N] (float for binary / numeric, str for categorical; NaN or "" when
+        the label table had no row).
+    """
+    import tensorflow as tf
+
+    from autorisk_tf.data import reader
+
+    @tf.function(reduce_retracing=True)
+    def run(batch):
+        return embedder(batch, training=False)["embedding"]
+
+    keys, vectors = [], []
+    labels = {label.name: [] for label in schema.labels}
+    for batch in reader.make_dataset(file_pattern, schema, batch_size=batch_size):
+        vectors.append(run(batch).numpy().astype(np.float32))
+        keys.extend(k.decode("utf-8") for k in batch[seqex.KEY].numpy())
+        for name, values in labels.items():
+            column = batch[seqex.label_feature(name)].numpy()
+            values.extend(v.decode("utf-8") if isinstance(v, bytes) else float(v)
+                          for v in column)
+    if not vectors:
+        raise ValueError(f"no sequences match {file_pattern}")
+    return (np.array(keys, dtype=object), np.concatenate(vectors),
+            {name: np.array(v) for name, v in labels.items()})
+
+
+def write_embeddings(output: str, keys, embeddings, labels, fmt: str = "parquet") -> list[str]:
+    """Writes `<output>.npy` and a `.parquet` or `.csv` table; returns the paths."""
+    import pyarrow as pa
+
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    np.save(output + ".npy", embeddings)
+    columns = {"key": list(keys), **{f"label_{k}": list(v) for k, v in labels.items()}}
+    columns.update({f"e{i}": embeddings[:, i] for i in range(embeddings.shape[1])})
+    table = pa.table(columns)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, output + ".parquet")
+        return [output + ".npy", output + ".parquet"]
+    import pyarrow.csv as pcsv
+
+    pcsv.write_csv(table, output + ".csv")
+    return [output + ".npy", output + ".csv"]
+
+
+def define_flags() -> None:
+    """Defines the command-line flags.
+
+    Called only when the module runs as a script, so that importing it next to other
+    tools never defines a flag twice.
+    """
+    flags.DEFINE_string("model_dir", None, "Training output folder (holds encoder.keras).")
+    flags.DEFINE_string("data", None, "Output folder of beam.preprocess.")
+    flags.DEFINE_string("split", "test", "Split to embed: train, valid or test.")
+    flags.DEFINE_string("output", None, "Output path prefix (.npy and .parquet/.csv are added).")
+    flags.DEFINE_enum("format", "parquet", ["parquet", "csv"], "Table format.")
+    flags.DEFINE_integer("batch_size", 64, "Sequences per batch.")
+
+
+def main(argv) -> None:
+    """Entry point of the command line (absl flags)."""
+    del argv
+    for name in ("model_dir", "data", "output"):
+        if not FLAGS[name].value:
+            sys.exit(f"error: --{name} is required (see --helpfull)")
+    schema = Artifacts.load(fileio.join(FLAGS.data, "artifacts")).schema
+    try:
+        embedder = load_embedder(FLAGS.model_dir)
+    except FileNotFoundError as e:
+        sys.exit(f"error: {e}")
+    pattern = fileio.join(FLAGS.data, FLAGS.split, "*.tfrecord")
+    keys, vectors, labels = embed(embedder, pattern, schema, FLAGS.batch_size)
+    for path in write_embeddings(FLAGS.output, keys, vectors, labels, FLAGS.format):
+        print(f"wrote {path}")
+    print(f"{len(keys)} sequences, embedding size {vectors.shape[1]}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,228 @@
+"""Fine-tunes a pre-trained encoder with a classification head on one label column.
+
+  python -m autorisk_tf.finetune --model_dir runs/x --data out/ --label is_risk \
+      --output_dir runs/x_is_risk [--freeze_encoder] [--epochs 5] [--max_train_labels 500]
+
+Trains on the train split's sequences that have the label, reports validation AUC each epoch,
+and writes `classifier.keras` (raw events in, probabilities out) and `metrics.json`.
+`--from_scratch` trains the same architecture from random weights (the supervised baseline).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import keras
+import tensorflow as tf
+from absl import app, flags
+
+from autorisk_tf.data import fileio, pipeline
+from autorisk_tf.data import sequence_example as seqex
+from autorisk_tf.data.schema import Schema
+from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
+
+FLAGS = flags.FLAGS
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SequenceClassifier(keras.Model):
+    """A SequenceEmbedder followed by a dense head: raw events in, class probabilities out.
+
+    Args:
+        embedder: SequenceEmbedder. Raw events to embeddings.
+        classes: list of str or None. Class names of a categorical label; None for a binary
+            label (one sigmoid output).
+        dropout: float. Dropout on the embedding. Defaults to 0.1.
+    """
+
+    def __init__(self, embedder, classes: list[str] | None = None, dropout: float = 0.1,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.embedder = embedder
+        self.classes = list(classes) if classes else None
+        self.dropout = dropout
+        self.drop = keras.layers.Dropout(dropout)
+        self.head = keras.layers.Dense(len(self.classes) if self.classes else 1,
+                                       activation="softmax" if self.classes else "sigmoid",
+                                       name="head", dtype="float32")
+
+    def build(self, input_shape=None):
+        if not self.embedder.built:
+            self.embedder.build()
+        self.head.build((None, self.embedder.encoder.config.embedding_dim))
+        self.built = True
+
+    def call(self, inputs, training=None):
+        embedding = self.embedder(inputs, training=training)["embedding"]
+        return self.head(self.drop(embedding, training=training))
+
+    def get_config(self):
+        return {"name": self.name, "classes": self.classes, "dropout": self.dropout,
+                "embedder": keras.saving.serialize_keras_object(self.embedder)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["embedder"] = keras.saving.deserialize_keras_object(config["embedder"])
+        return cls(**config)
+
+
+def label_kind(schema: Schema, label: str) -> str:
+    """The kind of a label column, with a clear error for an unknown one."""
+    kinds = {column.name: column.kind for column in schema.labels}
+    if label not in kinds:
+        raise ValueError(f"unknown label {label!r}; the schema has {sorted(kinds) or 'none'}")
+    if kinds[label] == "numeric":
+        raise ValueError(f"label {label!r} is numeric: fine-tuning needs binary or categorical")
+    return kinds[label]
+
+
+def labelled_batches(file_pattern: str, schema: Schema, label: str, classes, batch_size: int,
+                     training: bool, seed: int, max_labels: int | None = None):
+    """(raw inputs, label index) batches of the sequences that have the label."""
+    feature = seqex.label_feature(label)
+    config = pipeline.InputConfig(batch_size=batch_size, seed=seed)
+    examples = (tf.data.Dataset.list_files(file_pattern, shuffle=False)
+                .interleave(tf.data.TFRecordDataset, deterministic=True)
+                .map(lambda s: pipeline.parse_example(s, schema)))
+    if classes is None:
+        examples = examples.filter(lambda ex: ~tf.math.is_nan(ex[feature]))
+        to_target = lambda ex: tf.cast(ex[feature] > 0.5, tf.float32)[None]  # noqa: E731
+    else:
+        table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            tf.constant(classes), tf.range(len(classes), dtype=tf.int64)), -1)
+        examples = examples.filter(lambda ex: table.lookup(ex[feature]) >= 0)
+        to_target = lambda ex: table.lookup(ex[feature])  # noqa: E731
+    if max_labels:
+        examples = examples.take(max_labels)
+    if training:
+        examples = examples.cache().shuffle(4096, seed=seed, reshuffle_each_iteration=True)
+    examples = examples.map(lambda ex: (ex, to_target(ex)))
+    sizes = [batch_size] * (len(config.bucket_boundaries) + 1)
+    return examples.bucket_by_sequence_length(
+        lambda ex, _: tf.cast(ex[seqex.LENGTH], tf.int32), list(config.bucket_boundaries),
+        sizes).prefetch(tf.data.AUTOTUNE)
+
+
+def class_names(file_pattern: str, schema: Schema, label: str) -> list[str]:
+    """Sorted distinct non-empty values of a categorical label on some shards."""
+    feature = seqex.label_feature(label)
+    values = set()
+    for batch in tf.data.TFRecordDataset(tf.io.gfile.glob(file_pattern)).map(
+            lambda s: pipeline.parse_example(s, schema)[feature]).batch(1024):
+        values.update(v.decode("utf-8") for v in batch.numpy())
+    values.discard("")
+    return sorted(values)
+
+
+def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
+             batch_size: int = 32, learning_rate: float = 1e-3, freeze_encoder: bool = False,
+             max_train_labels: int | None = None, seed: int = 0, verbose: int = 1,
+             ) -> tuple[SequenceClassifier, dict]:
+    """Trains a classifier head (and the encoder unless frozen) on one label.
+
+    Args:
+        embedder: SequenceEmbedder. Pre-trained (or freshly initialised) embedder.
+        data: str. Output folder of beam.preprocess.
+        schema: Schema. Its label columns name the label's kind.
+        label: str. Label column (binary or categorical).
+        epochs: int. Passes over the labelled training sequences.
+        batch_size: int. Sequences per batch.
+        learning_rate: float. Adam learning rate.
+        freeze_encoder: bool. Train the head only.
+        max_train_labels: int or None. Use only the first N labelled training sequences.
+        seed: int. Seed of weights and shuffling.
+        verbose: int. Keras verbosity.
+
+    Returns:
+        `(classifier, metrics)` with `valid_auc` (macro one-vs-rest for categorical labels)
+        and `train_labels`.
+    """
+    keras.utils.set_random_seed(seed)
+    kind = label_kind(schema, label)
+    train = fileio.join(data, "train", "*.tfrecord")
+    valid = fileio.join(data, "valid", "*.tfrecord")
+    classes = class_names(train, schema, label) if kind == "categorical" else None
+    model = SequenceClassifier(embedder, classes, name="sequence_classifier")
+    model.build()
+    embedder.trainable = not freeze_encoder
+    train_data = labelled_batches(train, schema, label, classes, batch_size, True, seed,
+                                  max_train_labels)
+    valid_data = labelled_batches(valid, schema, label, classes, batch_size, False, seed)
+    if classes:
+        loss, auc = "sparse_categorical_crossentropy", _MacroAUC(len(classes), name="auc")
+    else:
+        loss, auc = "binary_crossentropy", keras.metrics.AUC(name="auc")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=[auc])
+    history = model.fit(train_data, validation_data=valid_data, epochs=epochs, verbose=verbose)
+    count = int(sum(int(tf.shape(y)[0]) for _, y in train_data))
+    return model, {"valid_auc": float(history.history["val_auc"][-1]),
+                   "valid_auc_by_epoch": [float(v) for v in history.history["val_auc"]],
+                   "train_labels": count}
+
+
+class _MacroAUC(keras.metrics.AUC):
+    """One-vs-rest AUC averaged over classes, for integer targets and softmax outputs."""
+
+    def __init__(self, num_classes: int, **kwargs):
+        super().__init__(multi_label=True, num_labels=num_classes, **kwargs)
+        self.num_classes = num_classes
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), self.num_classes)
+        return super().update_state(y_true, y_pred, sample_weight)
+
+
+def define_flags() -> None:
+    """Defines the command-line flags.
+
+    Called only when the module runs as a script, so that importing it next to other
+    tools never defines a flag twice.
+    """
+    flags.DEFINE_string("model_dir", None, "Pre-training output folder (holds encoder.keras).")
+    flags.DEFINE_string("data", None, "Output folder of beam.preprocess.")
+    flags.DEFINE_string("label", None, "Label column to predict (binary or categorical).")
+    flags.DEFINE_string("output_dir", None, "Where classifier.keras and metrics.json go.")
+    flags.DEFINE_integer("epochs", 5, "Passes over the labelled training sequences.")
+    flags.DEFINE_integer("batch_size", 32, "Sequences per batch.")
+    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+    flags.DEFINE_bool("freeze_encoder", False, "Train the head only.")
+    flags.DEFINE_bool("from_scratch", False, "Re-initialise the encoder (supervised baseline).")
+    flags.DEFINE_integer("max_train_labels", None, "Use only the first N labelled sequences.")
+    flags.DEFINE_integer("seed", 0, "Seed of weights and shuffling.")
+
+
+def main(argv) -> None:
+    """Entry point of the command line (absl flags)."""
+    del argv
+    for name in ("model_dir", "data", "label", "output_dir"):
+        if not FLAGS[name].value:
+            sys.exit(f"error: --{name} is required (see --helpfull)")
+    from autorisk_tf.data.artifacts import Artifacts
+    from autorisk_tf.embed import load_embedder
+
+    try:
+        schema = Artifacts.load(fileio.join(FLAGS.data, "artifacts")).schema
+        label_kind(schema, FLAGS.label)
+        embedder = load_embedder(FLAGS.model_dir)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        sys.exit(f"error: {e}")
+    if FLAGS.from_scratch:
+        keras.utils.set_random_seed(FLAGS.seed)
+        embedder = keras.saving.deserialize_keras_object(
+            keras.saving.serialize_keras_object(embedder))
+    model, metrics = finetune(embedder, FLAGS.data, schema, FLAGS.label, FLAGS.epochs,
+                              FLAGS.batch_size, FLAGS.learning_rate, FLAGS.freeze_encoder,
+                              FLAGS.max_train_labels, FLAGS.seed)
+    tf.io.gfile.makedirs(FLAGS.output_dir)
+    model.save(fileio.join(FLAGS.output_dir, "classifier.keras"))
+    fileio.write_text(fileio.join(FLAGS.output_dir, "metrics.json"),
+                      json.dumps(metrics, indent=1) + "\n")
+    print(f"{FLAGS.label}: validation AUC {metrics['valid_auc']:.4f} "
+          f"({metrics['train_labels']} training labels)")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

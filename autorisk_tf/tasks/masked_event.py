@@ -1,0 +1,175 @@
+"""Masked event modelling: hide some events, predict their field values from the context."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from autorisk_tf.data.artifacts import MASK_ID, NUM_RESERVED_IDS, PAD_ID
+from autorisk_tf.layers.event_preprocessor import PADDING_MASK
+from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
+
+TARGET_KINDS = ("categorical", "numeric")
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskingConfig:
+    """Which events are hidden and how (the `masked_event:` section of a training config).
+
+    Args:
+        rate: float. Share of real events selected. Defaults to 0.15.
+        mask_token: float. Share of selected events whose fields all become the mask id.
+            Defaults to 0.8.
+        random_token: float. Share given random ids; the rest keep their values.
+            Defaults to 0.1.
+        mask_time_features: bool. Hide the time features of selected events too.
+            Defaults to False (the model knows when something happened, not what).
+        predict_text: bool. Also predict the bag of a text field's tokens. Defaults to True.
+    """
+
+    rate: float = 0.15
+    mask_token: float = 0.8
+    random_token: float = 0.1
+    mask_time_features: bool = False
+    predict_text: bool = True
+
+    def __post_init__(self):
+        if not 0.0 < self.rate < 1.0:
+            raise ValueError(f"masking rate must be in (0, 1), got {self.rate}")
+        if self.mask_token < 0 or self.random_token < 0 or \
+                self.mask_token + self.random_token > 1.0:
+            raise ValueError("mask_token and random_token must be >= 0 and sum to <= 1")
+
+
+def _uniform(shape, seed, offset):
+    return tf.random.stateless_uniform(shape, seed=seed + tf.constant([0, offset], tf.int64))
+
+
+def mask_events(ids: dict, features: list[dict], config: MaskingConfig, seed: tf.Tensor,
+                ) -> tuple[dict, dict]:
+    """Selects events to hide and builds the model inputs and the targets.
+
+    Args:
+        ids: dict. A batch from the input pipeline (ids [B, T], text ids [B, T, L],
+            `padding_mask`).
+        features: list of dict. Feature specs (`name`, `kind`, `vocab_size`).
+        config: MaskingConfig. Rates and options.
+        seed: int64 tensor [2]. Seed of the stateless random choices.
+
+    Returns:
+        `(inputs, targets)`: `inputs` is `ids` with the selected events hidden; `targets`
+        holds the original ids of every categorical and numeric field (and of text fields
+        when predicted) and `masked_weights`, float [B, T], 1 at selected events.
+    """
+    mask = tf.cast(ids[PADDING_MASK], tf.bool)
+    shape = tf.shape(mask)
+    selected = (_uniform(shape, seed, 0) < config.rate) & mask
+    action = _uniform(shape, seed, 1)
+    use_mask = selected & (action < config.mask_token)
+    use_random = selected & ~use_mask & (action < config.mask_token + config.random_token)
+    inputs = dict(ids)
+    targets = {"masked_weights": tf.cast(selected, tf.float32)}
+    for i, spec in enumerate(features):
+        name, kind = spec["name"], spec["kind"]
+        x = ids[name]
+        if kind in TARGET_KINDS or (kind == "text" and config.predict_text):
+            targets[name] = x
+        if kind == "time" and not config.mask_time_features:
+            continue
+        low = min(NUM_RESERVED_IDS, spec["vocab_size"] - 1)
+        random_ids = tf.random.stateless_uniform(
+            tf.shape(x), seed=seed + tf.constant([1, i], tf.int64), minval=low,
+            maxval=spec["vocab_size"], dtype=tf.int32)
+        if kind == "text":
+            first = tf.range(tf.shape(x)[-1]) == 0
+            hidden = tf.where(first, MASK_ID, PAD_ID)
+            x = tf.where(use_mask[..., None], hidden, x)
+            x = tf.where(use_random[..., None] & (x != PAD_ID), random_ids, x)
+        else:
+            x = tf.where(use_mask, MASK_ID, tf.where(use_random, random_ids, x))
+        inputs[name] = x
+    return inputs, targets
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MaskedEventHead(keras.layers.Layer):
+    """Predicts the hidden fields of masked events from the encoder's per-step outputs.
+
+    One softmax classifier per categorical and numeric field (over its ids) and, for text
+    fields, a sigmoid classifier per token (the bag of the event's tokens). Losses are
+    averaged over the selected events of the whole global batch.
+
+    Args:
+        features: list of dict. Feature specs (`name`, `kind`, `vocab_size`).
+        predict_text: bool. Add the text bag-of-tokens heads. Defaults to True.
+
+    Example:
+    ```python
+    head = MaskedEventHead([{"name": "event_type", "kind": "categorical", "vocab_size": 9}])
+    losses, metrics = head.losses_and_metrics(sequence, targets, num_masked)
+    ```
+    """
+
+    def __init__(self, features: list[dict], predict_text: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.features = [{k: spec[k] for k in ("name", "kind", "vocab_size")}
+                         for spec in features]
+        self.predict_text = predict_text
+        self.targets = [spec for spec in self.features if spec["kind"] in TARGET_KINDS
+                        or (spec["kind"] == "text" and predict_text)]
+        self.classifiers = {spec["name"]: keras.layers.Dense(
+            spec["vocab_size"], name=f"predict_{spec['name']}", dtype=self.dtype_policy)
+            for spec in self.targets}
+
+    def build(self, input_shape):
+        for layer in self.classifiers.values():
+            layer.build(input_shape)
+
+    def call(self, sequence):
+        return {name: layer(sequence) for name, layer in self.classifiers.items()}
+
+    def losses_and_metrics(self, sequence, targets, num_masked):
+        """Losses and accuracies at the selected events.
+
+        Args:
+            sequence: float [B, T, D]. Encoder outputs on the masked inputs.
+            targets: dict. From `mask_events`.
+            num_masked: float scalar. Selected events in the global batch (the loss
+                denominator, so replicas' gradients add up to the global mean).
+
+        Returns:
+            `(total_loss, metrics)`: the summed per-field losses, and a dict of
+            `mlm/<field>/loss` and `mlm/<field>/accuracy` (accuracy as masked-sum numerators
+            over `num_masked`; text fields report the loss only).
+        """
+        selected = targets["masked_weights"] > 0
+        hidden = tf.boolean_mask(sequence, selected)  # [M, D]
+        denominator = tf.maximum(tf.cast(num_masked, tf.float32), 1.0)
+        total, metrics = 0.0, {}
+        for spec in self.targets:
+            name = spec["name"]
+            logits = ops.cast(self.classifiers[name](hidden), "float32")
+            target = tf.boolean_mask(targets[name], selected)
+            if spec["kind"] == "text":
+                bag = tf.reduce_max(tf.one_hot(target, spec["vocab_size"]), axis=1)
+                bag = tf.concat([tf.zeros_like(bag[:, :1]), bag[:, 1:]], axis=1)  # no pad
+                loss = tf.reduce_sum(tf.reduce_mean(
+                    tf.nn.sigmoid_cross_entropy_with_logits(bag, logits), axis=-1))
+            else:
+                loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    target, logits))
+                correct = tf.cast(tf.argmax(logits, -1, output_type=target.dtype) == target,
+                                  tf.float32)
+                metrics[f"mlm/{name}/accuracy"] = tf.reduce_sum(correct) / denominator
+            metrics[f"mlm/{name}/loss"] = loss / denominator
+            total += loss / denominator
+        return total, metrics
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"features": [dict(spec) for spec in self.features],
+                       "predict_text": self.predict_text})
+        return config

@@ -1,0 +1,370 @@
+"""The pre-training loop: a custom `strategy.run` loop that works on one CPU, GPUs and workers.
+
+Keras 3.15's `fit` fails under `MultiWorkerMirroredStrategy` (keras-team/keras#20585), so the
+loop is our own, for every strategy alike:
+
+- every worker builds the same global batches from the same seed and each replica keeps its
+  rows (`pipeline.slice_rows`), so N workers train on exactly what one device would;
+- losses are sums over the global batch divided by global counts (quick thought gathers the
+  embeddings of all replicas, so its negatives are the whole global batch); gradients are
+  all-reduced here, clipped by their global norm, then applied (clipping sees the global
+  gradient);
+- `tf.train.CheckpointManager` saves the encoder, heads and optimizer (its step counter
+  included) every `checkpoint_every` steps; a restarted run restores the latest checkpoint
+  and skips the batches already trained on, so it continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import keras
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+from autorisk_tf.data import fileio, pipeline
+from autorisk_tf.data.artifacts import Artifacts
+from autorisk_tf.layers.event_preprocessor import (
+    PADDING_MASK,
+    EventPreprocessor,
+    feature_specs_from_artifacts,
+)
+from autorisk_tf.layers.sequence_embedder import SequenceEmbedder
+from autorisk_tf.layers.sequence_encoder import SequenceEncoder
+from autorisk_tf.tasks.masked_event import MaskedEventHead, mask_events
+from autorisk_tf.tasks.quick_thought import QuickThoughtHead, split_pairs
+from autorisk_tf.training.config import TrainConfig
+
+ENCODER_FILE = "encoder.keras"
+CONFIG_FILE = "config.json"
+# TensorBoard's scalar plugin metadata, so logs need no `tensorboard` package to write.
+_SCALAR = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+    data_class=summary_pb2.DATA_CLASS_SCALAR).SerializeToString()
+
+
+def _write_scalars(writer, step: int, scalars: dict) -> None:
+    with writer.as_default(step=step):
+        for name, value in scalars.items():
+            tf.summary.write(name, tf.constant(value, tf.float32), metadata=_SCALAR)
+
+
+def default_strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy under TF_CONFIG, MirroredStrategy on GPUs, else default."""
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if tf.config.list_logical_devices("GPU"):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type in ("chief", None) or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict())
+
+
+class Pretrainer:
+    """Builds the encoder and task heads under a strategy and trains them.
+
+    Args:
+        artifacts: Artifacts. Schema, vocabularies and boundaries of the data.
+        config: TrainConfig. Model, input, task, curriculum and optimisation settings.
+        model_dir: str. Checkpoints, TensorBoard logs, `encoder.keras` and `config.json`.
+        strategy: tf.distribute.Strategy or None. Defaults to `default_strategy()`.
+
+    Example:
+    ```python
+    trainer = Pretrainer(Artifacts.load("out/artifacts"), TrainConfig(), "runs/x")
+    metrics = trainer.fit("out/train/*.tfrecord")
+    ```
+    """
+
+    def __init__(self, artifacts: Artifacts, config: TrainConfig, model_dir: str,
+                 strategy: tf.distribute.Strategy | None = None):
+        self.artifacts = artifacts
+        self.config = config
+        self.model_dir = model_dir
+        self.strategy = strategy or default_strategy()
+        self.is_chief = _is_chief(self.strategy)
+        self.feature_specs = feature_specs_from_artifacts(artifacts)
+        self.preprocessor = EventPreprocessor(self.feature_specs, name="event_preprocessor")
+        train = config.training
+        dtype = None if train.precision == "float32" else train.precision
+        keras.utils.set_random_seed(config.input.seed)  # same initial weights on every worker
+        with self.strategy.scope():
+            self.encoder = SequenceEncoder(self.feature_specs, config.model, name="encoder",
+                                           dtype=dtype)
+            self.encoder.build(None)
+            width = config.model.width
+            self.mlm_head = MaskedEventHead(self.feature_specs, config.masked_event.predict_text,
+                                            name="masked_event_head", dtype=dtype)
+            self.mlm_head.build((None, width))
+            pairs = config.quick_thought
+            self.qt_head = QuickThoughtHead(pairs.projection_dim, pairs.temperature,
+                                            pairs.learn_temperature, name="quick_thought_head",
+                                            dtype=dtype)
+            self.qt_head.build((None, config.model.embedding_dim))
+            schedule = keras.optimizers.schedules.CosineDecay(
+                0.0, max(train.steps - train.warmup_steps, 1), warmup_target=train.learning_rate,
+                warmup_steps=train.warmup_steps)
+            optimizer = keras.optimizers.AdamW(schedule, weight_decay=train.weight_decay)
+            if train.precision == "mixed_float16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            self.optimizer = optimizer
+            self.optimizer.build(self.trainable_variables)
+        self.checkpoint = tf.train.Checkpoint(encoder=self.encoder, mlm_head=self.mlm_head,
+                                              qt_head=self.qt_head, optimizer=self.optimizer)
+        self._encode = tf.function(self._encode_fn, jit_compile=train.jit_compile,
+                                   reduce_retracing=True)
+
+    @property
+    def trainable_variables(self) -> list:
+        """Every trained variable: encoder, masked event head, quick thought head."""
+        return (self.encoder.trainable_variables + self.mlm_head.trainable_variables
+                + self.qt_head.trainable_variables)
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps taken so far (restored with the checkpoint)."""
+        return int(self.optimizer.iterations.numpy())
+
+    def _encode_fn(self, inputs, training):
+        return self.encoder(inputs, training=training)
+
+    def _examples(self, batch, seed):
+        """One global batch to the inputs of both tasks (before replicas take their rows)."""
+        ids = {name: value for name, value in batch.items()
+               if name in {spec["name"] for spec in self.feature_specs} or name == PADDING_MASK}
+        masked, targets = mask_events(ids, self.feature_specs, self.config.masked_event, seed)
+        first, second = split_pairs(ids, self.config.quick_thought,
+                                    seed + tf.constant([7, 7], tf.int64))
+        count = tf.reduce_sum(targets["masked_weights"])
+        return {"masked": masked, "targets": targets, "first": first, "second": second,
+                "num_masked": tf.fill(tf.shape(targets["masked_weights"])[:1], count)}
+
+    def dataset(self, file_pattern: str, skip_batches: int = 0) -> tf.distribute.DistributedDataset:
+        """The distributed training input: each replica gets its rows of every global batch."""
+        config = self.config.input
+        replicas = self.strategy.num_replicas_in_sync
+        if config.batch_size % replicas:
+            raise ValueError(f"input.batch_size {config.batch_size} must be a multiple of the "
+                             f"{replicas} replicas")
+
+        def dataset_fn(context: tf.distribute.InputContext):
+            local = replicas // context.num_input_pipelines
+            first_slice = context.input_pipeline_id * local
+            batches = pipeline.id_batches(file_pattern, self.artifacts.schema,
+                                          self.preprocessor, config, training=True)
+            examples = (pipeline.with_seeds(batches, config.seed)
+                        .map(self._examples, num_parallel_calls=tf.data.AUTOTUNE,
+                             deterministic=True)
+                        .skip(skip_batches))
+            sliced = examples.flat_map(lambda ex: tf.data.Dataset.range(local).map(
+                lambda r: pipeline.slice_rows(ex, first_slice + tf.cast(r, tf.int32),
+                                              replicas)))
+            return sliced.prefetch(tf.data.AUTOTUNE)
+
+        return self.strategy.distribute_datasets_from_function(dataset_fn)
+
+    def _replica_step(self, example, qt_weight, use_qt):
+        """Forward, backward and update on one replica's rows of the global batch."""
+        replicas = self.strategy.num_replicas_in_sync
+        weights = self.config.curriculum
+        train = self.config.training
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            out = self._encode(example["masked"], training=True)
+            mlm_loss, metrics = self.mlm_head.losses_and_metrics(
+                out["sequence"], example["targets"], example["num_masked"][0])
+            loss = weights.masked_event_weight * mlm_loss
+            metrics["mlm/loss"] = mlm_loss
+            if use_qt:
+                first = self._encode(example["first"], training=True)["embedding"]
+                second = self._encode(example["second"], training=True)["embedding"]
+                if replicas > 1:  # negatives from the whole global batch, as on one device
+                    context = tf.distribute.get_replica_context()
+                    first = context.all_gather(first, axis=0)
+                    second = context.all_gather(second, axis=0)
+                # Every replica computes the same global loss: 1/replicas each adds up to it.
+                qt_loss, accuracy = self.qt_head.loss_and_accuracy(first, second)
+                loss += qt_weight * qt_loss / replicas
+                metrics["qt/loss"] = qt_loss / replicas
+                metrics["qt/accuracy"] = accuracy / replicas
+            scaled = loss
+            if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+                scaled = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, variables)
+        grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+                 for g, v in zip(grads, variables, strict=True)]
+        context = tf.distribute.get_replica_context()
+        grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        clip = train.clip_norm
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            clip = clip * tf.cast(self.optimizer.dynamic_scale, tf.float32)
+        grads, norm = tf.clip_by_global_norm(grads, clip)
+        # The optimizer all-reduces (sums) again: hand it 1/replicas of the global gradient.
+        self.optimizer.apply_gradients(
+            zip([g / replicas for g in grads], variables, strict=True))
+        metrics["loss"] = loss
+        metrics["grad_norm"] = norm / replicas
+        return metrics
+
+    def _make_step(self, use_qt: bool):
+        @tf.function
+        def step(iterator, qt_weight):
+            per_replica = self.strategy.run(self._replica_step,
+                                            args=(next(iterator), qt_weight, use_qt))
+            return {name: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+                    for name, value in per_replica.items()}
+        return step
+
+    def _learning_rate(self) -> float:
+        optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+        return float(optimizer.learning_rate)
+
+    def restore(self) -> int:
+        """Restores the latest checkpoint of `model_dir`, if any; returns the step."""
+        manager = self._manager()
+        if manager.latest_checkpoint:
+            self.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        return self.step
+
+    def _checkpoint_dir(self) -> str:
+        if self.is_chief:
+            return fileio.join(self.model_dir, "checkpoints")
+        # Every worker must save (collectives); only the chief's copy is kept.
+        task = self.strategy.cluster_resolver.task_id
+        return fileio.join(self.model_dir, f"checkpoints_worker_{task}")
+
+    def _manager(self) -> tf.train.CheckpointManager:
+        if not hasattr(self, "_checkpoint_manager"):
+            self._checkpoint_manager = tf.train.CheckpointManager(
+                self.checkpoint, self._checkpoint_dir(), max_to_keep=3)
+        return self._checkpoint_manager
+
+    def fit(self, file_pattern: str, verbose: int = 1) -> dict:
+        """Trains to `training.steps`, resuming from the latest checkpoint if there is one.
+
+        Args:
+            file_pattern: str. Glob of the training shards.
+            verbose: int. 1 for a Keras progress bar on the chief, 0 for none.
+
+        Returns:
+            The metrics of the last step (floats).
+        """
+        train = self.config.training
+        start = self.restore()
+        if start:
+            print(f"resumed from step {start} ({self._manager().latest_checkpoint})")
+        if start >= train.steps:
+            if self.is_chief:
+                self.save_encoder()
+            return {}
+        iterator = iter(self.dataset(file_pattern, skip_batches=start))
+        steps = {False: self._make_step(False), True: self._make_step(True)}
+        manager = self._manager()
+        writer = tf.summary.create_file_writer(
+            fileio.join(self.model_dir, "logs" if self.is_chief else "logs_worker"))
+        progress = keras.utils.Progbar(train.steps, stateful_metrics=None) \
+            if verbose and self.is_chief else None
+        metrics, started = {}, time.time()
+        for step in range(start, train.steps):
+            qt_weight = self.config.curriculum.quick_thought_weight_at(step)
+            out = steps[qt_weight > 0](iterator, tf.constant(qt_weight, tf.float32))
+            metrics = {name: float(value) for name, value in out.items()}
+            if not math.isfinite(metrics["loss"]):
+                raise FloatingPointError(f"loss is {metrics['loss']} at step {step + 1}")
+            done = step + 1
+            if done % train.log_every == 0 or done == train.steps:
+                _write_scalars(writer, done, {**metrics, "quick_thought_weight": qt_weight,
+                                              "learning_rate": self._learning_rate()})
+            if done % train.checkpoint_every == 0 or done == train.steps:
+                manager.save(checkpoint_number=done)
+            if progress is not None:
+                progress.update(done, [(k, v) for k, v in metrics.items()
+                                       if k in ("loss", "mlm/loss", "qt/accuracy")])
+        metrics["seconds"] = time.time() - started
+        if self.is_chief:
+            self.save_encoder()
+        return metrics
+
+    def evaluate(self, file_pattern: str, max_batches: int | None = None) -> dict:
+        """Masked event and quick thought accuracy on held-out shards (one pass, no dropout).
+
+        Args:
+            file_pattern: str. Glob of evaluation shards (such as the valid split).
+            max_batches: int or None. Stop after this many batches.
+
+        Returns:
+            `mlm/<field>/accuracy` and `mlm/<field>/majority` (the share of the most
+            frequent target at the same masked events: the majority-class baseline) for
+            every categorical and numeric field, `qt/accuracy`, `qt/chance` (1 / batch
+            size, averaged over batches) and `events_masked`.
+        """
+        import numpy as np
+
+        batches = pipeline.id_batches(file_pattern, self.artifacts.schema, self.preprocessor,
+                                      self.config.input, training=False)
+        examples = pipeline.with_seeds(batches, self.config.input.seed + 1).map(self._examples)
+        if max_batches:
+            examples = examples.take(max_batches)
+        fields = [s for s in self.mlm_head.targets if s["kind"] != "text"]
+        correct = dict.fromkeys((s["name"] for s in fields), 0)
+        counts = {s["name"]: np.zeros(s["vocab_size"], np.int64) for s in fields}
+        qt_hits, qt_chance, batches_seen = 0.0, 0.0, 0
+
+        @tf.function(reduce_retracing=True)
+        @tf.autograph.experimental.do_not_convert  # Python loops over fields only
+        def run(example):
+            out = self.encoder(example["masked"], training=False)
+            selected = example["targets"]["masked_weights"] > 0
+            hidden = tf.boolean_mask(out["sequence"], selected)
+            predictions = {s["name"]: tf.argmax(self.mlm_head.classifiers[s["name"]](hidden),
+                                                -1, output_type=tf.int32) for s in fields}
+            targets = {s["name"]: tf.boolean_mask(example["targets"][s["name"]], selected)
+                       for s in fields}
+            first = self.encoder(example["first"], training=False)["embedding"]
+            second = self.encoder(example["second"], training=False)["embedding"]
+            a, b = self.qt_head(first), self.qt_head(second)
+            hits = tf.argmax(tf.matmul(a, b, transpose_b=True), 1, output_type=tf.int32)
+            accuracy = tf.reduce_mean(tf.cast(hits == tf.range(tf.shape(a)[0]), tf.float32))
+            return predictions, targets, accuracy, tf.shape(a)[0]
+
+        for example in examples:
+            predictions, targets, accuracy, size = run(example)
+            for name in correct:
+                target = targets[name].numpy()
+                correct[name] += int((predictions[name].numpy() == target).sum())
+                counts[name] += np.bincount(target, minlength=len(counts[name]))
+            qt_hits += float(accuracy)
+            qt_chance += 1.0 / int(size)
+            batches_seen += 1
+        total = max(int(next(iter(counts.values())).sum()), 1) if counts else 1
+        result = {"events_masked": total, "qt/accuracy": qt_hits / max(batches_seen, 1),
+                  "qt/chance": qt_chance / max(batches_seen, 1)}
+        for name in correct:
+            result[f"mlm/{name}/accuracy"] = correct[name] / total
+            result[f"mlm/{name}/majority"] = float(counts[name].max()) / total
+        return result
+
+    def embedder(self) -> SequenceEmbedder:
+        """The raw-events-to-embedding model (preprocessor + trained encoder)."""
+        embedder = SequenceEmbedder(self.preprocessor, self.encoder, name="sequence_embedder")
+        embedder.build()
+        return embedder
+
+    def save_encoder(self) -> str:
+        """Writes `encoder.keras` (preprocessor + encoder) and `config.json` to model_dir."""
+        tf.io.gfile.makedirs(self.model_dir)
+        path = fileio.join(self.model_dir, ENCODER_FILE)
+        self.embedder().save(path)
+        fileio.write_text(fileio.join(self.model_dir, CONFIG_FILE),
+                          json.dumps(self.config.to_dict(), indent=1) + "\n")
+        return path

@@ -1,0 +1,204 @@
+"""Pre-training end to end on seeded simulated data (small enough for CI)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from autorisk_tf.data.artifacts import Artifacts
+from autorisk_tf.training import Pretrainer, load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = os.path.join(ROOT, "autorisk_tf", "configs", "small.yaml")
+TINY = ["--set", "model.width=16", "--set", "model.num_blocks=1", "--set", "model.ffn_dim=16",
+        "--set", "model.block_size=8", "--set", "model.text_dim=8", "--set", "model.dropout=0.0",
+        "--set", "input.bucket_boundaries=[64,256]", "--set", "training.warmup_steps=2",
+        "--set", "quick_thought.projection_dim=8", "--set", "curriculum.quick_thought_start=3",
+        "--set", "curriculum.quick_thought_ramp=2", "--verbose", "0", "--eval_batches", "0"]
+
+
+@pytest.fixture(scope="session")
+def pretraining_data(tmp_path_factory):
+    """1,500 simulated users (seed 5), preprocessed with max_len 256."""
+    from autorisk_tf import simulate
+    from beam import preprocess as job
+    from tests.conftest import SIMULATED_SCHEMA
+
+    root = tmp_path_factory.mktemp("pretraining")
+    simulate.write_dataset(str(root / "raw"), seed=5, num_users=1500, num_shards=2)
+    job.run(["--input", str(root / "raw" / "events" / "*.csv"), "--schema", SIMULATED_SCHEMA,
+             "--labels", str(root / "raw" / "labels.csv"), "--output_dir", str(root / "out"),
+             "--max_len", "256"])
+    return str(root / "out")
+
+
+@pytest.fixture(scope="session")
+def pretrained(pretraining_data, tmp_path_factory):
+    """The small config trained for its 300 steps: (trainer, random-weight embedder)."""
+    artifacts = Artifacts.load(f"{pretraining_data}/artifacts")
+    trainer = Pretrainer(artifacts, load_config(SMALL), str(tmp_path_factory.mktemp("run")))
+    untrained = Pretrainer(artifacts, load_config(SMALL, {"input.seed": 1}),
+                           str(tmp_path_factory.mktemp("untrained")))
+    trainer.fit(f"{pretraining_data}/train/*.tfrecord", verbose=0)
+    return trainer, untrained.embedder()
+
+
+def test_masked_event_accuracy_beats_the_majority_class(pretrained, pretraining_data):
+    trainer, _ = pretrained
+    metrics = trainer.evaluate(f"{pretraining_data}/valid/*.tfrecord")
+    assert metrics["events_masked"] > 1000
+    for field, margin in (("event_type", 0.15), ("channel", 0.2), ("amount", 0.02),
+                          ("device", 0.01)):
+        assert metrics[f"mlm/{field}/accuracy"] > metrics[f"mlm/{field}/majority"] + margin
+    # pay_method is missing unless the hidden event is a payment: guessing it needs the
+    # hidden event type, so the small model only matches the majority class.
+    assert metrics["mlm/pay_method/accuracy"] > metrics["mlm/pay_method/majority"] - 0.02
+
+
+def test_quick_thought_finds_partners_far_above_chance(pretraining_data, tmp_path):
+    artifacts = Artifacts.load(f"{pretraining_data}/artifacts")
+    config = load_config(SMALL, {"training.steps": 150, "curriculum.masked_event_weight": 0.0,
+                                 "curriculum.quick_thought_start": 0,
+                                 "curriculum.quick_thought_ramp": 1})
+    trainer = Pretrainer(artifacts, config, str(tmp_path))
+    trainer.fit(f"{pretraining_data}/train/*.tfrecord", verbose=0)
+    metrics = trainer.evaluate(f"{pretraining_data}/valid/*.tfrecord")
+    assert metrics["qt/accuracy"] > 2.5 * metrics["qt/chance"], metrics
+
+
+def _cv_auc(x, y):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+    return cross_val_score(model, x, y, cv=5, scoring="roc_auc").mean()
+
+
+def test_lr_on_pretrained_embeddings_beats_random_weights(pretrained, pretraining_data):
+    from autorisk_tf.embed import embed
+
+    trainer, untrained = pretrained
+    pattern = f"{pretraining_data}/*/*.tfrecord"
+    schema = trainer.artifacts.schema
+    keys, trained_x, labels = embed(trainer.embedder(), pattern, schema)
+    keys_r, random_x, _ = embed(untrained, pattern, schema)
+    assert len(keys) == 1500 and list(keys) == list(keys_r)
+    for label in ("is_risk", "takeover"):
+        y = labels[label].astype(int)
+        trained, random = _cv_auc(trained_x, y), _cv_auc(random_x, y)
+        assert trained > random + 0.05, (label, trained, random)
+        assert trained > 0.85, (label, trained)
+
+
+def test_train_cli_writes_a_loadable_encoder_and_embed_cli(pretraining_data, tmp_path):
+    model_dir = tmp_path / "model"
+    _train(pretraining_data, model_dir, steps=6, extra=["--eval_batches", "2"])
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["valid/qt/chance"] > 0 and "valid/mlm/event_type/accuracy" in metrics
+    assert np.isfinite(metrics["loss"]) and metrics["qt/loss"] > 0  # quick thought joined
+    out = subprocess.run([sys.executable, "-m", "autorisk_tf.embed", "--model_dir",
+                          str(model_dir), "--data", pretraining_data, "--split", "valid",
+                          "--output", str(tmp_path / "emb" / "valid"), "--format", "csv"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    vectors = np.load(tmp_path / "emb" / "valid.npy")
+    table = (tmp_path / "emb" / "valid.csv").read_text().splitlines()
+    assert vectors.shape == (len(table) - 1, 32) and len(table) > 100
+    assert table[0].startswith('"key","label_is_risk"')
+
+
+def _train(data, model_dir, steps, extra=(), env=None, wait=True):
+    command = [sys.executable, "-m", "autorisk_tf.train", "--data", data, "--model_dir",
+               str(model_dir), "--steps", str(steps), "--batch_size", "8", *TINY, *extra]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=ROOT, env={**os.environ, **(env or {})})
+    if not wait:
+        return process
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    return stdout
+
+
+def _final_weights(model_dir):
+    import keras
+
+    import autorisk_tf.layers  # noqa: F401
+
+    model = keras.models.load_model(os.path.join(model_dir, "encoder.keras"))
+    return [np.asarray(w) for w in model.weights]
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(pretraining_data, tmp_path):
+    extra = ["--checkpoint_every", "4"]
+    _train(pretraining_data, tmp_path / "straight", steps=12, extra=extra)
+    process = _train(pretraining_data, tmp_path / "killed", steps=12, extra=extra, wait=False)
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 300
+    while not (checkpoints / "ckpt-4.index").exists():
+        assert process.poll() is None and time.time() < deadline, process.stderr.read()[-2000:]
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "killed" / "encoder.keras").exists()  # it did not finish
+    stdout = _train(pretraining_data, tmp_path / "killed", steps=12, extra=extra)
+    resumed = int(stdout.split("resumed from step ")[1].split()[0])
+    assert resumed in (4, 8)
+    assert "step 12:" in stdout  # the step counter (optimizer iterations) went on to 12
+    for a, b in zip(_final_weights(tmp_path / "straight"), _final_weights(tmp_path / "killed"),
+                    strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_match_a_single_worker(pretraining_data, tmp_path):
+    _train(pretraining_data, tmp_path / "single", steps=5)
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        processes.append(_train(pretraining_data, tmp_path / "multi", steps=5, wait=False,
+                                env={"TF_CONFIG": json.dumps(config)}))
+    for process in processes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+    single = _final_weights(tmp_path / "single")
+    multi = _final_weights(tmp_path / "multi")
+    chief = _checkpoint_values(tmp_path / "multi" / "checkpoints")
+    other = _checkpoint_values(tmp_path / "multi" / "checkpoints_worker_1")
+    assert chief.keys() == other.keys() and len(chief) > 20
+    for name, value in chief.items():  # weights, optimizer moments and step counter
+        np.testing.assert_array_equal(value, other[name], err_msg=name)
+    for a, b in zip(single, multi, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert any(not np.allclose(a, b) for a, b in zip(
+        single, _final_weights_at_init(pretraining_data, tmp_path), strict=True))
+
+
+def _checkpoint_values(directory):
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(directory))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if "save_counter" not in name}
+
+
+def _final_weights_at_init(data, tmp_path):
+    _train(data, tmp_path / "zero", steps=0)
+    return _final_weights(tmp_path / "zero")
