@@ -12,7 +12,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["autorisk_tf", "autorisk_tf.*", "beam", "beam.*",
                                     "export", "export.*"]),
-    package_data={"autorisk_tf": ["schemas/*.yaml"]},
+    package_data={"autorisk_tf": ["schemas/*.yaml", "configs/*.yaml"]},
     install_requires=[
         "tensorflow==2.21.0",
         "keras==3.15.1",
@@ -23,12 +23,13 @@ setup(
         "absl-py==2.5.1",
         "PyYAML==6.0.4",
         "pyarrow==25.0.1",
+        # Downstream evaluation: logistic regression and AUC on the embeddings.
+        "scikit-learn==1.9.1",
     ],
     extras_require={
         "dev": [
             "pytest==9.2.0",
             "ruff==0.17.6",
-            "scikit-learn==1.9.1",
         ],
     },
 )

@@ -27,7 +27,7 @@ FLAGS = flags.FLAGS
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class SequenceClassifier(keras.Model):
-    """A SequenceEmbedder followed by a dense head: raw events in, class probabilities out.
+    """A SequenceEmbedder, a layer norm and a dense head: raw events in, probabilities out.
 
     Args:
         embedder: SequenceEmbedder. Raw events to embeddings.
@@ -42,6 +42,7 @@ class SequenceClassifier(keras.Model):
         self.embedder = embedder
         self.classes = list(classes) if classes else None
         self.dropout = dropout
+        self.norm = keras.layers.LayerNormalization(name="norm", dtype="float32")
         self.drop = keras.layers.Dropout(dropout)
         self.head = keras.layers.Dense(len(self.classes) if self.classes else 1,
                                        activation="softmax" if self.classes else "sigmoid",
@@ -50,11 +51,14 @@ class SequenceClassifier(keras.Model):
     def build(self, input_shape=None):
         if not self.embedder.built:
             self.embedder.build()
-        self.head.build((None, self.embedder.encoder.config.embedding_dim))
+        shape = (None, self.embedder.encoder.config.embedding_dim)
+        self.norm.build(shape)
+        self.head.build(shape)
         self.built = True
 
     def call(self, inputs, training=None):
         embedding = self.embedder(inputs, training=training)["embedding"]
+        embedding = self.norm(keras.ops.cast(embedding, "float32"))
         return self.head(self.drop(embedding, training=training))
 
     def get_config(self):
@@ -84,7 +88,7 @@ def labelled_batches(file_pattern: str, schema: Schema, label: str, classes, bat
     feature = seqex.label_feature(label)
     config = pipeline.InputConfig(batch_size=batch_size, seed=seed)
     examples = (tf.data.Dataset.list_files(file_pattern, shuffle=False)
-                .interleave(tf.data.TFRecordDataset, deterministic=True)
+                .interleave(tf.data.TFRecordDataset)
                 .map(lambda s: pipeline.parse_example(s, schema)))
     if classes is None:
         examples = examples.filter(lambda ex: ~tf.math.is_nan(ex[feature]))

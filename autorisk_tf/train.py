@@ -14,7 +14,7 @@ import json
 import sys
 
 import yaml
-from absl import app, flags
+from absl import app, flags, logging
 
 from autorisk_tf.data import fileio
 
@@ -69,6 +69,7 @@ def overrides_from_flags() -> dict:
 def main(argv) -> None:
     """Entry point of the command line (absl flags)."""
     del argv
+    logging.set_verbosity(logging.WARNING)  # TF's checkpoint saver logs at INFO
     for name in ("data", "model_dir"):
         if not FLAGS[name].value:
             sys.exit(f"error: --{name} is required (see --helpfull)")

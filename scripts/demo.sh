@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job on built-in simulated data: simulate -> preprocess (Beam) -> read back.
+# The main job on built-in simulated data: simulate -> preprocess (Beam) -> pre-train ->
+# embed -> downstream AUC of logistic regression on the embeddings.
 set -euo pipefail
 PY=${1:-.venv/bin/python}
 OUT=demo_out
@@ -42,5 +43,21 @@ for i in range(min(5, int(ex["length"]))):
     print("  ", ex["time/timestamp_ms"][i], ex["event/event_type"][i], ex["event/channel"][i],
           ex["event/amount"][i], ex["event/item"][i])
 PY
+
+echo "== 4. pre-train a small encoder (masked event modelling, 300 steps; python -m autorisk_tf.train)"
+$PY -m autorisk_tf.train --config autorisk_tf/configs/small.yaml --data "$OUT/data" \
+  --model_dir "$OUT/pretrained" --set "input.bucket_boundaries=[32,64,128,256,512]" \
+  --eval_batches 20 2> >(grep -v -E "^(I0000|E0000|W0000|WARNING: All log|To enable)" >&2)
+# The same encoder with random weights (0 steps), the baseline of the table below.
+$PY -m autorisk_tf.train --config autorisk_tf/configs/small.yaml --data "$OUT/data" \
+  --model_dir "$OUT/random_weights" --steps 0 --eval_batches 0 --verbose 0 2>/dev/null
+
+echo "== 5. embed the test users (python -m autorisk_tf.embed)"
+$PY -m autorisk_tf.embed --model_dir "$OUT/pretrained" --data "$OUT/data" --split test \
+  --output "$OUT/embeddings/test" 2>/dev/null
+
+echo "== 6. downstream: logistic regression on embeddings, test-split AUC"
+$PY -m autorisk_tf.evaluate --data "$OUT/data" --model_dir "$OUT/pretrained" \
+  --model_dir "$OUT/random_weights" --labels is_risk,takeover 2>/dev/null
 
 echo "== done: outputs under $OUT/"

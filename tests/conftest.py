@@ -95,3 +95,35 @@ def simulated(tmp_path_factory):
              "--labels", str(root / "raw" / "labels.csv"), "--output_dir", str(root / "out"),
              "--max_len", "256"])
     return Run(str(root / "out"), SIMULATED_SCHEMA)
+
+
+SMALL = os.path.join(os.path.dirname(__file__), os.pardir, "autorisk_tf", "configs",
+                     "small.yaml")
+
+
+@pytest.fixture(scope="session")
+def pretraining_data(tmp_path_factory):
+    """1,500 simulated users (seed 5), preprocessed with max_len 256."""
+    from autorisk_tf import simulate
+    from beam import preprocess as job
+
+    root = tmp_path_factory.mktemp("pretraining")
+    simulate.write_dataset(str(root / "raw"), seed=5, num_users=1500, num_shards=2)
+    job.run(["--input", str(root / "raw" / "events" / "*.csv"), "--schema", SIMULATED_SCHEMA,
+             "--labels", str(root / "raw" / "labels.csv"), "--output_dir", str(root / "out"),
+             "--max_len", "256"])
+    return str(root / "out")
+
+
+@pytest.fixture(scope="session")
+def pretrained(pretraining_data, tmp_path_factory):
+    """The small config trained for its 300 steps: (trainer, random-weight embedder)."""
+    from autorisk_tf.data.artifacts import Artifacts
+    from autorisk_tf.training import Pretrainer, load_config
+
+    artifacts = Artifacts.load(f"{pretraining_data}/artifacts")
+    trainer = Pretrainer(artifacts, load_config(SMALL), str(tmp_path_factory.mktemp("run")))
+    untrained = Pretrainer(artifacts, load_config(SMALL, {"input.seed": 1}),
+                           str(tmp_path_factory.mktemp("untrained")))
+    trainer.fit(f"{pretraining_data}/train/*.tfrecord", verbose=0)
+    return trainer, untrained.embedder()

@@ -13,40 +13,14 @@ import pytest
 
 from autorisk_tf.data.artifacts import Artifacts
 from autorisk_tf.training import Pretrainer, load_config
+from tests.conftest import SMALL
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = os.path.join(ROOT, "autorisk_tf", "configs", "small.yaml")
 TINY = ["--set", "model.width=16", "--set", "model.num_blocks=1", "--set", "model.ffn_dim=16",
         "--set", "model.block_size=8", "--set", "model.text_dim=8", "--set", "model.dropout=0.0",
         "--set", "input.bucket_boundaries=[64,256]", "--set", "training.warmup_steps=2",
         "--set", "quick_thought.projection_dim=8", "--set", "curriculum.quick_thought_start=3",
         "--set", "curriculum.quick_thought_ramp=2", "--verbose", "0", "--eval_batches", "0"]
-
-
-@pytest.fixture(scope="session")
-def pretraining_data(tmp_path_factory):
-    """1,500 simulated users (seed 5), preprocessed with max_len 256."""
-    from autorisk_tf import simulate
-    from beam import preprocess as job
-    from tests.conftest import SIMULATED_SCHEMA
-
-    root = tmp_path_factory.mktemp("pretraining")
-    simulate.write_dataset(str(root / "raw"), seed=5, num_users=1500, num_shards=2)
-    job.run(["--input", str(root / "raw" / "events" / "*.csv"), "--schema", SIMULATED_SCHEMA,
-             "--labels", str(root / "raw" / "labels.csv"), "--output_dir", str(root / "out"),
-             "--max_len", "256"])
-    return str(root / "out")
-
-
-@pytest.fixture(scope="session")
-def pretrained(pretraining_data, tmp_path_factory):
-    """The small config trained for its 300 steps: (trainer, random-weight embedder)."""
-    artifacts = Artifacts.load(f"{pretraining_data}/artifacts")
-    trainer = Pretrainer(artifacts, load_config(SMALL), str(tmp_path_factory.mktemp("run")))
-    untrained = Pretrainer(artifacts, load_config(SMALL, {"input.seed": 1}),
-                           str(tmp_path_factory.mktemp("untrained")))
-    trainer.fit(f"{pretraining_data}/train/*.tfrecord", verbose=0)
-    return trainer, untrained.embedder()
 
 
 def test_masked_event_accuracy_beats_the_majority_class(pretrained, pretraining_data):
@@ -202,3 +176,24 @@ def _checkpoint_values(directory):
 def _final_weights_at_init(data, tmp_path):
     _train(data, tmp_path / "zero", steps=0)
     return _final_weights(tmp_path / "zero")
+
+
+@pytest.mark.parametrize("overrides", [{"training.precision": "mixed_bfloat16"},
+                                       {"training.precision": "mixed_float16"},
+                                       {"training.jit_compile": True}])
+def test_precision_and_xla_options_train(pretraining_data, tmp_path, overrides):
+    import keras
+
+    artifacts = Artifacts.load(f"{pretraining_data}/artifacts")
+    config = load_config(SMALL, {"training.steps": 3, "model.width": 16, "model.num_blocks": 1,
+                                 "model.ffn_dim": 16, "model.text_dim": 8,
+                                 "curriculum.quick_thought_start": 1, **overrides})
+    policy = keras.config.dtype_policy().name
+    trainer = Pretrainer(artifacts, config, str(tmp_path))
+    metrics = trainer.fit(f"{pretraining_data}/train/*.tfrecord", verbose=0)
+    assert keras.config.dtype_policy().name == policy  # the global policy is untouched
+    assert np.isfinite(metrics["loss"]) and metrics["qt/loss"] > 0
+    precision = config.training.precision
+    assert trainer.encoder.compute_dtype == (
+        "float32" if precision == "float32" else precision.split("_")[1])
+    assert all(w.dtype == "float32" for w in trainer.encoder.weights)

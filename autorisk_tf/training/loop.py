@@ -94,6 +94,7 @@ class Pretrainer:
         self.strategy = strategy or default_strategy()
         self.is_chief = _is_chief(self.strategy)
         self.feature_specs = feature_specs_from_artifacts(artifacts)
+        self.history: list[dict] = []
         self.preprocessor = EventPreprocessor(self.feature_specs, name="event_preprocessor")
         train = config.training
         dtype = None if train.precision == "float32" else train.precision
@@ -257,7 +258,8 @@ class Pretrainer:
             verbose: int. 1 for a Keras progress bar on the chief, 0 for none.
 
         Returns:
-            The metrics of the last step (floats).
+            The metrics of the last step (floats). `self.history` then holds the step,
+            seconds since the start and losses of every step of this call.
         """
         train = self.config.training
         start = self.restore()
@@ -274,11 +276,13 @@ class Pretrainer:
             fileio.join(self.model_dir, "logs" if self.is_chief else "logs_worker"))
         progress = keras.utils.Progbar(train.steps, stateful_metrics=None) \
             if verbose and self.is_chief else None
-        metrics, started = {}, time.time()
+        metrics, started, self.history = {}, time.time(), []
         for step in range(start, train.steps):
             qt_weight = self.config.curriculum.quick_thought_weight_at(step)
             out = steps[qt_weight > 0](iterator, tf.constant(qt_weight, tf.float32))
             metrics = {name: float(value) for name, value in out.items()}
+            self.history.append({"step": step + 1, "seconds": time.time() - started,
+                                 "loss": metrics["loss"], "mlm/loss": metrics["mlm/loss"]})
             if not math.isfinite(metrics["loss"]):
                 raise FloatingPointError(f"loss is {metrics['loss']} at step {step + 1}")
             done = step + 1

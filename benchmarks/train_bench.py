@@ -1,0 +1,247 @@
+"""Pre-training benchmark: throughput and time to a fixed masked-event loss.
+
+Two parts, every configuration in its own process, the Transformer baseline in the same run:
+
+1. Throughput: the Pretrainer's masked-event train step (3 blocks, D=128, FFN 256, batch 8)
+   on batches of exactly N events per sequence (ids drawn from the simulated data's
+   vocabularies) at N = 512, 2048, 4096: events/s and sequences/s (median step after warm-up).
+2. Convergence: the same model trained on simulated users (max_len 512) until its smoothed
+   masked-event training loss first reaches `--target_loss`; wall-clock seconds and steps.
+3. Few labels: with the first N labelled training users, logistic regression on the
+   pre-trained encoder's embeddings vs the same encoder trained supervised from scratch
+   (fine-tuned end to end on the same N labels); validation AUC on `is_risk` and `takeover`.
+
+  python benchmarks/train_bench.py [--lengths 512,2048,4096] [--target_loss 5.5]
+      [--convergence_steps 400] [--precision float32]
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+MODEL = {"width": 128, "num_blocks": 3, "ffn_dim": 256, "num_heads": 4, "kernel_size": 7,
+         "block_size": 64}
+BLOCK_TYPES = {"encoder": "conv_attention", "transformer": "transformer"}
+
+
+def _config(block_type, batch, steps, precision):
+    from autorisk_tf.training.config import config_from_dict
+
+    return config_from_dict({
+        "model": {**MODEL, "block_type": BLOCK_TYPES[block_type]},
+        "input": {"batch_size": batch, "bucket_boundaries": [64, 128, 256]},
+        "training": {"steps": steps, "warmup_steps": 20, "checkpoint_every": 10**6,
+                     "log_every": 10**6, "precision": precision}})
+
+
+def throughput(data, block_type, length, batch, steps, precision):
+    """Median masked-event train step on [batch, length] synthetic id batches."""
+    import tempfile
+
+    import numpy as np
+    import tensorflow as tf
+
+    from autorisk_tf.data import pipeline
+    from autorisk_tf.data.artifacts import Artifacts
+    from autorisk_tf.training import Pretrainer
+
+    trainer = Pretrainer(Artifacts.load(f"{data}/artifacts"),
+                         _config(block_type, batch, 10**6, precision), tempfile.mkdtemp())
+    rng = np.random.default_rng(0)
+    ids = {"padding_mask": np.ones((batch, length), bool)}
+    for spec in trainer.feature_specs:
+        shape = (batch, length) + ((spec["max_tokens"],) if spec["kind"] == "text" else ())
+        ids[spec["name"]] = rng.integers(4, spec["vocab_size"], shape).astype("int32")
+    batches = pipeline.with_seeds(tf.data.Dataset.from_tensors(ids).repeat(), 0)
+    examples = batches.map(trainer._examples)
+    iterator = iter(trainer.strategy.experimental_distribute_dataset(examples))
+    step = trainer._make_step(False)
+    float(step(iterator, tf.constant(0.0))["loss"])  # trace and warm up
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        float(step(iterator, tf.constant(0.0))["loss"])
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    return {"seconds": seconds, "events_per_s": batch * length / seconds,
+            "sequences_per_s": batch / seconds}
+
+
+def convergence(data, block_type, batch, steps, target, precision):
+    """Seconds and steps until the smoothed masked-event loss reaches `target`."""
+    import tempfile
+
+    from autorisk_tf.data.artifacts import Artifacts
+    from autorisk_tf.training import Pretrainer
+
+    trainer = Pretrainer(Artifacts.load(f"{data}/artifacts"),
+                         _config(block_type, batch, steps, precision), tempfile.mkdtemp())
+    trainer.fit(f"{data}/train/*.tfrecord", verbose=0)
+    smoothed, reached, trace = None, None, []
+    for row in trainer.history:
+        smoothed = row["mlm/loss"] if smoothed is None else 0.9 * smoothed + 0.1 * row["mlm/loss"]
+        if reached is None and smoothed <= target:
+            reached = row
+        if row["step"] % 10 == 0:
+            trace.append([row["step"], round(row["seconds"], 2), round(smoothed, 4)])
+    return {"final_smoothed_loss": smoothed, "steps": steps,
+            "total_seconds": trainer.history[-1]["seconds"],
+            "reached_step": reached and reached["step"],
+            "reached_seconds": reached and reached["seconds"], "trace": trace}
+
+
+def few_labels(data, batch, steps, precision, counts):
+    """Validation AUC with N labels: pre-training + LR vs supervised from scratch."""
+    import tempfile
+
+    from autorisk_tf.data.artifacts import Artifacts
+    from autorisk_tf.embed import embed
+    from autorisk_tf.evaluate import lr_auc
+    from autorisk_tf.finetune import finetune
+    from autorisk_tf.training import Pretrainer
+
+    artifacts = Artifacts.load(f"{data}/artifacts")
+    config = _config("encoder", batch, steps, precision)
+    trainer = Pretrainer(artifacts, config, tempfile.mkdtemp())
+    trainer.fit(f"{data}/train/*.tfrecord", verbose=0)
+    _, train_x, train_labels = embed(trainer.embedder(), f"{data}/train/*.tfrecord",
+                                     artifacts.schema)
+    _, valid_x, valid_labels = embed(trainer.embedder(), f"{data}/valid/*.tfrecord",
+                                     artifacts.schema)
+    rows = []
+    for label in ("is_risk", "takeover"):
+        for count in counts:
+            pretrained = lr_auc(train_x[:count], train_labels[label][:count].astype(float),
+                                valid_x, valid_labels[label].astype(float))
+            scratch = Pretrainer(artifacts, config, tempfile.mkdtemp()).embedder()
+            _, metrics = finetune(scratch, data, artifacts.schema, label, epochs=10,
+                                  batch_size=32, max_train_labels=count, verbose=0)
+            rows.append({"label": label, "labels": count, "pretrained_lr_auc": pretrained,
+                         "supervised_from_scratch_auc": metrics["valid_auc"]})
+    return {"rows": rows}
+
+
+def _prepare(work_dir):
+    from autorisk_tf import simulate
+    from beam import preprocess
+
+    data = os.path.join(work_dir, "train_bench_data")
+    if not os.path.exists(os.path.join(data, "artifacts", "stats.json")):
+        raw = os.path.join(work_dir, "train_bench_raw")
+        simulate.write_dataset(raw, seed=11, num_users=3000, num_shards=4)
+        preprocess.run(["--input", f"{raw}/events/*.csv", "--schema",
+                        os.path.join(ROOT, "autorisk_tf/schemas/simulated.yaml"),
+                        "--labels", f"{raw}/labels.csv", "--output_dir", data,
+                        "--max_len", "512"])
+    return data
+
+
+def _child(args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                         cwd=ROOT, env=env)
+    if out.returncode:
+        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", default="512,2048,4096")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps after a warm-up")
+    parser.add_argument("--convergence_steps", type=int, default=400)
+    parser.add_argument("--convergence_batch", type=int, default=16)
+    parser.add_argument("--target_loss", type=float, default=5.5,
+                        help="masked-event loss (sum over fields) to reach")
+    parser.add_argument("--precision", default="float32")
+    parser.add_argument("--label_counts", default="100,300,1000")
+    parser.add_argument("--parts", default="throughput,convergence,few_labels")
+    parser.add_argument("--work_dir", default=os.path.join(ROOT, "bench_out"))
+    parser.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "train_bench.json"))
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        kind, data, block_type, value = args.worker
+        if kind == "throughput":
+            result = throughput(data, block_type, int(value), args.batch, args.steps,
+                                args.precision)
+        elif kind == "few_labels":
+            result = few_labels(data, args.convergence_batch, args.convergence_steps,
+                                args.precision, [int(n) for n in value.split(",")])
+        else:
+            result = convergence(data, block_type, args.convergence_batch,
+                                 args.convergence_steps, float(value), args.precision)
+        print(json.dumps(result))
+        return
+
+    data = _prepare(args.work_dir)
+    common = ["--batch", str(args.batch), "--steps", str(args.steps), "--precision",
+              args.precision, "--convergence_steps", str(args.convergence_steps),
+              "--convergence_batch", str(args.convergence_batch)]
+    rows = []
+    parts = args.parts.split(",")
+    for length in [int(n) for n in args.lengths.split(",")] if "throughput" in parts else []:
+        for block_type in BLOCK_TYPES:
+            result = _child(["--worker", "throughput", data, block_type, str(length), *common])
+            rows.append({"part": "throughput", "model": block_type, "length": length, **result})
+            print(json.dumps(rows[-1]), flush=True)
+    for block_type in BLOCK_TYPES if "convergence" in parts else []:
+        result = _child(["--worker", "convergence", data, block_type, str(args.target_loss),
+                         *common])
+        rows.append({"part": "convergence", "model": block_type, **result})
+        print(json.dumps(rows[-1]), flush=True)
+
+    if "few_labels" in parts:
+        result = _child(["--worker", "few_labels", data, "encoder", args.label_counts,
+                         *common])
+        rows.extend({"part": "few_labels", **row} for row in result.get("rows", []))
+        if "error" in result:
+            rows.append({"part": "few_labels", **result})
+        print(json.dumps(result), flush=True)
+
+    print("\n| length | model | step s | events/s | sequences/s | speed-up vs Transformer |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for row in rows:
+        if row["part"] != "throughput":
+            continue
+        base = next(r for r in rows if r["part"] == "throughput"
+                    and r["model"] == "transformer" and r["length"] == row["length"])
+        if "error" in row:
+            print(f"| {row['length']} | {row['model']} | {row['error']} | | | |")
+            continue
+        ratio = (f"{base['seconds'] / row['seconds']:.2f}" if "seconds" in base else "")
+        print(f"| {row['length']} | {row['model']} | {row['seconds']:.3f} | "
+              f"{row['events_per_s']:,.0f} | {row['sequences_per_s']:.1f} | {ratio} |")
+    print(f"\n| model | steps to loss {args.target_loss} | seconds to loss | "
+          f"smoothed loss after {args.convergence_steps} steps | seconds for all steps |")
+    print("|---|---:|---:|---:|---:|")
+    for row in rows:
+        if row["part"] == "convergence" and "error" not in row:
+            print(f"| {row['model']} | {row['reached_step']} | "
+                  f"{row['reached_seconds'] and round(row['reached_seconds'], 1)} | "
+                  f"{row['final_smoothed_loss']:.3f} | {row['total_seconds']:.1f} |")
+    print("\n| label | labels | pre-trained + LR AUC | supervised from scratch AUC |")
+    print("|---|---:|---:|---:|")
+    for row in rows:
+        if row["part"] == "few_labels" and "error" not in row:
+            print(f"| {row['label']} | {row['labels']} | {row['pretrained_lr_auc']:.3f} | "
+                  f"{row['supervised_from_scratch_auc']:.3f} |")
+    with open(args.json, "w") as f:
+        json.dump({"machine": f"{platform.machine()} {os.cpu_count()} cpus",
+                   "device": "cpu", "precision": args.precision, "model": MODEL,
+                   "batch": args.batch, "target_loss": args.target_loss, "rows": rows,
+                   "time_of_run": time.strftime("%Y-%m-%dT%H:%M:%S")}, f, indent=1)
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

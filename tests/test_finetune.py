@@ -1,0 +1,65 @@
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from autorisk_tf.finetune import finetune, label_kind
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _copy(embedder):
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(embedder))
+    clone.build()
+    clone.set_weights(embedder.get_weights())
+    return clone
+
+
+def test_frozen_pretrained_encoder_learns_a_binary_label(pretrained, pretraining_data):
+    trainer, untrained = pretrained
+    embedder = _copy(trainer.embedder())
+    before = [np.array(w) for w in embedder.encoder.weights]
+    options = {"epochs": 5, "learning_rate": 1e-2, "freeze_encoder": True, "verbose": 0}
+    model, metrics = finetune(embedder, pretraining_data, trainer.artifacts.schema,
+                              "is_risk", **options)
+    _, random_metrics = finetune(_copy(untrained), pretraining_data,
+                                 trainer.artifacts.schema, "is_risk", **options)
+    assert metrics["valid_auc"] > 0.8, metrics
+    assert metrics["valid_auc"] > random_metrics["valid_auc"] + 0.03, random_metrics
+    # every simulated user has a label: all training sequences are used
+    assert metrics["train_labels"] == trainer.artifacts.stats["users_by_split"]["train"]
+    for a, b in zip(before, embedder.encoder.weights, strict=True):
+        np.testing.assert_array_equal(a, np.array(b))  # frozen
+    probabilities = model.predict(next(iter(_raw(pretraining_data, trainer))), verbose=0)
+    assert probabilities.shape[1] == 1 and np.all((probabilities >= 0) & (probabilities <= 1))
+
+
+def _raw(data, trainer):
+    from autorisk_tf.data import reader
+
+    return reader.make_dataset(f"{data}/valid/*.tfrecord", trainer.artifacts.schema, 16)
+
+
+def test_categorical_label_and_few_labels(pretrained, pretraining_data):
+    trainer, _ = pretrained
+    model, metrics = finetune(_copy(trainer.embedder()), pretraining_data,
+                              trainer.artifacts.schema, "profile", epochs=2,
+                              max_train_labels=200, verbose=0)
+    assert metrics["train_labels"] == 200
+    assert model.classes == sorted(model.classes) and len(model.classes) == 4
+    assert metrics["valid_auc"] > 0.6, metrics
+
+
+def test_unknown_label_is_a_clear_error(pretrained, pretraining_data, tmp_path):
+    trainer, _ = pretrained
+    with pytest.raises(ValueError, match="unknown label 'fraud'"):
+        label_kind(trainer.artifacts.schema, "fraud")
+    out = subprocess.run([sys.executable, "-m", "autorisk_tf.finetune", "--model_dir",
+                          str(tmp_path), "--data", pretraining_data, "--label", "is_risk",
+                          "--output_dir", str(tmp_path / "ft")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode != 0
+    assert "encoder.keras not found" in out.stderr.splitlines()[-1]
