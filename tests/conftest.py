@@ -83,18 +83,23 @@ SIMULATED_SCHEMA = os.path.join(os.path.dirname(__file__), os.pardir, "autorisk_
                                 "simulated.yaml")
 
 
-@pytest.fixture(scope="session")
-def simulated(tmp_path_factory):
-    """400 simulated users (seed 5), preprocessed with `max_len 256`: a `Run`."""
+def _simulate_and_preprocess(root, num_users):
+    """Simulates users (seed 5) under root/raw and preprocesses them (max_len 256)."""
     from autorisk_tf import simulate
     from beam import preprocess as job
 
-    root = tmp_path_factory.mktemp("simulated")
-    simulate.write_dataset(str(root / "raw"), seed=5, num_users=400, num_shards=2)
+    simulate.write_dataset(str(root / "raw"), seed=5, num_users=num_users, num_shards=2)
     job.run(["--input", str(root / "raw" / "events" / "*.csv"), "--schema", SIMULATED_SCHEMA,
              "--labels", str(root / "raw" / "labels.csv"), "--output_dir", str(root / "out"),
              "--max_len", "256"])
-    return Run(str(root / "out"), SIMULATED_SCHEMA)
+    return str(root / "out")
+
+
+@pytest.fixture(scope="session")
+def simulated(tmp_path_factory):
+    """400 simulated users (seed 5), preprocessed with `max_len 256`: a `Run`."""
+    return Run(_simulate_and_preprocess(tmp_path_factory.mktemp("simulated"), 400),
+               SIMULATED_SCHEMA)
 
 
 SMALL = os.path.join(os.path.dirname(__file__), os.pardir, "autorisk_tf", "configs",
@@ -103,16 +108,8 @@ SMALL = os.path.join(os.path.dirname(__file__), os.pardir, "autorisk_tf", "confi
 
 @pytest.fixture(scope="session")
 def pretraining_data(tmp_path_factory):
-    """1,500 simulated users (seed 5), preprocessed with max_len 256."""
-    from autorisk_tf import simulate
-    from beam import preprocess as job
-
-    root = tmp_path_factory.mktemp("pretraining")
-    simulate.write_dataset(str(root / "raw"), seed=5, num_users=1500, num_shards=2)
-    job.run(["--input", str(root / "raw" / "events" / "*.csv"), "--schema", SIMULATED_SCHEMA,
-             "--labels", str(root / "raw" / "labels.csv"), "--output_dir", str(root / "out"),
-             "--max_len", "256"])
-    return str(root / "out")
+    """1,500 simulated users (seed 5), preprocessed with max_len 256: the output folder."""
+    return _simulate_and_preprocess(tmp_path_factory.mktemp("pretraining"), 1500)
 
 
 @pytest.fixture(scope="session")

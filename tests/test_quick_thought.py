@@ -30,11 +30,16 @@ def test_cut_gives_the_past_and_the_future():
 
 
 def test_subsets_keep_order_and_partition_the_events():
-    ids, first, second = _split(PairConfig(split="subsets"))
+    ids, first, second = _split(PairConfig(split="subsets", min_length=4))
+    for row, length in enumerate(LENGTHS):
+        n1, n2 = first["padding_mask"][row].sum(), second["padding_mask"][row].sum()
+        assert n1 + n2 == length
+        if length >= 8:
+            assert n1 >= 4 and n2 >= 4
     row, length = 0, LENGTHS[0]
     n1 = first["padding_mask"][row].sum()
     n2 = second["padding_mask"][row].sum()
-    assert n1 + n2 == length and 0 < n1 < length
+    assert not np.array_equal(first["event_type"][row, :n1], ids["event_type"][row, :n1])
     # Each half is a subsequence of the original: event_type*1000+amount keys are unique
     # enough to match in order.
     original = list(zip(ids["event_type"][row, :length], ids["amount"][row, :length],

@@ -22,8 +22,9 @@ class PairConfig:
     Args:
         split: str. `cut` (a random cut point: the past and the future) or `subsets`
             (each event goes to one half at random, order kept). Defaults to `cut`.
-        min_length: int. Fewest events per half, where the sequence is long enough
-            (a sequence shorter than twice this is cut in the middle). Defaults to 4.
+        min_length: int. Fewest events per half, in both modes, where the sequence is long
+            enough (a sequence shorter than twice this is split in the middle).
+            Defaults to 4.
         projection_dim: int. Width of the projection before the similarity. Defaults to 128.
         temperature: float. Initial softmax temperature. Defaults to 0.1.
         learn_temperature: bool. Learn the temperature. Defaults to True.
@@ -76,14 +77,19 @@ def split_pairs(ids: dict, config: PairConfig, seed: tf.Tensor) -> tuple[dict, d
              if name == PADDING_MASK or (v.shape.rank or 0) >= 2}
     length = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
     position = tf.range(tf.shape(mask)[1])[None, :]
+    # Size of the first half: uniform in [low, length - low].
+    low = tf.minimum(config.min_length, length // 2)
+    span = length - 2 * low + 1
+    u = tf.random.stateless_uniform(tf.shape(length), seed=seed)
+    size = low + tf.minimum(tf.cast(u * tf.cast(span, tf.float32), tf.int32), span - 1)
     if config.split == "cut":
-        low = tf.minimum(config.min_length, length // 2)
-        span = length - 2 * low + 1
-        u = tf.random.stateless_uniform(tf.shape(length), seed=seed)
-        cut = low + tf.minimum(tf.cast(u * tf.cast(span, tf.float32), tf.int32), span - 1)
-        first = position < cut[:, None]
-    else:
-        first = tf.random.stateless_uniform(tf.shape(mask), seed=seed) < 0.5
+        first = position < size[:, None]
+    else:  # a random subset of that size: the events with the smallest random keys
+        keys = tf.random.stateless_uniform(tf.shape(mask), seed=seed + tf.constant([0, 1],
+                                                                                  tf.int64))
+        keys = tf.where(mask, keys, 2.0)
+        rank = tf.argsort(tf.argsort(keys, axis=1), axis=1)
+        first = rank < size[:, None]
     return _compact(steps, first & mask), _compact(steps, ~first & mask)
 
 
