@@ -13,6 +13,8 @@ split into `artifacts/` (schema copy, vocabularies, boundaries, stats.json).
 Without `--runner` the job runs in this process (Beam's FnApiRunner, the engine of the
 DirectRunner, chosen explicitly: plain DirectRunner first tries to download Prism); add
 `--direct_running_mode multi_processing --direct_num_workers N` for several local processes.
+Local runs group by key through partitioned temporary files (`beam/file_shuffle.py`), so
+memory stays bounded; other runners use Beam's GroupByKey (`--shuffle` chooses).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import json
 import logging
 import sys
+import zlib
 from collections import Counter, defaultdict
 
 import apache_beam as beam
@@ -32,7 +35,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from autorisk_tf.data import artifacts, events
 from autorisk_tf.data import sequence_example as seqex
 from autorisk_tf.data.schema import Schema, SchemaError, load_schema, parse_schema
-from beam import analysis, sources
+from beam import analysis, file_shuffle, sources
 
 DEAD_LETTER = "dead_letter"
 SUMMARY = "summary"
@@ -64,13 +67,17 @@ class ParseEventsFn(beam.DoFn):
         fmt: str. Input format or `auto`.
         fractions: tuple of float. Split fractions.
         chunk_rows: int. Rows per batch of emitted events.
+        spill: file_shuffle.Spill or None. Write the batches to partition files instead of
+            emitting them (the `files` shuffle).
     """
 
-    def __init__(self, schema_text: str, fmt: str, fractions: tuple, chunk_rows: int = 50_000):
+    def __init__(self, schema_text: str, fmt: str, fractions: tuple, chunk_rows: int = 50_000,
+                 spill: file_shuffle.Spill | None = None):
         self._schema_text = schema_text
         self._fmt = fmt
         self._fractions = fractions
         self._chunk_rows = chunk_rows
+        self._spill = spill
         self._rows = Metrics.counter("preprocess", "rows_in")
         self._rejected = Metrics.counter("preprocess", "rows_rejected")
 
@@ -87,6 +94,8 @@ class ParseEventsFn(beam.DoFn):
         batches, is_train = defaultdict(list), {}
         train_values = [[] for _ in schema.fields]
         pending = 0
+        writer = self._spill and file_shuffle.SpillWriter(self._spill, file_shuffle.EVENTS,
+                                                          f"f{file_index:05d}")
         for raw in sources.read_rows(path, fmt, schema.csv_delimiter):
             if raw.blank:
                 summary.blank_lines += 1
@@ -111,11 +120,13 @@ class ParseEventsFn(beam.DoFn):
                     column.append(value)
             pending += 1
             if pending >= self._chunk_rows:
-                yield from batches.items()
+                yield from _emit(batches, writer)
                 self._summarise(summary, train_values, rng)
                 batches, is_train, pending = defaultdict(list), {}, 0
                 train_values = [[] for _ in schema.fields]
-        yield from batches.items()
+        yield from _emit(batches, writer)
+        if writer:
+            writer.close()
         self._summarise(summary, train_values, rng)
         self._rows.inc(summary.rows_in)
         self._rejected.inc(sum(summary.rejected.values()))
@@ -136,17 +147,29 @@ class ParseEventsFn(beam.DoFn):
                         tokens[token] += n * count
 
 
+def _emit(items: dict, writer: file_shuffle.SpillWriter | None):
+    """Yields `(key, value)` items, or appends them to the shuffle files when spilling."""
+    if writer is None:
+        yield from items.items()
+        return
+    for key, value in items.items():
+        writer.add(key, value)
+
+
 class ParseLabelsFn(beam.DoFn):
     """Parses the label table into `(key, (line, labels))`, dead letters and a summary.
 
     Args:
         schema_text: str. The schema YAML.
         fmt: str. Input format or `auto`.
+        spill: file_shuffle.Spill or None. Write the labels to partition files instead of
+            emitting them (the `files` shuffle).
     """
 
-    def __init__(self, schema_text: str, fmt: str):
+    def __init__(self, schema_text: str, fmt: str, spill: file_shuffle.Spill | None = None):
         self._schema_text = schema_text
         self._fmt = fmt
+        self._spill = spill
 
     def setup(self):
         self._schema = parse_schema(self._schema_text)
@@ -155,6 +178,8 @@ class ParseLabelsFn(beam.DoFn):
         schema = self._schema
         fmt = sources.detect_format(path) if self._fmt == "auto" else self._fmt
         summary = analysis.FileSummary()
+        writer = self._spill and file_shuffle.SpillWriter(
+            self._spill, file_shuffle.LABELS, f"l{zlib.crc32(path.encode('utf-8')):08x}")
         for raw in sources.read_rows(path, fmt, delimiter=","):
             if raw.blank:
                 summary.blank_lines += 1
@@ -176,7 +201,9 @@ class ParseLabelsFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, _dead_letter(
                     "labels", path, raw.line, raw.reason, raw.detail, sources.raw_text(raw)))
                 continue
-            yield str(key).strip(), (raw.line, labels)
+            yield from _emit({str(key).strip(): (raw.line, labels)}, writer)
+        if writer:
+            writer.close()
         yield beam.pvalue.TaggedOutput(SUMMARY, summary)
 
 
@@ -335,11 +362,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Fractions of keys for train,valid,test (stable hash of the key).")
     parser.add_argument("--num_shards", type=int, default=0,
                         help="TFRecord shards per split; 0 lets the runner decide.")
+    parser.add_argument("--shuffle", default="auto", choices=("auto", "beam", "files"),
+                        help="How events are grouped by key: beam (the runner's GroupByKey), "
+                             "files (partitioned temporary files under the output folder: "
+                             "memory bounded by one partition), auto (files on the local "
+                             "in-process runner, beam on any other).")
+    parser.add_argument("--shuffle_partitions", type=int, default=0,
+                        help="Key partitions of the files shuffle; 0 picks one per "
+                             f"{file_shuffle.BYTES_PER_PARTITION // 2**20} MiB of input.")
     return parser
 
 
 def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Schema,
-                   paths: list[str]):
+                   paths: list[str], spill: file_shuffle.Spill | None = None):
     """Adds the preprocessing steps to a pipeline.
 
     Args:
@@ -347,6 +382,8 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Sc
         args: Namespace. Parsed known arguments.
         schema: Schema. The validated schema.
         paths: list of str. Input files, sorted.
+        spill: file_shuffle.Spill or None. Group through partitioned files instead of the
+            runner's GroupByKey.
 
     Returns:
         PCollection holding the stats dict once the artifacts are written.
@@ -358,7 +395,8 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Sc
         pipeline
         | "ListFiles" >> beam.Create(list(enumerate(paths)))
         | "SpreadFiles" >> beam.Reshuffle()
-        | "ParseEvents" >> beam.ParDo(ParseEventsFn(text, args.input_format, fractions))
+        | "ParseEvents" >> beam.ParDo(ParseEventsFn(text, args.input_format, fractions,
+                                                    spill=spill))
         .with_outputs(DEAD_LETTER, SUMMARY, main="events"))
     grouped = {"events": parsed.events, "labels": pipeline | "NoLabels" >> beam.Create([])}
     dead_letters = [parsed[DEAD_LETTER]]
@@ -366,19 +404,29 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Sc
     if args.labels:
         labels = (pipeline
                   | "ListLabelFiles" >> beam.Create(match_inputs(args.labels))
-                  | "ParseLabels" >> beam.ParDo(ParseLabelsFn(text, args.input_format))
+                  | "ParseLabels" >> beam.ParDo(ParseLabelsFn(text, args.input_format, spill))
                   .with_outputs(DEAD_LETTER, SUMMARY, main="labels"))
         grouped["labels"] = labels.labels
         dead_letters.append(labels[DEAD_LETTER])
         label_summary = beam.pvalue.AsSingleton(
             labels[SUMMARY] | "MergeLabelSummaries" >> beam.CombineGlobally(
                 analysis.MergeFileSummaries()))
-    built = (
-        grouped
-        | "GroupByKey" >> beam.CoGroupByKey()
-        | "BuildSequences" >> beam.ParDo(BuildSequencesFn(
-            text, fractions, args.max_len, args.window_stride))
-        .with_outputs(DEAD_LETTER, SUMMARY, *analysis.SPLITS))
+    build = BuildSequencesFn(text, fractions, args.max_len, args.window_stride)
+    if spill is None:
+        grouped_by_key = grouped | "GroupByKey" >> beam.CoGroupByKey()
+        built = (grouped_by_key | "BuildSequences" >> beam.ParDo(build)
+                 .with_outputs(DEAD_LETTER, SUMMARY, *analysis.SPLITS))
+    else:
+        # The parse summaries as side inputs: partitions are read once all files are written.
+        barriers = [beam.pvalue.AsList(parsed[SUMMARY])]
+        if args.labels:
+            barriers.append(beam.pvalue.AsList(labels[SUMMARY]))
+        built = (pipeline
+                 | "Partitions" >> beam.Create(range(spill.partitions))
+                 | "SpreadPartitions" >> beam.Reshuffle()
+                 | "BuildSequences" >> beam.ParDo(
+                     file_shuffle.GroupPartitionFn(spill, build), *barriers)
+                 .with_outputs(DEAD_LETTER, SUMMARY, *analysis.SPLITS))
     dead_letters.append(built[DEAD_LETTER])
     for split in analysis.SPLITS:
         _ = built[split] | f"Write_{split}" >> beam.io.WriteToTFRecord(
@@ -408,6 +456,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--window_stride must be 0 or positive, got {args.window_stride}")
     if args.num_shards < 0:
         raise UsageError(f"--num_shards must be 0 or positive, got {args.num_shards}")
+    if args.shuffle_partitions < 0:
+        raise UsageError("--shuffle_partitions must be 0 or positive, "
+                         f"got {args.shuffle_partitions}")
     _parse_fractions(args.split)
 
 
@@ -437,8 +488,20 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
     options = PipelineOptions(beam_args)
     options.view_as(SetupOptions).save_main_session = save_main_session
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    build_pipeline(pipeline, args, schema, paths)
-    pipeline.run().wait_until_finish()
+    spill = None
+    local = any(a.endswith(LOCAL_RUNNER) or a.endswith("DirectRunner") for a in beam_args)
+    if args.shuffle == "files" or (args.shuffle == "auto" and local):
+        spill = file_shuffle.Spill(f"{args.output_dir.rstrip('/')}/_shuffle_tmp",
+                                   args.shuffle_partitions or file_shuffle.partitions_for(
+                                       paths + (match_inputs(args.labels) if args.labels
+                                                else [])))
+        file_shuffle.remove(spill)  # leftovers of an interrupted run
+    build_pipeline(pipeline, args, schema, paths, spill)
+    try:
+        pipeline.run().wait_until_finish()
+    finally:
+        if spill is not None:
+            file_shuffle.remove(spill)
     return artifacts.Artifacts.load(f"{args.output_dir.rstrip('/')}/artifacts").stats
 
 

@@ -196,6 +196,41 @@ def test_simulated_user_round_trips_under_multi_process_runner(tmp_path):
         assert ex["label/profile"] == user.labels["profile"]
 
 
+def test_file_shuffle_equals_beam_shuffle_and_cleans_up(tmp_path):
+    """The bounded-memory `files` shuffle writes exactly what Beam's GroupByKey does."""
+    from autorisk_tf import simulate
+    from tests.conftest import SIMULATED_SCHEMA, Run
+
+    simulate.write_dataset(str(tmp_path / "sim"), seed=9, num_users=80, num_shards=3,
+                           block_users=16)
+    with open(tmp_path / "sim" / "labels.csv", "a", encoding="utf-8") as f:
+        f.write("u00000003,1,0,young,games,ordinary\n")  # a duplicate label row
+    runs = {}
+    for shuffle, extra in (("beam", []), ("files", ["--shuffle_partitions", "5"])):
+        out = tmp_path / shuffle
+        job.run(["--input", str(tmp_path / "sim" / "events" / "*.csv"),
+                 "--schema", SIMULATED_SCHEMA, "--labels", str(tmp_path / "sim" / "labels.csv"),
+                 "--output_dir", str(out), "--max_len", "50", "--shuffle", shuffle, *extra])
+        assert sorted(p.name for p in out.iterdir()) == [
+            "artifacts", "dead_letter", "test", "train", "valid"]  # no _shuffle_tmp left
+        runs[shuffle] = Run(str(out), SIMULATED_SCHEMA)
+    beam_run, files_run = runs["beam"], runs["files"]
+    assert files_run.examples.keys() == beam_run.examples.keys()
+    assert len(files_run.examples) == 80
+    for key, windows in beam_run.examples.items():
+        for want, got in zip(windows, files_run.examples[key], strict=True):
+            assert want.keys() == got.keys()
+            for name, value in want.items():
+                np.testing.assert_array_equal(got[name], value, err_msg=f"{key} {name}")
+    drop = ("options",)
+    assert {k: v for k, v in files_run.stats.items() if k not in drop} == \
+        {k: v for k, v in beam_run.stats.items() if k not in drop}
+    assert files_run.stats["labels"]["rejected_by_reason"] == {"duplicate_label_key": 1}
+    assert [d["reason"] for d in files_run.dead_letters] == ["duplicate_label_key"]
+    assert files_run.artifacts.vocabularies == beam_run.artifacts.vocabularies
+    assert files_run.artifacts.boundaries == beam_run.artifacts.boundaries
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "beam.preprocess", *args],
                           capture_output=True, text=True, timeout=300)
