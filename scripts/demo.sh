@@ -44,7 +44,7 @@ for i in range(min(5, int(ex["length"]))):
           ex["event/amount"][i], ex["event/item"][i])
 PY
 
-echo "== 4. pre-train a small encoder (masked event modelling, 300 steps; python -m autorisk_tf.train)"
+echo "== 4. pre-train a small encoder (masked events, then quick thought; 300 steps; python -m autorisk_tf.train)"
 $PY -m autorisk_tf.train --config autorisk_tf/configs/small.yaml --data "$OUT/data" \
   --model_dir "$OUT/pretrained" --set "input.bucket_boundaries=[32,64,128,256,512]" \
   --eval_batches 20 2> >(grep -v -E "^(I0000|E0000|W0000|WARNING: All log|To enable)" >&2)

@@ -39,6 +39,7 @@ def test_quick_thought_finds_partners_far_above_chance(pretraining_data, tmp_pat
     artifacts = Artifacts.load(f"{pretraining_data}/artifacts")
     config = load_config(SMALL, {"training.steps": 150, "curriculum.masked_event_weight": 0.0,
                                  "curriculum.quick_thought_start": 0,
+                                 "curriculum.quick_thought_weight": 1.0,
                                  "curriculum.quick_thought_ramp": 1})
     trainer = Pretrainer(artifacts, config, str(tmp_path))
     trainer.fit(f"{pretraining_data}/train/*.tfrecord", verbose=0)
