@@ -14,8 +14,9 @@ MASK = np.arange(13)[None, :] < np.array([[13], [7]])
 def test_layer_contract(options):
     out = run_layer_test(lambda **kw: BlockAttention(num_heads=2, block_size=4, **options, **kw),
                          X, (2, 13, D), call_kwargs={"padding_mask": MASK},
-                         # q, k, v, output; the global pool's D x G kernel (G = 2)
-                         num_params=4 * (D * D + D) + (0 if options.get("causal") else D * 2))
+                         # q, k, v, output kernels; q and output biases (a key or value bias
+                         # would be redundant); the global pool's D x G kernel (G = 2)
+                         num_params=4 * D * D + 2 * D + (0 if options.get("causal") else D * 2))
     assert np.all(out[1, 7:] == 0.0)
 
 
@@ -37,7 +38,7 @@ def _dense_reference(layer, x, mask):
     head = layer._head
 
     def proj(name):
-        return np.einsum("nd,dhk->nhk", x, w[f"{name}/kernel"]) + w[f"{name}/bias"]
+        return np.einsum("nd,dhk->nhk", x, w[f"{name}/kernel"]) + w.get(f"{name}/bias", 0.0)
 
     def softmax(s):
         s = s - s.max(-1, keepdims=True)
@@ -47,8 +48,8 @@ def _dense_reference(layer, x, mask):
     q, k, v = proj("query") / np.sqrt(head), proj("key"), proj("value")
     pool = np.where(mask[:, None], x @ w["global_pool/kernel"], -1e9)  # [N, G]
     slots = softmax(pool.T) @ x  # [G, D]: attention-pooled summaries of the real steps
-    gk = np.einsum("gd,dhk->ghk", slots, w["key/kernel"]) + w["key/bias"]
-    gv = np.einsum("gd,dhk->ghk", slots, w["value/kernel"]) + w["value/bias"]
+    gk = np.einsum("gd,dhk->ghk", slots, w["key/kernel"])
+    gv = np.einsum("gd,dhk->ghk", slots, w["value/kernel"])
     keys = np.concatenate([k, gk], 0)
     values = np.concatenate([v, gv], 0)
     n = x.shape[0]

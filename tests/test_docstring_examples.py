@@ -10,7 +10,8 @@ from keras import ops
 from autorisk_tf import layers
 
 SELF_CONTAINED = [layers.GatedSeparableConv1D, layers.BlockAttention, layers.EncoderBlock,
-                  layers.TransformerBlock, layers.FieldEmbedding, layers.SequenceEncoder]
+                  layers.TransformerBlock, layers.FieldEmbedding, layers.SequenceEncoder,
+                  layers.RMSNorm, layers.ByteDropout]
 
 
 @pytest.mark.parametrize("cls", SELF_CONTAINED, ids=lambda c: c.__name__)

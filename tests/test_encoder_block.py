@@ -12,7 +12,8 @@ from tests.layer_testing import alone_vs_padded, run_layer_test
 
 @pytest.mark.parametrize("length", [16, 21])
 @pytest.mark.parametrize("options", [
-    {}, {"ffn_dim": 32}, {"use_conv": False}, {"use_attention": False}, {"causal": True}])
+    {}, {"ffn_dim": 32}, {"ffn_dim": 32, "ffn_activation": "gelu"}, {"use_conv": False},
+    {"use_attention": False}, {"causal": True}])
 def test_padding_invariance_and_ablations(options, length):
     keras.utils.set_random_seed(1)
     block = EncoderBlock(kernel_size=5, block_size=8, num_heads=2, num_global=2, **options)
@@ -76,3 +77,8 @@ def test_layer_contract(options):
                                   **options, **kw),
         x, (2, 11, 16), call_kwargs={"padding_mask": mask})
     assert np.all(out[1, 5:] == 0.0)
+
+
+def test_unknown_ffn_activation_fails_clearly():
+    with pytest.raises(ValueError, match="ffn activation must be one of"):
+        EncoderBlock(ffn_dim=8, ffn_activation="swish").build((None, None, 16))

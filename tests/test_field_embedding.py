@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from keras import ops
 
 from autorisk_tf.layers import FieldEmbedding
@@ -65,3 +66,22 @@ def test_mask_without_the_preprocessor_mask():
         {k: v for k, v in ids.items() if k != "padding_mask"}))
     np.testing.assert_array_equal(mask, ids["padding_mask"])
     assert MAX_TOKENS == ids["item"].shape[-1]
+
+
+def test_small_tables_read_by_one_hot_large_by_gather_same_values():
+    # 12 rows: one-hot matmul with a dense gradient; 300 rows: gather, sparse gradient.
+    specs = [{"name": "small", "kind": "categorical", "vocab_size": 12},
+             {"name": "large", "kind": "categorical", "vocab_size": 300}]
+    layer = FieldEmbedding(specs, D)
+    ids = random_ids(specs, [6, 4], 6)
+    with tf.GradientTape() as tape:
+        out = layer(ids)
+        loss = ops.sum(out * ops.arange(D, dtype="float32"))
+    want = sum(ops.convert_to_numpy(layer._tables[s["name"]](ids[s["name"]])) for s in specs)
+    np.testing.assert_allclose(ops.convert_to_numpy(out), want * ids["padding_mask"][..., None],
+                               atol=1e-6)
+    small, large = tape.gradient(loss, [layer._tables["small"].embeddings.value,
+                                        layer._tables["large"].embeddings.value])
+    assert not isinstance(small, tf.IndexedSlices) and isinstance(large, tf.IndexedSlices)
+    np.testing.assert_allclose(ops.convert_to_numpy(small).sum(),
+                               D * (D - 1) / 2 * ids["padding_mask"].sum(), rtol=1e-5)

@@ -80,3 +80,5 @@ def test_config_rejects_unknown_options():
         EncoderConfig.from_dict({"widht": 3})
     with pytest.raises(ValueError, match="block_type"):
         EncoderConfig(block_type="rnn")
+    with pytest.raises(ValueError, match="ffn_activation must be one of"):
+        EncoderConfig(ffn_activation="swish")

@@ -7,6 +7,7 @@ import math
 import keras
 from keras import ops
 
+from autorisk_tf.layers.byte_dropout import ByteDropout
 from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 
 _NEG = -1e9
@@ -62,9 +63,12 @@ class BlockAttention(keras.layers.Layer):
         head = self.key_dim or width // self.num_heads
         self._head = head
         shape = (None, self.num_heads, head)
+        # Key and value biases are left out: a key bias adds the same score to every key of a
+        # query (softmax ignores it) and a value bias adds a constant the output bias covers.
         for name in ("query", "key", "value"):
-            layer = keras.layers.EinsumDense("bnd,dhk->bnhk", output_shape=shape,
-                                             bias_axes="hk", name=name, dtype=self.dtype_policy)
+            layer = keras.layers.EinsumDense(
+                "bnd,dhk->bnhk", output_shape=shape, bias_axes="hk" if name == "query" else None,
+                name=name, dtype=self.dtype_policy)
             layer.build(input_shape)
             setattr(self, name, layer)
         self.output_dense = keras.layers.EinsumDense(
@@ -75,7 +79,7 @@ class BlockAttention(keras.layers.Layer):
             self.global_pool = keras.layers.Dense(self.num_global, use_bias=False,
                                                   name="global_pool", dtype=self.dtype_policy)
             self.global_pool.build(input_shape)
-        self.attention_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.attention_dropout = ByteDropout(self.dropout, dtype=self.dtype_policy)
 
     def _softmax(self, scores, valid, axis=-1):
         scores = ops.where(valid, ops.cast(scores, "float32"), _NEG)
@@ -91,12 +95,19 @@ class BlockAttention(keras.layers.Layer):
         x = ops.pad(inputs, ((0, 0), (0, padded - length), (0, 0)))
         mask = ops.pad(padding_mask, ((0, 0), (0, padded - length)))
         blocks = padded // k_size
-        q = self.query(x) * ops.cast(1.0 / math.sqrt(self._head), x.dtype)  # [B, Np, H, dh]
+        heads, head = self.num_heads, self._head
+        # The 1/sqrt(dh) scale goes into the (small) query weights, not the [B, N, H, dh] queries.
+        scale = 1.0 / math.sqrt(head)
+        q = ops.einsum("bnd,dhk->bnhk", x, self.query.kernel * scale) + self.query.bias * scale
 
-        def to_blocks(t):
-            return ops.reshape(t, (batch, blocks, k_size, self.num_heads, self._head))
+        def to_blocks(t, order):
+            # [B, Np, H, dh] -> [B, nb, H, K, dh] (or [B, nb, H, dh, K] for keys): explicit
+            # transposes into batched-matmul layout run faster than einsum's on CPU.
+            return ops.transpose(ops.reshape(t, (batch, blocks, k_size, heads, head)), order)
 
-        qb, kb, vb = to_blocks(q), to_blocks(self.key(x)), to_blocks(self.value(x))
+        qb = to_blocks(q, (0, 1, 3, 2, 4))
+        kb = to_blocks(self.key(x), (0, 1, 3, 4, 2))  # keys transposed: [B, nb, H, dh, K]
+        vb = to_blocks(self.value(x), (0, 1, 3, 2, 4))
         valid = ops.reshape(mask, (batch, blocks, 1, 1, k_size))
         if self.causal:
             steps = ops.arange(k_size)
@@ -104,15 +115,19 @@ class BlockAttention(keras.layers.Layer):
         if self.num_global:
             # Every block gets the G slot keys and values after its own K steps.
             slots = self._global_slots(x, mask)  # [B, G, D]
-            shape = (batch, blocks, self.num_global, self.num_heads, self._head)
-            kb = ops.concatenate([kb, ops.broadcast_to(self.key(slots)[:, None], shape)], 2)
-            vb = ops.concatenate([vb, ops.broadcast_to(self.value(slots)[:, None], shape)], 2)
-            valid = ops.concatenate(
-                [valid, ops.ones((batch, blocks, 1, 1, self.num_global), "bool")], axis=-1)
-        scores = ops.einsum("bnqhd,bnkhd->bnhqk", qb, kb)  # [B, nb, H, K, K + G]
+            slot_keys = ops.transpose(self.key(slots), (0, 2, 3, 1))[:, None]  # [B,1,H,dh,G]
+            slot_values = ops.transpose(self.value(slots), (0, 2, 1, 3))[:, None]  # [B,1,H,G,dh]
+            g = self.num_global
+            kb = ops.concatenate(
+                [kb, ops.broadcast_to(slot_keys, (batch, blocks, heads, head, g))], axis=4)
+            vb = ops.concatenate(
+                [vb, ops.broadcast_to(slot_values, (batch, blocks, heads, g, head))], axis=3)
+            valid = ops.concatenate([valid, ops.ones((batch, blocks, 1, 1, g), "bool")], -1)
+        scores = ops.matmul(qb, kb)  # [B, nb, H, K, K + G]
         weights = self.attention_dropout(self._softmax(scores, valid), training=training)
-        out = ops.einsum("bnhqk,bnkhd->bnqhd", ops.cast(weights, x.dtype), vb)
-        out = ops.reshape(out, (batch, padded, self.num_heads, self._head))[:, :length]
+        out = ops.matmul(ops.cast(weights, x.dtype), vb)  # [B, nb, H, K, dh]
+        out = ops.reshape(ops.transpose(out, (0, 1, 3, 2, 4)),
+                          (batch, padded, heads, head))[:, :length]
         out = self.output_dense(out)
         return out * ops.cast(padding_mask, out.dtype)[..., None]
 

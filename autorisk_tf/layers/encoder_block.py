@@ -6,7 +6,10 @@ import keras
 from keras import ops
 
 from autorisk_tf.layers.block_attention import BlockAttention
+from autorisk_tf.layers.byte_dropout import ByteDropout
+from autorisk_tf.layers.feed_forward import feed_forward
 from autorisk_tf.layers.gated_separable_conv1d import PACKAGE, GatedSeparableConv1D
+from autorisk_tf.layers.rms_norm import RMSNorm
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -14,8 +17,8 @@ class EncoderBlock(keras.layers.Layer):
     """Pre-norm residual block: x + conv(norm(x)), + attention(norm(.)), + ffn(norm(.)).
 
     The gated separable conv gives local context, block attention with global slots gives
-    global context; either can be switched off for ablations. Norms run in float32 under
-    mixed precision. Padded steps stay zero in the output.
+    global context; either can be switched off for ablations. The norms are `RMSNorm`s,
+    computed in float32 under mixed precision. Padded steps stay zero in the output.
 
     Args:
         kernel_size: int. Conv kernel. Defaults to 7.
@@ -24,6 +27,7 @@ class EncoderBlock(keras.layers.Layer):
         num_global: int. Global summary slots. Defaults to 4.
         ffn_dim: int. Hidden size of the feed-forward sub-layer; 0 switches it off.
             Defaults to 0.
+        ffn_activation: str. `relu` or `gelu`. Defaults to `relu`.
         dropout: float. Dropout on each sub-layer's output. Defaults to 0.1.
         use_conv: bool. Keep the conv sub-layer. Defaults to True.
         use_attention: bool. Keep the attention sub-layer. Defaults to True.
@@ -39,7 +43,7 @@ class EncoderBlock(keras.layers.Layer):
     def __init__(self, kernel_size: int = 7, block_size: int = 64, num_heads: int = 4,
                  num_global: int = 4, ffn_dim: int = 0, dropout: float = 0.1,
                  use_conv: bool = True, use_attention: bool = True, causal: bool = False,
-                 **kwargs):
+                 ffn_activation: str = "relu", **kwargs):
         super().__init__(**kwargs)
         if not (use_conv or use_attention or ffn_dim):
             raise ValueError("an EncoderBlock needs at least one sub-layer")
@@ -48,6 +52,7 @@ class EncoderBlock(keras.layers.Layer):
         self.num_heads = num_heads
         self.num_global = num_global
         self.ffn_dim = ffn_dim
+        self.ffn_activation = ffn_activation
         self.dropout = dropout
         self.use_conv = use_conv
         self.use_attention = use_attention
@@ -66,17 +71,15 @@ class EncoderBlock(keras.layers.Layer):
                 self.num_heads, self.block_size, self.num_global, causal=self.causal,
                 name="attention", dtype=self.dtype_policy)))
         if self.ffn_dim:
-            self._sublayers.append(("ffn", keras.Sequential([
-                keras.layers.Dense(self.ffn_dim, activation="gelu", dtype=self.dtype_policy),
-                keras.layers.Dense(width, dtype=self.dtype_policy)], name="ffn")))
+            self._sublayers.append(("ffn", feed_forward(
+                width, self.ffn_dim, self.ffn_activation, dtype=self.dtype_policy)))
         self._norms = []
         for name, layer in self._sublayers:
-            norm = keras.layers.LayerNormalization(epsilon=1e-5, name=f"{name}_norm",
-                                                   dtype="float32")
+            norm = RMSNorm(epsilon=1e-5, name=f"{name}_norm", dtype="float32")
             norm.build(input_shape)
             layer.build(input_shape)
             self._norms.append(norm)
-        self._dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self._dropout = ByteDropout(self.dropout, dtype=self.dtype_policy)
 
     def call(self, inputs, padding_mask=None, training=None):
         x = inputs
@@ -98,5 +101,5 @@ class EncoderBlock(keras.layers.Layer):
         config = super().get_config()
         config.update({name: getattr(self, name) for name in (
             "kernel_size", "block_size", "num_heads", "num_global", "ffn_dim", "dropout",
-            "use_conv", "use_attention", "causal")})
+            "use_conv", "use_attention", "causal", "ffn_activation")})
         return config

@@ -10,6 +10,10 @@ from autorisk_tf.layers.event_preprocessor import PADDING_MASK
 from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 
 MERGES = ("add", "concat")
+# Tables up to this many rows are read by a one-hot matmul instead of a gather: its gradient
+# is a dense matmul, where a gather's is a scatter-add that runs on one CPU thread and that
+# optimizers densify again (`benchmarks/embedding_bench.py` measures the crossover).
+ONE_HOT_MAX_VOCAB = 128
 TEXT_SUMMARIES = ("conv", "mean")
 
 
@@ -154,6 +158,13 @@ class FieldEmbedding(keras.layers.Layer):
             summary = self._text_projections[name](summary)
         return summary
 
+    def _lookup(self, spec, ids):
+        table = self._tables[spec["name"]]
+        if spec["vocab_size"] > ONE_HOT_MAX_VOCAB:
+            return table(ids)
+        one_hot = ops.one_hot(ids, spec["vocab_size"], dtype=self.compute_dtype)
+        return ops.matmul(one_hot, ops.cast(table.embeddings, self.compute_dtype))
+
     def call(self, inputs):
         mask = self.compute_padding_mask(inputs)
         vectors = []
@@ -162,7 +173,7 @@ class FieldEmbedding(keras.layers.Layer):
             if spec["kind"] == "text":
                 vectors.append(self._summarise_text(spec["name"], ids))
             else:
-                vectors.append(self._tables[spec["name"]](ids))
+                vectors.append(self._lookup(spec, ids))
         if self.merge == "add":
             x = vectors[0]
             for vector in vectors[1:]:

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from autorisk_tf.layers.encoder_block import EncoderBlock
+from autorisk_tf.layers.feed_forward import FFN_ACTIVATIONS
 from autorisk_tf.layers.field_embedding import FieldEmbedding, masked_mean
 from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 from autorisk_tf.layers.transformer_block import TransformerBlock
@@ -30,6 +31,7 @@ class EncoderConfig:
         num_heads: int. Attention heads. Defaults to 4.
         num_global: int. Global summary slots. Defaults to 4.
         ffn_dim: int. Feed-forward hidden size; 0 for none. Defaults to 256.
+        ffn_activation: str. Feed-forward activation, `relu` or `gelu`. Defaults to `relu`.
         dropout: float. Dropout in the blocks. Defaults to 0.1.
         use_conv: bool. Keep the conv sub-layers (ablation switch). Defaults to True.
         use_attention: bool. Keep the attention sub-layers. Defaults to True.
@@ -50,6 +52,7 @@ class EncoderConfig:
     num_heads: int = 4
     num_global: int = 4
     ffn_dim: int = 256
+    ffn_activation: str = "relu"
     dropout: float = 0.1
     use_conv: bool = True
     use_attention: bool = True
@@ -63,6 +66,9 @@ class EncoderConfig:
     def __post_init__(self):
         if self.block_type not in BLOCK_TYPES:
             raise ValueError(f"block_type must be one of {BLOCK_TYPES}, got {self.block_type!r}")
+        if self.ffn_activation not in FFN_ACTIVATIONS:
+            raise ValueError(f"ffn_activation must be one of {FFN_ACTIVATIONS}, "
+                             f"got {self.ffn_activation!r}")
         unknown = set(self.pooling) - set(POOLINGS)
         if unknown or not self.pooling:
             raise ValueError(f"pooling must be a non-empty subset of {POOLINGS}, "
@@ -128,12 +134,13 @@ class SequenceEncoder(keras.layers.Layer):
         for i in range(c.num_blocks):
             if c.block_type == "transformer":
                 block = TransformerBlock(c.num_heads, c.ffn_dim, c.dropout, c.causal,
-                                         name=f"block_{i}", dtype=self.dtype_policy)
+                                         c.ffn_activation, name=f"block_{i}",
+                                         dtype=self.dtype_policy)
             else:
                 block = EncoderBlock(
                     c.kernel_size, c.block_size, c.num_heads, c.num_global, c.ffn_dim,
-                    c.dropout, c.use_conv, c.use_attention, c.causal, name=f"block_{i}",
-                    dtype=self.dtype_policy)
+                    c.dropout, c.use_conv, c.use_attention, c.causal, c.ffn_activation,
+                    name=f"block_{i}", dtype=self.dtype_policy)
             self.blocks.append(block)
         self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm",
                                                           dtype="float32")

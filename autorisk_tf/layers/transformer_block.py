@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from autorisk_tf.layers.byte_dropout import ByteDropout
+from autorisk_tf.layers.feed_forward import feed_forward
 from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 
 
@@ -21,6 +23,7 @@ class TransformerBlock(keras.layers.Layer):
             Defaults to 0.
         dropout: float. Dropout on each sub-layer's output. Defaults to 0.1.
         causal: bool. Attend only to earlier steps. Defaults to False.
+        ffn_activation: str. `relu` or `gelu`. Defaults to `relu`.
 
     Example:
     ```python
@@ -33,10 +36,11 @@ class TransformerBlock(keras.layers.Layer):
     """
 
     def __init__(self, num_heads: int = 4, ffn_dim: int = 0, dropout: float = 0.1,
-                 causal: bool = False, **kwargs):
+                 causal: bool = False, ffn_activation: str = "relu", **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.ffn_dim = ffn_dim
+        self.ffn_activation = ffn_activation
         self.dropout = dropout
         self.causal = causal
         self.supports_masking = True
@@ -51,14 +55,13 @@ class TransformerBlock(keras.layers.Layer):
         self.attention_norm.build(input_shape)
         self.ffn = None
         if self.ffn_dim:
-            self.ffn = keras.Sequential([
-                keras.layers.Dense(self.ffn_dim, activation="gelu", dtype=self.dtype_policy),
-                keras.layers.Dense(width, dtype=self.dtype_policy)], name="ffn")
+            self.ffn = feed_forward(width, self.ffn_dim, self.ffn_activation,
+                                    dtype=self.dtype_policy)
             self.ffn.build(input_shape)
             self.ffn_norm = keras.layers.LayerNormalization(
                 epsilon=1e-5, name="ffn_norm", dtype="float32")
             self.ffn_norm.build(input_shape)
-        self._dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self._dropout = ByteDropout(self.dropout, dtype=self.dtype_policy)
 
     def call(self, inputs, padding_mask=None, training=None):
         x = inputs
@@ -86,5 +89,6 @@ class TransformerBlock(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"num_heads": self.num_heads, "ffn_dim": self.ffn_dim,
-                       "dropout": self.dropout, "causal": self.causal})
+                       "dropout": self.dropout, "causal": self.causal,
+                       "ffn_activation": self.ffn_activation})
         return config
