@@ -26,6 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/preprocess_bench.py
 	$(PY) benchmarks/encoder_bench.py
+	$(PY) benchmarks/embedding_bench.py
 	$(PY) benchmarks/train_bench.py
 
 clean:

@@ -9,7 +9,7 @@ to the Transformer at the same length. A process whose RSS passes `--memory_limi
 stopped and marked as not fitting.
 
   python benchmarks/encoder_bench.py [--lengths 512,1024,2048,4096,8192,16384]
-      [--configs encoder,conv_only,attention_only,transformer] [--steps 3]
+      [--configs encoder,conv_only,attention_only,transformer] [--steps 5]
 """
 
 import argparse
@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--lengths", default="512,1024,2048,4096,8192,16384")
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up")
     parser.add_argument("--memory_limit_gib", type=float, default=20.0)
     parser.add_argument("--timeout_s", type=float, default=900.0)
     parser.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "encoder_bench.json"))

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import tensorflow as tf
 from keras import ops
 
 from autorisk_tf.layers import ByteDropout
@@ -43,3 +44,11 @@ def test_rate_zero_is_identity_and_bad_rates_fail():
     for rate in (-0.1, 1.0):
         with pytest.raises(ValueError, match="rate must be in"):
             ByteDropout(rate)
+
+
+def test_traces_with_unknown_shapes():
+    layer = ByteDropout(0.25, seed=5)
+    run = tf.function(lambda x: layer(x, training=True),
+                      input_signature=[tf.TensorSpec((None, None, 8), tf.float32)])
+    y = ops.convert_to_numpy(run(tf.ones((3, 5, 8))))
+    assert y.shape == (3, 5, 8) and 0 < np.mean(y == 0) < 0.6

@@ -51,9 +51,10 @@ class ByteDropout(keras.layers.Layer):
         if not training or not self.threshold:
             return inputs
         size = ops.size(inputs)
-        words = keras.random.randint(((size + 3) // 4,), minval=-(2**31), maxval=2**31 - 1,
+        # [n, 1] int32 viewed as [n, 4] uint8 (a static last axis, so it traces with any shape).
+        words = keras.random.randint(((size + 3) // 4, 1), minval=-(2**31), maxval=2**31 - 1,
                                      dtype="int32", seed=self.seed_generator)
-        random_bytes = ops.view(words, "uint8")[:size]
+        random_bytes = ops.reshape(ops.view(words, "uint8"), (-1,))[:size]
         keep = ops.reshape(random_bytes >= self.threshold, ops.shape(inputs))
         scale = ops.cast(_LEVELS / (_LEVELS - self.threshold), inputs.dtype)
         return ops.where(keep, inputs * scale, ops.zeros_like(inputs))
