@@ -32,6 +32,9 @@ SCHEDULES = {
                                                "curriculum.quick_thought_weight": 0.2},
     "quick thought joins at 100, weight 0.05": {"curriculum.quick_thought_start": 100,
                                                 "curriculum.quick_thought_weight": 0.05},
+    "quick thought joins at 100, weight 0.05, GELU feed-forward": {
+        "curriculum.quick_thought_start": 100, "curriculum.quick_thought_weight": 0.05,
+        "model.ffn_activation": "gelu"},
     "quick thought joins at 100, weight 1": {"curriculum.quick_thought_start": 100,
                                              "curriculum.quick_thought_weight": 1.0},
     "quick thought joins at 50, weight 1": {"curriculum.quick_thought_start": 50,

@@ -5,7 +5,7 @@ import tensorflow as tf
 from keras import ops
 
 from autorisk_tf.layers import RMSNorm
-from tests.layer_testing import D, run_layer_test
+from tests.layer_testing import D, alone_vs_padded, run_layer_test
 
 X = np.random.default_rng(0).normal(1.0, 2.0, size=(3, 11, D)).astype("float32")
 
@@ -43,3 +43,9 @@ def test_any_rank(shape):
     y = ops.convert_to_numpy(RMSNorm()(x))
     np.testing.assert_allclose(y, x / np.sqrt((x**2).mean(-1, keepdims=True) + 1e-5),
                                rtol=1e-5)
+
+
+def test_same_rows_alone_or_padded_in_a_batch():
+    norm = RMSNorm()
+    alone, padded, _ = alone_vs_padded(lambda x, padding_mask: norm(x), 13)
+    np.testing.assert_allclose(alone, padded, atol=1e-6)
