@@ -9,10 +9,12 @@ Two parts, every configuration in its own process, the Transformer baseline in t
    masked-event training loss first reaches `--target_loss`; wall-clock seconds and steps.
 3. Few labels: with the first N labelled training users, logistic regression on the
    pre-trained encoder's embeddings vs the same encoder trained supervised from scratch
-   (fine-tuned end to end on the same N labels); validation AUC on `is_risk` and `takeover`.
+   (fine-tuned end to end on the same N labels); validation AUC on `is_risk` and `takeover`,
+   mean and range over `--seeds` (one seed's AUC moves by several hundredths).
 
   python benchmarks/train_bench.py [--lengths 512,2048,4096] [--target_loss 5.5]
-      [--convergence_steps 400] [--precision float32]
+      [--convergence_steps 400] [--precision float32] [--seeds 0,1,2]
+      [--parts throughput,convergence,few_labels]
 """
 
 import argparse
@@ -32,12 +34,12 @@ MODEL = {"width": 128, "num_blocks": 3, "ffn_dim": 256, "num_heads": 4, "kernel_
 BLOCK_TYPES = {"encoder": "conv_attention", "transformer": "transformer"}
 
 
-def _config(block_type, batch, steps, precision):
+def _config(block_type, batch, steps, precision, seed=0):
     from autorisk_tf.training.config import config_from_dict
 
     return config_from_dict({
         "model": {**MODEL, "block_type": BLOCK_TYPES[block_type]},
-        "input": {"batch_size": batch, "bucket_boundaries": [64, 128, 256]},
+        "input": {"batch_size": batch, "bucket_boundaries": [64, 128, 256], "seed": seed},
         "training": {"steps": steps, "warmup_steps": 20, "checkpoint_every": 10**6,
                      "log_every": 10**6, "precision": precision}})
 
@@ -98,7 +100,7 @@ def convergence(data, block_type, batch, steps, target, precision):
             "reached_seconds": reached and reached["seconds"], "trace": trace}
 
 
-def few_labels(data, batch, steps, precision, counts):
+def few_labels(data, batch, steps, precision, counts, seed):
     """Validation AUC with N labels: pre-training + LR vs supervised from scratch."""
     import tempfile
 
@@ -109,7 +111,7 @@ def few_labels(data, batch, steps, precision, counts):
     from autorisk_tf.training import Pretrainer
 
     artifacts = Artifacts.load(f"{data}/artifacts")
-    config = _config("encoder", batch, steps, precision)
+    config = _config("encoder", batch, steps, precision, seed)
     trainer = Pretrainer(artifacts, config, tempfile.mkdtemp())
     trainer.fit(f"{data}/train/*.tfrecord", verbose=0)
     _, train_x, train_labels = embed(trainer.embedder(), f"{data}/train/*.tfrecord",
@@ -124,7 +126,8 @@ def few_labels(data, batch, steps, precision, counts):
             scratch = Pretrainer(artifacts, config, tempfile.mkdtemp()).embedder()
             _, metrics = finetune(scratch, data, artifacts.schema, label, epochs=10,
                                   batch_size=32, max_train_labels=count, verbose=0)
-            rows.append({"label": label, "labels": count, "pretrained_lr_auc": pretrained,
+            rows.append({"label": label, "labels": count, "seed": seed,
+                         "pretrained_lr_auc": pretrained,
                          "supervised_from_scratch_auc": metrics["valid_auc"]})
     return {"rows": rows}
 
@@ -164,10 +167,14 @@ def main():
                         help="masked-event loss (sum over fields) to reach")
     parser.add_argument("--precision", default="float32")
     parser.add_argument("--label_counts", default="100,300,1000")
-    parser.add_argument("--parts", default="throughput,convergence,few_labels")
+    parser.add_argument("--seeds", default="0,1,2",
+                        help="seeds of the few-labels part (initial weights, masks, order)")
+    parser.add_argument("--parts", default="throughput,convergence,few_labels",
+                        help="parts to run; the others' rows are kept from --json")
     parser.add_argument("--work_dir", default=os.path.join(ROOT, "bench_out"))
     parser.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "train_bench.json"))
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         kind, data, block_type, value = args.worker
@@ -176,7 +183,7 @@ def main():
                                 args.precision)
         elif kind == "few_labels":
             result = few_labels(data, args.convergence_batch, args.convergence_steps,
-                                args.precision, [int(n) for n in value.split(",")])
+                                args.precision, [int(n) for n in value.split(",")], args.seed)
         else:
             result = convergence(data, block_type, args.convergence_batch,
                                  args.convergence_steps, float(value), args.precision)
@@ -187,8 +194,11 @@ def main():
     common = ["--batch", str(args.batch), "--steps", str(args.steps), "--precision",
               args.precision, "--convergence_steps", str(args.convergence_steps),
               "--convergence_batch", str(args.convergence_batch)]
-    rows = []
     parts = args.parts.split(",")
+    rows = []
+    if os.path.exists(args.json):  # parts not run keep their rows from the last run
+        with open(args.json) as f:
+            rows = [r for r in json.load(f)["rows"] if r["part"] not in parts]
     for length in [int(n) for n in args.lengths.split(",")] if "throughput" in parts else []:
         for block_type in BLOCK_TYPES:
             result = _child(["--worker", "throughput", data, block_type, str(length), *common])
@@ -200,12 +210,12 @@ def main():
         rows.append({"part": "convergence", "model": block_type, **result})
         print(json.dumps(rows[-1]), flush=True)
 
-    if "few_labels" in parts:
+    for seed in [int(s) for s in args.seeds.split(",")] if "few_labels" in parts else []:
         result = _child(["--worker", "few_labels", data, "encoder", args.label_counts,
-                         *common])
+                         "--seed", str(seed), *common])
         rows.extend({"part": "few_labels", **row} for row in result.get("rows", []))
         if "error" in result:
-            rows.append({"part": "few_labels", **result})
+            rows.append({"part": "few_labels", "seed": seed, **result})
         print(json.dumps(result), flush=True)
 
     print("\n| length | model | step s | events/s | sequences/s | speed-up vs Transformer |")
@@ -229,12 +239,17 @@ def main():
             print(f"| {row['model']} | {row['reached_step']} | "
                   f"{row['reached_seconds'] and round(row['reached_seconds'], 1)} | "
                   f"{row['final_smoothed_loss']:.3f} | {row['total_seconds']:.1f} |")
-    print("\n| label | labels | pre-trained + LR AUC | supervised from scratch AUC |")
+    print("\n| label | labels | pre-trained + LR AUC, mean (min-max) | "
+          "supervised from scratch AUC, mean (min-max) |")
     print("|---|---:|---:|---:|")
-    for row in rows:
-        if row["part"] == "few_labels" and "error" not in row:
-            print(f"| {row['label']} | {row['labels']} | {row['pretrained_lr_auc']:.3f} | "
-                  f"{row['supervised_from_scratch_auc']:.3f} |")
+    few = [r for r in rows if r["part"] == "few_labels" and "error" not in r]
+    for label, count in dict.fromkeys((r["label"], r["labels"]) for r in few):
+        runs = [r for r in few if r["label"] == label and r["labels"] == count]
+        cells = []
+        for key in ("pretrained_lr_auc", "supervised_from_scratch_auc"):
+            values = [r[key] for r in runs]
+            cells.append(f"{statistics.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})")
+        print(f"| {label} | {count} | {cells[0]} | {cells[1]} |")
     with open(args.json, "w") as f:
         json.dump({"machine": f"{platform.machine()} {os.cpu_count()} cpus",
                    "device": "cpu", "precision": args.precision, "model": MODEL,
