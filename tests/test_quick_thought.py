@@ -16,13 +16,19 @@ def _split(config, seed=(3, 4)):
                                                            second.items()}
 
 
+def _half_lengths(first, second, row, length):
+    """Real-event counts of both halves; asserts they split `length`, each >= 4 when possible."""
+    n1, n2 = first["padding_mask"][row].sum(), second["padding_mask"][row].sum()
+    assert n1 + n2 == length
+    if length >= 8:
+        assert n1 >= 4 and n2 >= 4
+    return n1, n2
+
+
 def test_cut_gives_the_past_and_the_future():
     ids, first, second = _split(PairConfig(split="cut", min_length=4))
     for row, length in enumerate(LENGTHS):
-        n1, n2 = first["padding_mask"][row].sum(), second["padding_mask"][row].sum()
-        assert n1 + n2 == length
-        if length >= 8:
-            assert n1 >= 4 and n2 >= 4
+        n1, n2 = _half_lengths(first, second, row, length)
         for name in ("event_type", "item", "time_delta"):
             joined = np.concatenate([first[name][row, :n1], second[name][row, :n2]])
             np.testing.assert_array_equal(joined, ids[name][row, :length])
@@ -32,13 +38,9 @@ def test_cut_gives_the_past_and_the_future():
 def test_subsets_keep_order_and_partition_the_events():
     ids, first, second = _split(PairConfig(split="subsets", min_length=4))
     for row, length in enumerate(LENGTHS):
-        n1, n2 = first["padding_mask"][row].sum(), second["padding_mask"][row].sum()
-        assert n1 + n2 == length
-        if length >= 8:
-            assert n1 >= 4 and n2 >= 4
+        _half_lengths(first, second, row, length)
     row, length = 0, LENGTHS[0]
-    n1 = first["padding_mask"][row].sum()
-    n2 = second["padding_mask"][row].sum()
+    n1, n2 = _half_lengths(first, second, row, length)
     assert not np.array_equal(first["event_type"][row, :n1], ids["event_type"][row, :n1])
     # Each half is a subsequence of the original: event_type*1000+amount keys are unique
     # enough to match in order.
