@@ -2,6 +2,8 @@
 
   python -m autorisk_tf.embed --model_dir runs/x --data out/ --split test \
       --output embeddings/test [--format parquet|csv]
+  python -m autorisk_tf.embed ... --split all            # every split (train,valid,test)
+  python -m autorisk_tf.embed ... --input 'other/*.tfrecord'   # any shards
 
 Writes `<output>.npy` (float32 [N, E]) and `<output>.parquet` or `.csv` with the key column,
 the label columns and one column per embedding dimension, rows in the same order.
@@ -23,6 +25,22 @@ from autorisk_tf.data.schema import Schema
 FLAGS = flags.FLAGS
 
 
+def split_patterns(data: str, split: str) -> str:
+    """The shard glob(s) of one split, `all` splits or a comma-separated list of splits.
+
+    Raises:
+        ValueError: an unknown split name.
+    """
+    from beam.analysis import SPLITS
+
+    names = list(SPLITS) if split == "all" else [s.strip() for s in split.split(",")]
+    unknown = [name for name in names if name not in SPLITS]
+    if unknown or not names:
+        raise ValueError(f"unknown split(s) {unknown}: use {', '.join(SPLITS)}, all, "
+                         "or a comma-separated list")
+    return ",".join(fileio.join(data, name, "*.tfrecord") for name in names)
+
+
 def load_embedder(model_dir: str):
     """Loads `encoder.keras` (preprocessor + encoder) written by training."""
     import keras
@@ -42,7 +60,7 @@ def embed(embedder, file_pattern: str, schema: Schema, batch_size: int = 64,
 
     Args:
         embedder: SequenceEmbedder. Raw parsed events to embeddings.
-        file_pattern: str. Glob of TFRecord shards.
+        file_pattern: str. Glob of TFRecord shards, or several globs comma-separated.
         schema: Schema. The schema the shards were written with.
         batch_size: int. Sequences per batch.
 
@@ -61,7 +79,9 @@ def embed(embedder, file_pattern: str, schema: Schema, batch_size: int = 64,
 
     keys, vectors = [], []
     labels = {label.name: [] for label in schema.labels}
-    for batch in reader.make_dataset(file_pattern, schema, batch_size=batch_size):
+    paths = sorted({p for pattern in file_pattern.split(",") if pattern
+                    for p in tf.io.gfile.glob(pattern)})
+    for batch in (reader.make_dataset(paths, schema, batch_size=batch_size) if paths else []):
         vectors.append(run(batch).numpy().astype(np.float32))
         keys.extend(k.decode("utf-8") for k in batch[seqex.KEY].numpy())
         for name, values in labels.items():
@@ -102,7 +122,9 @@ def define_flags() -> None:
     """
     flags.DEFINE_string("model_dir", None, "Training output folder (holds encoder.keras).")
     flags.DEFINE_string("data", None, "Output folder of beam.preprocess.")
-    flags.DEFINE_string("split", "test", "Split to embed: train, valid or test.")
+    flags.DEFINE_string("split", "test", "Split to embed: train, valid, test, all, or a "
+                        "comma-separated list.")
+    flags.DEFINE_string("input", None, "Shards to embed (glob), instead of --split.")
     flags.DEFINE_string("output", None, "Output path prefix (.npy and .parquet/.csv are added).")
     flags.DEFINE_enum("format", "parquet", ["parquet", "csv"], "Table format.")
     flags.DEFINE_integer("batch_size", 64, "Sequences per batch.")
@@ -119,8 +141,11 @@ def main(argv) -> None:
         embedder = load_embedder(FLAGS.model_dir)
     except FileNotFoundError as e:
         sys.exit(f"error: {e}")
-    pattern = fileio.join(FLAGS.data, FLAGS.split, "*.tfrecord")
-    keys, vectors, labels = embed(embedder, pattern, schema, FLAGS.batch_size)
+    try:
+        pattern = FLAGS.input or split_patterns(FLAGS.data, FLAGS.split)
+        keys, vectors, labels = embed(embedder, pattern, schema, FLAGS.batch_size)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     for path in write_embeddings(FLAGS.output, keys, vectors, labels, FLAGS.format):
         print(f"wrote {path}")
     print(f"{len(keys)} sequences, embedding size {vectors.shape[1]}")

@@ -83,13 +83,22 @@ def label_kind(schema: Schema, label: str) -> str:
 
 
 def labelled_batches(file_pattern: str, schema: Schema, label: str, classes, batch_size: int,
-                     training: bool, seed: int, max_labels: int | None = None):
-    """(raw inputs, label index) batches of the sequences that have the label."""
+                     training: bool, seed: int, max_labels: int | None = None,
+                     keys: list[str] | None = None):
+    """(raw inputs, label index) batches of the sequences that have the label.
+
+    `keys`, when given, keeps only the sequences of those keys (such as one fold of a
+    cross-validation).
+    """
     feature = seqex.label_feature(label)
     config = pipeline.InputConfig(batch_size=batch_size, seed=seed)
     examples = (tf.data.Dataset.list_files(file_pattern, shuffle=False)
                 .interleave(tf.data.TFRecordDataset)
                 .map(lambda s: pipeline.parse_example(s, schema)))
+    if keys is not None:
+        wanted = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            tf.constant(list(keys), tf.string), tf.ones(len(keys), tf.int64)), 0)
+        examples = examples.filter(lambda ex: wanted.lookup(ex[seqex.KEY]) > 0)
     if classes is None:
         examples = examples.filter(lambda ex: ~tf.math.is_nan(ex[feature]))
         to_target = lambda ex: tf.cast(ex[feature] > 0.5, tf.float32)[None]  # noqa: E731
@@ -123,6 +132,8 @@ def class_names(file_pattern: str, schema: Schema, label: str) -> list[str]:
 def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
              batch_size: int = 32, learning_rate: float = 1e-3, freeze_encoder: bool = False,
              max_train_labels: int | None = None, seed: int = 0, verbose: int = 1,
+             train_keys: list[str] | None = None, valid_keys: list[str] | None = None,
+             train_split: str = "train", valid_split: str = "valid",
              ) -> tuple[SequenceClassifier, dict]:
     """Trains a classifier head (and the encoder unless frozen) on one label.
 
@@ -138,6 +149,10 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
         max_train_labels: int or None. Use only the first N labelled training sequences.
         seed: int. Seed of weights and shuffling.
         verbose: int. Keras verbosity.
+        train_keys: list of str or None. Train only on these keys of the training split.
+        valid_keys: list of str or None. Validate only on these keys of the validation split.
+        train_split: str. Split trained on. Defaults to `train`.
+        valid_split: str. Split validated on. Defaults to `valid`.
 
     Returns:
         `(classifier, metrics)` with `valid_auc` (macro one-vs-rest for categorical labels)
@@ -145,15 +160,16 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
     """
     keras.utils.set_random_seed(seed)
     kind = label_kind(schema, label)
-    train = fileio.join(data, "train", "*.tfrecord")
-    valid = fileio.join(data, "valid", "*.tfrecord")
+    train = fileio.join(data, train_split, "*.tfrecord")
+    valid = fileio.join(data, valid_split, "*.tfrecord")
     classes = class_names(train, schema, label) if kind == "categorical" else None
     model = SequenceClassifier(embedder, classes, name="sequence_classifier")
     model.build()
     embedder.trainable = not freeze_encoder
     train_data = labelled_batches(train, schema, label, classes, batch_size, True, seed,
-                                  max_train_labels)
-    valid_data = labelled_batches(valid, schema, label, classes, batch_size, False, seed)
+                                  max_train_labels, train_keys)
+    valid_data = labelled_batches(valid, schema, label, classes, batch_size, False, seed,
+                                  keys=valid_keys)
     if classes:
         loss, auc = "sparse_categorical_crossentropy", _MacroAUC(len(classes), name="auc")
     else:

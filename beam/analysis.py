@@ -28,6 +28,7 @@ class FileSummary:
 
     rows_in: int = 0
     blank_lines: int = 0
+    last_timestamp_ms: int | None = None  # of the accepted events
     rejected: Counter = dataclasses.field(default_factory=Counter)
     categorical: dict = dataclasses.field(default_factory=dict)  # field -> Counter
     text_tokens: dict = dataclasses.field(default_factory=dict)  # field -> Counter
@@ -45,6 +46,9 @@ class FileSummary:
         """Adds another summary into this one and returns self."""
         self.rows_in += other.rows_in
         self.blank_lines += other.blank_lines
+        self.last_timestamp_ms = max(
+            (t for t in (self.last_timestamp_ms, other.last_timestamp_ms) if t is not None),
+            default=None)
         self.rejected.update(other.rejected)
         for mine, theirs in ((self.categorical, other.categorical),
                              (self.text_tokens, other.text_tokens)):
@@ -183,6 +187,8 @@ def build_artifacts(schema: Schema, files: FileSummary, sequences: SequenceSumma
         "history_length": length_percentiles(sequences.lengths),
         "numeric_sample_size": {f: int(v[1].size) for f, v in files.numeric.items()},
         "options": options,
+        # Ages of events (time_features.age_buckets) are measured to this time.
+        "reference_time_ms": options.get("as_of_ms") or files.last_timestamp_ms,
     }
     if labels is not None:
         label_rejected = sum(labels.rejected.values()) + sequences.label_duplicates

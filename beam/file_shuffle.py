@@ -108,24 +108,29 @@ def read_partition(spill: Spill, partition: int) -> dict[str, dict[str, list]]:
 
 
 class GroupPartitionFn(beam.DoFn):
-    """Reads one partition and hands each key's group to a sequence-building DoFn.
+    """Reads one partition and hands each key's group to a per-key DoFn.
 
     Args:
         spill: Spill. The shuffle's folder and partition count.
-        build: beam.DoFn. Called as `build.process((key, group))` for every key, in key order.
+        build: beam.DoFn. Called as `build.process((key, group), *side)` for every key, in
+            key order, where `side` are the first `side_inputs` extra arguments.
+        side_inputs: int. Extra arguments forwarded to `build`; the ones after them are
+            barriers (side inputs that only order the steps). Defaults to 0.
     """
 
-    def __init__(self, spill: Spill, build: beam.DoFn):
+    def __init__(self, spill: Spill, build: beam.DoFn, side_inputs: int = 0):
         self._spill = spill
         self._build = build
+        self._side_inputs = side_inputs
 
     def setup(self):
         self._build.setup()
 
-    def process(self, partition, *_barriers):
+    def process(self, partition, *extra):
+        side = extra[:self._side_inputs]
         grouped = read_partition(self._spill, partition)
         for key in sorted(grouped):
-            yield from self._build.process((key, grouped[key]))
+            yield from self._build.process((key, grouped[key]), *side)
 
 
 def remove(spill: Spill) -> None:

@@ -93,7 +93,7 @@ class ParseEventsFn(beam.DoFn):
         rng = np.random.default_rng([file_index])
         batches, is_train = defaultdict(list), {}
         train_values = [[] for _ in schema.fields]
-        pending = 0
+        pending, last_ms = 0, None
         writer = self._spill and file_shuffle.SpillWriter(self._spill, file_shuffle.EVENTS,
                                                           f"f{file_index:05d}")
         for raw in sources.read_rows(path, fmt, schema.csv_delimiter):
@@ -112,6 +112,8 @@ class ParseEventsFn(beam.DoFn):
                     "events", path, raw.line, raw.reason, raw.detail, sources.raw_text(raw)))
                 continue
             batches[key].append((ts_ms, (file_index << _ORDER_BITS) | raw.line, values))
+            if last_ms is None or ts_ms > last_ms:
+                last_ms = ts_ms
             train = is_train.get(key)
             if train is None:
                 train = is_train[key] = events.split_of(key, self._fractions) == 0
@@ -128,6 +130,7 @@ class ParseEventsFn(beam.DoFn):
         if writer:
             writer.close()
         self._summarise(summary, train_values, rng)
+        summary.last_timestamp_ms = last_ms
         self._rows.inc(summary.rows_in)
         self._rejected.inc(sum(summary.rejected.values()))
         logging.info("parsed %s: %d rows, %d rejected", path, summary.rows_in,
@@ -367,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "files (partitioned temporary files under the output folder: "
                              "memory bounded by one partition), auto (files on the local "
                              "in-process runner, beam on any other).")
+    parser.add_argument("--as_of", default=None,
+                        help="Reference time of event ages (time_features.age_buckets), in "
+                             "the schema's timestamp format; default: the latest event.")
     parser.add_argument("--shuffle_partitions", type=int, default=0,
                         help="Key partitions of the files shuffle; 0 picks one per "
                              f"{file_shuffle.BYTES_PER_PARTITION // 2**20} MiB of input.")
@@ -441,6 +447,8 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Sc
         analysis.MergeSequenceSummaries())
     options = {k: getattr(args, k) for k in ("input", "labels", "max_len", "window_stride",
                                               "split", "num_shards")}
+    if args.as_of:
+        options["as_of_ms"] = events.parse_timestamp_ms(args.as_of, schema.timestamp_format)
     side = {"labels": label_summary} if label_summary is not None else {}
     return (pipeline
             | "ArtifactsDir" >> beam.Create([f"{out}/artifacts"])
@@ -480,6 +488,11 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
     args, beam_args = build_parser().parse_known_args(argv)
     _check_args(args)
     schema = load_schema(args.schema)
+    if args.as_of:
+        try:
+            events.parse_timestamp_ms(args.as_of, schema.timestamp_format)
+        except events.RejectedRow as e:
+            raise UsageError(f"--as_of {args.as_of!r}: {e.detail}") from None
     if args.labels and not schema.labels:
         raise UsageError(f"--labels given but {args.schema} names no label columns")
     paths = match_inputs(args.input)

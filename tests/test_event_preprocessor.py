@@ -55,6 +55,31 @@ def test_delta_buckets_are_exact_at_powers_of_two():
     assert ids.numpy().tolist() == [[4, 4, 5, 5, 6, 14, 27]]  # 1e12 s: the last bucket
 
 
+def test_age_buckets_measure_hours_before_the_reference_time():
+    hour = 3_600_000
+    reference = 1_000_000 * hour
+    specs = [{"name": "time_age", "kind": "time", "buckets": 32, "vocab_size": 36,
+              "reference_ms": reference}]
+    ages_h = np.array([0, 0.5, 1, 3, 47, 24 * 365, 10 ** 9])
+    timestamps = (reference - ages_h * hour).astype(np.int64)[None, :]
+    timestamps = np.concatenate([timestamps, [[reference + hour]]], axis=1)
+    ids = EventPreprocessor(specs)({"length": tf.constant([8]),
+                                    "time/timestamp_ms": tf.constant(timestamps)})["time_age"]
+    want = [min(math.floor(2 * math.log2(1 + h)), 31) + 4 for h in ages_h] + [4]  # later: 0
+    assert ids.numpy().tolist() == [want]
+    assert want[:4] == [4, 5, 6, 8] and want[-2] == 35
+
+
+def test_age_feature_needs_a_reference_time_in_the_artifacts():
+    schema = parse_schema(SCHEMA.replace("labels:", "time_features: {age_buckets: 8}\nlabels:"))
+    artifacts = art.Artifacts(schema, {"event_type": []}, {"item": []}, {"amount": []})
+    with pytest.raises(ValueError, match="reference time"):
+        feature_specs_from_artifacts(artifacts)
+    artifacts.stats["reference_time_ms"] = 123
+    (spec,) = [s for s in feature_specs_from_artifacts(artifacts) if s["name"] == "time_age"]
+    assert spec["reference_ms"] == 123 and spec["vocab_size"] == 12
+
+
 def test_config_serialisation_and_tf_data_give_the_same_ids():
     layer = EventPreprocessor.from_artifacts(_small_artifacts())
     want = {k: v.numpy() for k, v in layer(_raw_batch()).items()}

@@ -40,6 +40,23 @@ def test_padding_invariance(features, length, block_type):
     assert np.abs(alone["embedding"]).max() > 1e-3
 
 
+def test_every_pooling_is_padding_invariant_and_matches_its_definition():
+    keras.utils.set_random_seed(4)
+    pooling = ("mean", "max", "attention", "last", "inputs")
+    encoder = SequenceEncoder(FEATURES, EncoderConfig(**SMALL, pooling=pooling))
+    length = 13
+    alone, batch = alone_and_padded(FEATURES, length)
+    out_alone, out_batch = _numpy(encoder(alone)), _numpy(encoder(batch))
+    np.testing.assert_allclose(out_alone["embedding"][0], out_batch["embedding"][1], atol=1e-5)
+    parts = np.split(out_alone["embedding"][0], len(pooling))
+    steps = out_alone["sequence"][0, :length]
+    np.testing.assert_allclose(parts[0], steps.mean(0), atol=1e-5)
+    np.testing.assert_allclose(parts[1], steps.max(0), atol=1e-5)
+    np.testing.assert_allclose(parts[3], steps[length - 1], atol=1e-6)
+    inputs = _numpy({"x": encoder.embedding(alone)})["x"][0, :length]
+    np.testing.assert_allclose(parts[4], inputs.mean(0), atol=1e-5)
+
+
 def test_causal_encoder_never_sees_the_future():
     keras.utils.set_random_seed(2)
     encoder = SequenceEncoder(FEATURES, EncoderConfig(**SMALL, causal=True))

@@ -47,6 +47,23 @@ def test_quick_thought_finds_partners_far_above_chance(pretraining_data, tmp_pat
     assert metrics["qt/accuracy"] > 2.5 * metrics["qt/chance"], metrics
 
 
+def test_slice_contrastive_alone_learns_to_pair_slices(pretraining_data, tmp_path):
+    artifacts = Artifacts.load(f"{pretraining_data}/artifacts")
+    config = load_config(SMALL, {"training.steps": 40, "curriculum.masked_event_weight": 0.0,
+                                 "curriculum.quick_thought_start": None,
+                                 "curriculum.slice_contrastive_start": 0,
+                                 "slice_contrastive.num_slices": 3,
+                                 "slice_contrastive.min_fraction": 0.2,
+                                 "slice_contrastive.max_fraction": 0.5})
+    trainer = Pretrainer(artifacts, config, str(tmp_path))
+    final = trainer.fit(f"{pretraining_data}/train/*.tfrecord", verbose=0)
+    assert "mlm/loss" not in final  # a task with weight 0 costs no encoder pass
+    losses = [h["slice/loss"] for h in trainer.history]
+    assert np.mean(losses[-10:]) < losses[0] - 0.5, losses
+    # 32 users x 3 slices: chance that the nearest other slice is the user's own is 2/95
+    assert final["slice/accuracy"] > 10 * 2 / 95, final
+
+
 def _cv_auc(x, y):
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score

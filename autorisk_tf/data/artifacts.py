@@ -124,6 +124,11 @@ class Artifacts:
     boundaries: dict
     stats: dict = dataclasses.field(default_factory=dict)
 
+    @property
+    def reference_time_ms(self) -> int | None:
+        """The time event ages are measured to (`time_features.age_buckets`), or None."""
+        return self.stats.get("reference_time_ms")
+
     def vocabulary(self, field: str) -> list[str]:
         """Values of a categorical field in id order (id = index + NUM_RESERVED_IDS)."""
         return [value for value, _ in self.vocabularies[field]]

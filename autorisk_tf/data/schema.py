@@ -30,7 +30,7 @@ TIMESTAMP_FORMATS = ("auto", "iso8601", "epoch_s", "epoch_ms")
 TOKENIZERS = ("char", "whitespace")
 LABEL_KINDS = ("binary", "numeric", "categorical")
 # Model inputs derived from every schema; no field may take these names.
-TIME_FEATURE_NAMES = ("time_delta", "time_hour", "time_day_of_week")
+TIME_FEATURE_NAMES = ("time_delta", "time_hour", "time_day_of_week", "time_age")
 RESERVED_NAMES = (*TIME_FEATURE_NAMES, "padding_mask")
 
 
@@ -106,12 +106,17 @@ class TimeFeatures:
         hour: bool. Hour of day.
         day_of_week: bool. Day of week (Monday is 0).
         utc_offset_hours: float. Offset applied before taking hour and day.
+        age_buckets: int. Buckets of each event's age before the reference time (the latest
+            event of the preprocessing input, or its `--as_of`), on a half-log2 scale of
+            hours: `floor(2 * log2(1 + hours))`. Recency for tasks that depend on it
+            (will the customer buy again?); 0 switches it off.
     """
 
     delta_buckets: int = 24
     hour: bool = True
     day_of_week: bool = True
     utc_offset_hours: float = 0.0
+    age_buckets: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,12 +335,14 @@ def parse_schema(text: str, source: str = "<schema>") -> Schema:
         seen[field.name] = i
         fields.append(field)
     tf_map = check.mapping(doc, "time_features", "time_features",
-                           ("delta_buckets", "hour", "day_of_week", "utc_offset_hours"))
+                           ("delta_buckets", "hour", "day_of_week", "utc_offset_hours",
+                            "age_buckets"))
     time_features = TimeFeatures(
         delta_buckets=check.get(tf_map, "delta_buckets", "time_features", int, 24, minimum=0),
         hour=check.get(tf_map, "hour", "time_features", bool, True),
         day_of_week=check.get(tf_map, "day_of_week", "time_features", bool, True),
-        utc_offset_hours=check.get(tf_map, "utc_offset_hours", "time_features", float, 0.0))
+        utc_offset_hours=check.get(tf_map, "utc_offset_hours", "time_features", float, 0.0),
+        age_buckets=check.get(tf_map, "age_buckets", "time_features", int, 0, minimum=0))
     label_map = check.mapping(doc, "labels", "labels", ("key", "columns"))
     labels = []
     for i, item in enumerate(label_map.get("columns") or []):

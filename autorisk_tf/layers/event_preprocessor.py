@@ -18,7 +18,8 @@ from autorisk_tf.data.artifacts import MISSING_ID, NUM_RESERVED_IDS, OOV_ID, PAD
 from autorisk_tf.data.schema import RESERVED_NAMES, TIME_FEATURE_NAMES
 from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 
-TIME_DELTA, TIME_HOUR, TIME_DAY_OF_WEEK = TIME_FEATURE_NAMES
+TIME_DELTA, TIME_HOUR, TIME_DAY_OF_WEEK, TIME_AGE = TIME_FEATURE_NAMES
+MS_PER_HOUR = 3_600_000
 PADDING_MASK = RESERVED_NAMES[-1]
 
 
@@ -32,7 +33,7 @@ def feature_specs_from_artifacts(artifacts: Artifacts) -> list[dict]:
         One dict per feature, in schema order then time features: `name`, `kind`
         (`categorical`, `numeric`, `text` or `time`), `vocab_size` (reserved ids included)
         and the kind's own entries (`vocabulary`, `boundaries`, `tokenizer` and
-        `max_tokens`, `buckets`).
+        `max_tokens`, `buckets`, and `reference_ms` for the age feature).
     """
     specs = []
     for field in artifacts.schema.fields:
@@ -56,6 +57,13 @@ def feature_specs_from_artifacts(artifacts: Artifacts) -> list[dict]:
         if count:
             specs.append({"name": name, "kind": "time", "buckets": count,
                           "vocab_size": NUM_RESERVED_IDS + count})
+    if time.age_buckets:
+        if artifacts.reference_time_ms is None:
+            raise ValueError("time_features.age_buckets needs a reference time: rerun "
+                             "beam.preprocess (it records the latest event, or --as_of)")
+        specs.append({"name": TIME_AGE, "kind": "time", "buckets": time.age_buckets,
+                      "vocab_size": NUM_RESERVED_IDS + time.age_buckets,
+                      "reference_ms": int(artifacts.reference_time_ms)})
     return specs
 
 
@@ -77,7 +85,8 @@ class EventPreprocessor(keras.layers.Layer):
     - text: `tf.strings.unicode_split` (char) or `tf.strings.split` (whitespace), exactly as
       `artifacts.tokenize`; the first `max_tokens` tokens; an empty text is one missing token;
     - time: seconds since the previous event on log2 buckets `floor(log2(1 + s))` (the first
-      event is missing), hour of day, day of week.
+      event is missing), hour of day, day of week, and the age in hours before the
+      reference time on half-log2 buckets `floor(2 * log2(1 + h))` (0 for later events).
 
     Steps past each example's `length` get the padding id 0 in every output.
 
@@ -157,6 +166,12 @@ class EventPreprocessor(keras.layers.Layer):
                 bucket = _floor_log2(1.0 + tf.maximum(tf.where(known, seconds, 0.0), 0.0))
                 bucket = tf.clip_by_value(bucket, 0, spec["buckets"] - 1)
                 ids = tf.where(known, bucket + NUM_RESERVED_IDS, MISSING_ID)
+            elif name == TIME_AGE:
+                age_ms = tf.maximum(spec["reference_ms"] - inputs[seqex.TIMESTAMP], 0)
+                hours = tf.cast(age_ms, tf.float64) / MS_PER_HOUR
+                bucket = tf.cast(tf.floor(2.0 * tf.math.log1p(hours) / tf.math.log(
+                    tf.constant(2.0, tf.float64))), tf.int32)
+                ids = tf.minimum(bucket, spec["buckets"] - 1) + NUM_RESERVED_IDS
             else:
                 source = seqex.HOUR if name == TIME_HOUR else seqex.DAY_OF_WEEK
                 ids = tf.cast(inputs[source], tf.int32) + NUM_RESERVED_IDS

@@ -9,12 +9,12 @@ from keras import ops
 
 from autorisk_tf.layers.encoder_block import EncoderBlock
 from autorisk_tf.layers.feed_forward import FFN_ACTIVATIONS
-from autorisk_tf.layers.field_embedding import FieldEmbedding, masked_mean
+from autorisk_tf.layers.field_embedding import FieldEmbedding, masked_max, masked_mean
 from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 from autorisk_tf.layers.transformer_block import TransformerBlock
 
 BLOCK_TYPES = ("conv_attention", "transformer")
-POOLINGS = ("mean", "attention")
+POOLINGS = ("mean", "max", "attention", "last", "inputs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +40,12 @@ class EncoderConfig:
         field_dim: int. Per-field width for `concat`. Defaults to 32.
         text_dim: int. Text token width. Defaults to 64.
         text_summary: str. `conv` or `mean`. Defaults to `conv`.
-        pooling: tuple of str. Pooled vectors concatenated into the sequence embedding,
-            from `mean` and `attention`. Defaults to both.
+        pooling: tuple of str. Pooled vectors concatenated into the sequence embedding, from
+            `mean`, `max`, `attention` and `last` (the final output at the most recent
+            event) of the final per-step outputs, and `inputs` (the
+            masked mean of the field embeddings before the blocks: the bag of what the
+            sequence holds, which the blocks may not carry through). Defaults to `mean`
+            and `attention`.
     """
 
     width: int = 128
@@ -161,6 +165,7 @@ class SequenceEncoder(keras.layers.Layer):
     def call(self, inputs, training=None):
         mask = self.embedding.compute_padding_mask(inputs)
         x = self.embedding(inputs)
+        inputs_mean = masked_mean(x, mask, axis=1) if "inputs" in self.config.pooling else None
         for block in self.blocks:
             x = block(x, padding_mask=mask, training=training)
         x = ops.cast(self.final_norm(ops.cast(x, "float32")), x.dtype)
@@ -169,6 +174,13 @@ class SequenceEncoder(keras.layers.Layer):
         for kind in self.config.pooling:
             if kind == "mean":
                 pooled.append(masked_mean(x, mask, axis=1))
+            elif kind == "max":
+                pooled.append(masked_max(x, mask, axis=1))
+            elif kind == "inputs":
+                pooled.append(inputs_mean)
+            elif kind == "last":
+                last = ops.maximum(ops.sum(ops.cast(mask, "int32"), axis=1) - 1, 0)
+                pooled.append(ops.take_along_axis(x, last[:, None, None], axis=1)[:, 0])
             else:
                 scores = ops.cast(self.pool_score(x)[..., 0], "float32")
                 scores = ops.where(mask, scores, -1e9)

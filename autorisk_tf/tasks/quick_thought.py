@@ -41,7 +41,7 @@ class PairConfig:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
 
 
-def _compact(ids: dict, keep: tf.Tensor) -> dict:
+def compact_events(ids: dict, keep: tf.Tensor) -> dict:
     """Moves the kept events of each row to the front (order kept) and pads the rest."""
     steps = tf.shape(keep)[1]
     position = tf.range(steps)[None, :]
@@ -90,7 +90,7 @@ def split_pairs(ids: dict, config: PairConfig, seed: tf.Tensor) -> tuple[dict, d
         keys = tf.where(mask, keys, 2.0)
         rank = tf.argsort(tf.argsort(keys, axis=1), axis=1)
         first = rank < size[:, None]
-    return _compact(steps, first & mask), _compact(steps, ~first & mask)
+    return compact_events(steps, first & mask), compact_events(steps, ~first & mask)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -5,7 +5,9 @@ model: {width: 128, num_blocks: 3, block_size: 64}      # EncoderConfig
 input: {batch_size: 32, seed: 0}                        # InputConfig
 masked_event: {rate: 0.15}                              # MaskingConfig
 quick_thought: {split: cut, min_length: 4}              # PairConfig
-curriculum: {quick_thought_start: 300, quick_thought_ramp: 200, quick_thought_weight: 0.2}
+slice_contrastive: {num_slices: 4, min_fraction: 0.3}    # SliceConfig
+curriculum: {quick_thought_start: 300, quick_thought_ramp: 200, quick_thought_weight: 0.2,
+             slice_contrastive_start: 0, slice_contrastive_weight: 1.0}
 training: {steps: 2000, learning_rate: 0.001, checkpoint_every: 200}
 ```
 Every key is optional; unknown keys are errors that name the section.
@@ -23,17 +25,25 @@ from autorisk_tf.data.pipeline import InputConfig
 from autorisk_tf.layers.sequence_encoder import EncoderConfig
 from autorisk_tf.tasks.masked_event import MaskingConfig
 from autorisk_tf.tasks.quick_thought import PairConfig
+from autorisk_tf.tasks.slice_contrastive import SliceConfig
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
+def _ramped(weight: float, start: int | None, ramp: int, step: int) -> float:
+    """A task's loss weight at a step: 0 before `start`, then a linear ramp to `weight`."""
+    if start is None or step < start:
+        return 0.0
+    return weight * min(1.0, (step - start + 1) / max(ramp, 1))
+
+
 @dataclasses.dataclass(frozen=True)
 class CurriculumConfig:
-    """When each task trains: masked events first, quick thought joining with a ramp.
+    """When each task trains: masked events first, the contrastive tasks joining with a ramp.
 
-    The defaults are the schedule that gave the best downstream AUC among the 300-step
-    schedules of `benchmarks/curriculum_bench.py` (README, "Curriculum"): quick thought
-    joins a third of the way in, with a small weight.
+    The quick thought defaults are the schedule that gave the best downstream AUC among the
+    300-step schedules of `benchmarks/curriculum_bench.py` on simulated data (README,
+    "Curriculum"). The slice task is off unless a config turns it on.
 
     Args:
         masked_event_weight: float. Weight of the masked event loss (0 turns it off).
@@ -43,19 +53,34 @@ class CurriculumConfig:
             Defaults to 100.
         quick_thought_ramp: int. Steps over which its weight grows linearly to the final
             weight. Defaults to 50.
+        slice_contrastive_weight: float. Final weight of the random-slice contrastive loss.
+            Defaults to 1.0.
+        slice_contrastive_start: int or None. Step at which it joins; None never.
+            Defaults to None.
+        slice_contrastive_ramp: int. Steps of its linear ramp. Defaults to 1.
+        bag_of_ids_weight: float. Weight of the bag-of-ids loss (predict each categorical
+            field's id distribution from the embedding of the masked-event pass), from the
+            first step; 0 turns it off. Defaults to 0.0.
     """
 
     masked_event_weight: float = 1.0
     quick_thought_weight: float = 0.05
     quick_thought_start: int | None = 100
     quick_thought_ramp: int = 50
+    slice_contrastive_weight: float = 1.0
+    slice_contrastive_start: int | None = None
+    slice_contrastive_ramp: int = 1
+    bag_of_ids_weight: float = 0.0
 
     def quick_thought_weight_at(self, step: int) -> float:
         """The quick thought loss weight at a step."""
-        if self.quick_thought_start is None or step < self.quick_thought_start:
-            return 0.0
-        progress = (step - self.quick_thought_start + 1) / max(self.quick_thought_ramp, 1)
-        return self.quick_thought_weight * min(1.0, progress)
+        return _ramped(self.quick_thought_weight, self.quick_thought_start,
+                       self.quick_thought_ramp, step)
+
+    def slice_contrastive_weight_at(self, step: int) -> float:
+        """The random-slice contrastive loss weight at a step."""
+        return _ramped(self.slice_contrastive_weight, self.slice_contrastive_start,
+                       self.slice_contrastive_ramp, step)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +116,8 @@ class OptimConfig:
 
 
 _SECTIONS = {"model": EncoderConfig, "input": InputConfig, "masked_event": MaskingConfig,
-             "quick_thought": PairConfig, "curriculum": CurriculumConfig,
+             "quick_thought": PairConfig, "slice_contrastive": SliceConfig,
+             "curriculum": CurriculumConfig,
              "training": OptimConfig}
 
 
@@ -103,6 +129,7 @@ class TrainConfig:
     input: InputConfig = InputConfig()
     masked_event: MaskingConfig = MaskingConfig()
     quick_thought: PairConfig = PairConfig()
+    slice_contrastive: SliceConfig = SliceConfig()
     curriculum: CurriculumConfig = CurriculumConfig()
     training: OptimConfig = OptimConfig()
 

@@ -34,8 +34,10 @@ from autorisk_tf.layers.event_preprocessor import (
 )
 from autorisk_tf.layers.sequence_embedder import SequenceEmbedder
 from autorisk_tf.layers.sequence_encoder import SequenceEncoder
+from autorisk_tf.tasks.bag_of_ids import BagOfIdsHead, bag_targets
 from autorisk_tf.tasks.masked_event import MaskedEventHead, mask_events
 from autorisk_tf.tasks.quick_thought import QuickThoughtHead, split_pairs
+from autorisk_tf.tasks.slice_contrastive import SliceContrastiveHead, sample_slices
 from autorisk_tf.training.config import TrainConfig
 
 ENCODER_FILE = "encoder.keras"
@@ -112,6 +114,14 @@ class Pretrainer:
                                             pairs.learn_temperature, name="quick_thought_head",
                                             dtype=dtype)
             self.qt_head.build((None, config.model.embedding_dim))
+            slices = config.slice_contrastive
+            self.slice_head = SliceContrastiveHead(
+                slices.projection_dim, slices.temperature, slices.learn_temperature,
+                name="slice_contrastive_head", dtype=dtype)
+            self.slice_head.build((None, config.model.embedding_dim))
+            self.bag_head = BagOfIdsHead(self.feature_specs, name="bag_of_ids_head",
+                                         dtype=dtype)
+            self.bag_head.build((None, config.model.embedding_dim))
             schedule = keras.optimizers.schedules.CosineDecay(
                 0.0, max(train.steps - train.warmup_steps, 1), warmup_target=train.learning_rate,
                 warmup_steps=train.warmup_steps)
@@ -121,15 +131,19 @@ class Pretrainer:
             self.optimizer = optimizer
             self.optimizer.build(self.trainable_variables)
         self.checkpoint = tf.train.Checkpoint(encoder=self.encoder, mlm_head=self.mlm_head,
-                                              qt_head=self.qt_head, optimizer=self.optimizer)
+                                              qt_head=self.qt_head,
+                                              slice_head=self.slice_head,
+                                              bag_head=self.bag_head,
+                                              optimizer=self.optimizer)
         self._encode = tf.function(self._encode_fn, jit_compile=train.jit_compile,
                                    reduce_retracing=True)
 
     @property
     def trainable_variables(self) -> list:
-        """Every trained variable: encoder, masked event head, quick thought head."""
+        """Every trained variable: encoder and the heads of the four tasks."""
         return (self.encoder.trainable_variables + self.mlm_head.trainable_variables
-                + self.qt_head.trainable_variables)
+                + self.qt_head.trainable_variables + self.slice_head.trainable_variables
+                + self.bag_head.trainable_variables)
 
     @property
     def step(self) -> int:
@@ -147,8 +161,14 @@ class Pretrainer:
         first, second = split_pairs(ids, self.config.quick_thought,
                                     seed + tf.constant([7, 7], tf.int64))
         count = tf.reduce_sum(targets["masked_weights"])
-        return {"masked": masked, "targets": targets, "first": first, "second": second,
-                "num_masked": tf.fill(tf.shape(targets["masked_weights"])[:1], count)}
+        example = {"masked": masked, "targets": targets, "first": first, "second": second,
+                   "num_masked": tf.fill(tf.shape(targets["masked_weights"])[:1], count)}
+        if self.config.curriculum.bag_of_ids_weight > 0:
+            example["bag"] = bag_targets(ids, self.feature_specs)
+        if self.config.curriculum.slice_contrastive_start is not None:
+            example["slices"] = sample_slices(ids, self.config.slice_contrastive,
+                                              seed + tf.constant([13, 13], tf.int64))
+        return example
 
     def dataset(self, file_pattern: str, skip_batches: int = 0) -> tf.distribute.DistributedDataset:
         """The distributed training input: each replica gets its rows of every global batch."""
@@ -174,18 +194,28 @@ class Pretrainer:
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
-    def _replica_step(self, example, qt_weight, use_qt):
+    def _replica_step(self, example, qt_weight, slice_weight, use_qt, use_slices):
         """Forward, backward and update on one replica's rows of the global batch."""
         replicas = self.strategy.num_replicas_in_sync
         weights = self.config.curriculum
         train = self.config.training
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
-            out = self._encode(example["masked"], training=True)
-            mlm_loss, metrics = self.mlm_head.losses_and_metrics(
-                out["sequence"], example["targets"], example["num_masked"][0])
-            loss = weights.masked_event_weight * mlm_loss
-            metrics["mlm/loss"] = mlm_loss
+            loss, metrics = tf.constant(0.0), {}
+            # No encoder pass for tasks that are off.
+            if weights.masked_event_weight > 0 or weights.bag_of_ids_weight > 0:
+                out = self._encode(example["masked"], training=True)
+            if weights.masked_event_weight > 0:
+                mlm_loss, metrics = self.mlm_head.losses_and_metrics(
+                    out["sequence"], example["targets"], example["num_masked"][0])
+                loss = weights.masked_event_weight * mlm_loss
+                metrics["mlm/loss"] = mlm_loss
+            if weights.bag_of_ids_weight > 0:
+                bag_loss, bag_metrics = self.bag_head.loss_and_metrics(
+                    out["embedding"], example["bag"], self.config.input.batch_size)
+                loss += weights.bag_of_ids_weight * bag_loss
+                metrics.update(bag_metrics)
+                metrics["bag/loss"] = bag_loss
             if use_qt:
                 first = self._encode(example["first"], training=True)["embedding"]
                 second = self._encode(example["second"], training=True)["embedding"]
@@ -198,6 +228,16 @@ class Pretrainer:
                 loss += qt_weight * qt_loss / replicas
                 metrics["qt/loss"] = qt_loss / replicas
                 metrics["qt/accuracy"] = accuracy / replicas
+            if use_slices:
+                k = self.config.slice_contrastive.num_slices
+                views = self._encode(example["slices"], training=True)["embedding"]
+                views = tf.reshape(views, [-1, k, tf.shape(views)[-1]])  # [b, K, E]
+                if replicas > 1:
+                    views = tf.distribute.get_replica_context().all_gather(views, axis=0)
+                slice_loss, accuracy = self.slice_head.views_loss_and_accuracy(views)
+                loss += slice_weight * slice_loss / replicas
+                metrics["slice/loss"] = slice_loss / replicas
+                metrics["slice/accuracy"] = accuracy / replicas
             scaled = loss
             if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
                 scaled = self.optimizer.scale_loss(loss)
@@ -217,11 +257,12 @@ class Pretrainer:
         metrics["grad_norm"] = norm / replicas
         return metrics
 
-    def _make_step(self, use_qt: bool):
+    def _make_step(self, use_qt: bool, use_slices: bool):
         @tf.function
-        def step(iterator, qt_weight):
-            per_replica = self.strategy.run(self._replica_step,
-                                            args=(next(iterator), qt_weight, use_qt))
+        def step(iterator, qt_weight, slice_weight):
+            per_replica = self.strategy.run(
+                self._replica_step,
+                args=(next(iterator), qt_weight, slice_weight, use_qt, use_slices))
             return {name: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
                     for name, value in per_replica.items()}
         return step
@@ -270,7 +311,7 @@ class Pretrainer:
                 self.save_encoder()
             return {}
         iterator = iter(self.dataset(file_pattern, skip_batches=start))
-        steps = {False: self._make_step(False), True: self._make_step(True)}
+        steps = {}
         manager = self._manager()
         writer = tf.summary.create_file_writer(
             fileio.join(self.model_dir, "logs" if self.is_chief else "logs_worker"))
@@ -279,21 +320,28 @@ class Pretrainer:
         metrics, started, self.history = {}, time.time(), []
         for step in range(start, train.steps):
             qt_weight = self.config.curriculum.quick_thought_weight_at(step)
-            out = steps[qt_weight > 0](iterator, tf.constant(qt_weight, tf.float32))
+            slice_weight = self.config.curriculum.slice_contrastive_weight_at(step)
+            tasks = (qt_weight > 0, slice_weight > 0)
+            if tasks not in steps:  # one traced step per set of active tasks
+                steps[tasks] = self._make_step(*tasks)
+            out = steps[tasks](iterator, tf.constant(qt_weight, tf.float32),
+                               tf.constant(slice_weight, tf.float32))
             metrics = {name: float(value) for name, value in out.items()}
             self.history.append({"step": step + 1, "seconds": time.time() - started,
-                                 "loss": metrics["loss"], "mlm/loss": metrics["mlm/loss"]})
+                                 **{k: v for k, v in metrics.items() if k.endswith("loss")}})
             if not math.isfinite(metrics["loss"]):
                 raise FloatingPointError(f"loss is {metrics['loss']} at step {step + 1}")
             done = step + 1
             if done % train.log_every == 0 or done == train.steps:
                 _write_scalars(writer, done, {**metrics, "quick_thought_weight": qt_weight,
+                                              "slice_contrastive_weight": slice_weight,
                                               "learning_rate": self._learning_rate()})
             if done % train.checkpoint_every == 0 or done == train.steps:
                 manager.save(checkpoint_number=done)
             if progress is not None:
                 progress.update(done, [(k, v) for k, v in metrics.items()
-                                       if k in ("loss", "mlm/loss", "qt/accuracy")])
+                                       if k in ("loss", "mlm/loss", "qt/accuracy",
+                                                "slice/accuracy")])
         metrics["seconds"] = time.time() - started
         if self.is_chief:
             self.save_encoder()

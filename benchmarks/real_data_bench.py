@@ -1,0 +1,339 @@
+"""Real-data benchmark: pre-trained embeddings against the simplest strong baselines.
+
+  python benchmarks/real_data_bench.py [--tasks country_non_uk,bought_after,bought_again]
+      [--seeds 0,1,2] [--config autorisk_tf/configs/real.yaml] [--set section.key=value]
+      [--finetune_labels 100,300,1000,all] [--finetune_seeds 0] [--data_root ../shared/data]
+
+Per task (`../shared/data/README.md`), with the project's own commands' code:
+
+1. the dataset builder writes the event and label tables from the file in `--data_root`;
+2. `beam.preprocess` writes every customer's sequence (all in the training split: the
+   pre-training sees every customer, before the cut-off where there is one; no labels);
+   `beam.features` writes the hand-made feature pool;
+3. baselines: LR on a binary bag of item ids (C=0.1), TruncatedSVD-32 of the L2-normalised
+   bag + LR, GBDT on the hand-made features;
+4. ours, for each pre-training seed: embeddings + LR; embeddings + hand-made features with
+   GBDT (the lift over GBDT on the features alone, out-of-fold scores, bootstrap 95%
+   interval); the wall time of the pre-training;
+5. fine-tuning the pre-trained encoder against the same encoder from scratch with 100, 300,
+   1,000 and all labels of the training folds, AUC on held-out fold 0.
+
+AUC is the mean over 5 stratified folds (`random_state=0`) of the labelled customers.
+Prints a table and writes `benchmarks/real_data_bench.json` (rows of earlier runs for other
+tasks are kept; `attempts` records every approach tried, with its figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from autorisk_tf import evaluate  # noqa: E402
+from autorisk_tf.datasets import cdnow, online_retail, tables  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+JSON = os.path.join(HERE, "real_data_bench.json")
+SCHEMAS = os.path.join(ROOT, "autorisk_tf", "schemas")
+# task -> dataset, label column, item column (None: no item ids), schema, --as_of, events file
+TASKS = {
+    "country_non_uk": {"dataset": "online_retail", "label": "country_non_uk",
+                       "item": "stock_code", "schema": "online_retail.yaml", "as_of": None,
+                       "events": "events.csv"},
+    "bought_after": {"dataset": "online_retail", "label": "bought_after", "item": "stock_code",
+                     "schema": "online_retail.yaml", "as_of": online_retail.CUTOFF,
+                     "events": "events.csv"},
+    "bought_again": {"dataset": "cdnow", "label": "bought_again", "item": None,
+                     "schema": "cdnow.yaml", "as_of": cdnow.CUTOFF, "events": "events.txt"},
+}
+SOURCES = {"online_retail": os.path.join("online-retail", "online_retail.csv.gz"),
+           "cdnow": os.path.join("cdnow", "CDNOW_master.txt")}
+
+
+def build_task_tables(task: str, data_root: str, folder: str) -> dict:
+    """Writes the task's event and label tables into `folder`; returns the builder's counts."""
+    spec = TASKS[task]
+    source = os.path.join(data_root, SOURCES[spec["dataset"]])
+    if spec["dataset"] == "cdnow":
+        with tables.open_text(source) as f:
+            events, labels, counts = cdnow.build_tables(f)
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, spec["events"]), "w", encoding="utf-8") as f:
+            f.write(" ".join(cdnow.EVENT_COLUMNS) + "\n")
+            f.writelines(" ".join(event) + "\n" for event in events)
+        tables.write_csv(os.path.join(folder, "labels.csv"), ("customer_id", "bought_again"),
+                         labels)
+        return counts
+    events, labels, counts = online_retail.build_tables(online_retail.read_rows(source), task)
+    tables.write_csv(os.path.join(folder, spec["events"]), online_retail.EVENT_COLUMNS, events)
+    tables.write_csv(os.path.join(folder, "labels.csv"), online_retail.LABEL_COLUMNS, labels)
+    return counts
+
+
+def read_labels(path: str, column: str) -> dict[str, int]:
+    """`{key: 0 or 1}` of a label table's column (rows with an empty cell are skipped)."""
+    with open(path, encoding="utf-8", newline="") as f:
+        return {row["customer_id"]: int(row[column]) for row in csv.DictReader(f)
+                if row[column] != ""}
+
+
+def read_event_items(path: str, item_column: str) -> tuple[list[str], list[str]]:
+    """The key and item of every event of a CSV event table."""
+    keys, items = [], []
+    with open(path, encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            keys.append(row["customer_id"])
+            items.append(row[item_column])
+    return keys, items
+
+
+def rfm_columns(columns: list[str]) -> list[int]:
+    """Indices of the activity and numeric-statistics features of a feature table.
+
+    No per-value shares, distinct counts or hour and weekday profiles: the counts, spend,
+    recency, tenure and means pool of the reference figures in `../shared/data/README.md`.
+    """
+    dropped = ("_top", "_other_share", "_distinct", "_missing_share", "hour_", "dow_")
+    return [i for i, c in enumerate(columns) if not any(part in c for part in dropped)]
+
+
+def baseline_rows(task: str, keys: list[str], y: np.ndarray, features: np.ndarray,
+                  columns: list[str], event_keys: list[str] | None, items: list[str] | None,
+                  ) -> tuple[list, dict]:
+    """The baselines' rows and their out-of-fold scores (`gbdt_features` for the lift)."""
+    rows, scores = [], {}
+    if items is not None:
+        bag, _ = evaluate.bag_of_items(keys, event_keys, items)
+        aucs, _ = evaluate.cv_auc(bag, y, lambda: evaluate.logistic_regression(
+            0.1, standardise=False))
+        rows.append(_row(task, "bag_of_items_lr", aucs))
+        aucs, _ = evaluate.cv_auc(evaluate.svd_features(bag), y,
+                                  lambda: evaluate.logistic_regression(1.0))
+        rows.append(_row(task, "svd32_lr", aucs))
+    aucs, _ = evaluate.cv_auc(features[:, rfm_columns(columns)], y, evaluate.gbdt)
+    rows.append(_row(task, "handmade_rfm_gbdt", aucs))
+    aucs, scores["gbdt_features"] = evaluate.cv_auc(features, y, evaluate.gbdt)
+    rows.append(_row(task, "handmade_gbdt", aucs))
+    return rows, scores
+
+
+def _row(task: str, method: str, aucs: list[float], **extra) -> dict:
+    return {"task": task, "method": method, "auc": round(float(np.mean(aucs)), 4),
+            "fold_aucs": [round(a, 4) for a in aucs], **extra}
+
+
+def _summary(task: str, method: str, runs: list[dict], key: str = "auc", **extra) -> dict:
+    values = [run[key] for run in runs]
+    return {"task": task, "method": method, "auc": round(float(np.mean(values)), 4),
+            "auc_min": round(float(np.min(values)), 4),
+            "auc_max": round(float(np.max(values)), 4), "seeds": len(values),
+            "runs": runs, **extra}
+
+
+def main(argv=None) -> int:
+    """Runs the benchmark; prints the table and writes the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--config", default=os.path.join(ROOT, "autorisk_tf", "configs",
+                                                         "real.yaml"))
+    parser.add_argument("--set", action="append", default=[],
+                        help="Config override section.key=value (YAML value), repeatable.")
+    parser.add_argument("--finetune_labels", default="100,300,1000,all",
+                        help="Label counts of the fine-tuning comparison; empty skips it.")
+    parser.add_argument("--finetune_seeds", default="0",
+                        help="Pre-training seeds whose encoders are fine-tuned.")
+    parser.add_argument("--finetune_epochs", type=int, default=0,
+                        help="0: enough epochs for about 300 steps, between 3 and 30.")
+    parser.add_argument("--data_root", default=os.path.join(ROOT, "..", "shared", "data"))
+    parser.add_argument("--work", default=os.path.join(ROOT, "bench_out", "real"))
+    parser.add_argument("--max_len", type=int, default=512)
+    parser.add_argument("--attempt", default="",
+                        help="Name of this run in the JSON's `attempts` (the config is kept).")
+    parser.add_argument("--json", default=JSON)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import yaml
+    from absl import logging
+
+    from autorisk_tf.data.artifacts import Artifacts
+    from autorisk_tf.embed import embed
+    from autorisk_tf.training import Pretrainer, load_config
+    from beam import features as beam_features
+    from beam import preprocess
+
+    logging.set_verbosity(logging.ERROR)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    finetune_seeds = [int(s) for s in args.finetune_seeds.split(",") if s]
+    sizes = [s for s in args.finetune_labels.split(",") if s]
+    results = json.load(open(args.json)) if os.path.exists(args.json) else {}
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        sys.exit(f"error: unknown task(s) {unknown}; known: {sorted(TASKS)}")
+    all_rows = []
+    for task in tasks:
+        spec = TASKS[task]
+        folder = os.path.join(args.work, task)
+        started = time.time()
+        counts = build_task_tables(task, args.data_root, folder)
+        events_path = os.path.join(folder, spec["events"])
+        schema_path = os.path.join(SCHEMAS, spec["schema"])
+        data = os.path.join(folder, "data")
+        preprocess.run(["--input", events_path, "--schema", schema_path, "--labels",
+                        os.path.join(folder, "labels.csv"), "--output_dir", data,
+                        "--split", "1,0,0", "--max_len", str(args.max_len),
+                        "--num_shards", "4"])
+        feature_args = ["--input", events_path, "--schema", schema_path, "--output_dir",
+                        os.path.join(folder, "features")]
+        if spec["as_of"]:
+            feature_args += ["--as_of", spec["as_of"]]
+        beam_features.run(feature_args)
+        keys, feats, columns = evaluate.load_features(os.path.join(folder, "features"))
+        labels = read_labels(os.path.join(folder, "labels.csv"), spec["label"])
+        labelled = np.array([k in labels for k in keys])
+        keys, feats = list(keys[labelled]), feats[labelled]
+        y = np.array([labels[k] for k in keys])
+        print(f"== {task}: {len(keys)} labelled customers ({y.mean():.3f} positive), "
+              f"{counts['events']} events; tables in {time.time() - started:.0f} s", flush=True)
+        event_keys = items = None
+        if spec["item"]:
+            event_keys, items = read_event_items(events_path, spec["item"])
+        rows, scores = baseline_rows(task, keys, y, feats, columns, event_keys, items)
+        for row in rows:
+            print(f"  {row['method']:<28} AUC {row['auc']:.4f}", flush=True)
+        artifacts = Artifacts.load(os.path.join(data, "artifacts"))
+        config = load_config(args.config, {**overrides})
+        lr_runs, gbdt_runs, encoders = [], [], {}
+        for seed in seeds:
+            model_dir = os.path.join(folder, f"run_seed{seed}")
+            trainer = Pretrainer(artifacts, load_config(args.config, {
+                **overrides, "input.seed": seed}), model_dir)
+            tic = time.time()
+            final = trainer.fit(os.path.join(data, "train", "*.tfrecord"), verbose=0)
+            seconds = time.time() - tic
+            embedder = trainer.embedder()
+            encoders[seed] = embedder
+            emb_keys, vectors, _ = embed(embedder, os.path.join(data, "train", "*.tfrecord"),
+                                         artifacts.schema, 128)
+            order = {k: i for i, k in enumerate(emb_keys)}
+            x = vectors[[order[k] for k in keys]]
+            aucs, _ = evaluate.cv_auc(x, y, lambda: evaluate.logistic_regression(0.1))
+            lr_runs.append({"seed": seed, "auc": round(float(np.mean(aucs)), 4),
+                            "fold_aucs": [round(a, 4) for a in aucs],
+                            "pretrain_seconds": round(seconds, 1),
+                            "final_metrics": {k: round(v, 4) for k, v in final.items()
+                                              if k.endswith(("loss", "accuracy"))}})
+            both = np.concatenate([feats, x], axis=1)
+            aucs, both_scores = evaluate.cv_auc(both, y, evaluate.gbdt)
+            lift, low, high = evaluate.bootstrap_auc_lift(y, scores["gbdt_features"],
+                                                          both_scores, seed=seed)
+            gbdt_runs.append({"seed": seed, "auc": round(float(np.mean(aucs)), 4),
+                              "fold_aucs": [round(a, 4) for a in aucs],
+                              "lift": round(lift, 4), "lift_ci95": [round(low, 4),
+                                                                     round(high, 4)]})
+            print(f"  seed {seed}: pre-training {seconds:.0f} s; embeddings + LR "
+                  f"{lr_runs[-1]['auc']:.4f}; + hand-made GBDT {gbdt_runs[-1]['auc']:.4f} "
+                  f"(lift {lift:+.4f} [{low:+.4f}, {high:+.4f}])", flush=True)
+        rows.append(_summary(task, "embeddings_lr", lr_runs))
+        rows.append(_summary(task, "embeddings_plus_handmade_gbdt", gbdt_runs,
+                             lift=round(float(np.mean([r["lift"] for r in gbdt_runs])), 4)))
+        if sizes:
+            rows.extend(finetune_rows(task, data, artifacts.schema, spec["label"], keys, y,
+                                      {s: encoders[s] for s in finetune_seeds if s in encoders},
+                                      sizes, args.finetune_epochs))
+        for row in rows:
+            row["measured"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+            row["config"] = config.to_dict()
+        results.setdefault("rows", [])
+        results["rows"] = [r for r in results["rows"] if r["task"] != task] + rows
+        all_rows.extend(rows)
+    if args.attempt:
+        results.setdefault("attempts", []).append({
+            "name": args.attempt, "overrides": overrides, "config_file": os.path.relpath(
+                args.config, ROOT),
+            "figures": {f"{r['task']}/{r['method']}": r["auc"] for r in all_rows}})
+    results["protocol"] = ("5-fold stratified CV (random_state=0) over labelled customers, "
+                           "mean fold AUC; pre-training on every customer's events before the "
+                           "cut-off, no labels; fine-tuning on held-out fold 0")
+    with open(args.json, "w") as f:
+        json.dump(results, f, indent=1)
+        f.write("\n")
+    print_table(all_rows)
+    print(f"wrote {args.json}")
+    return 0
+
+
+def finetune_rows(task, data, schema, label, keys, y, encoders, sizes, epochs) -> list[dict]:
+    """Pre-trained encoder fine-tuned vs the same encoder from scratch, by label count.
+
+    Training labels are drawn (stratified, seeded) from folds 1-4; AUC on fold 0.
+    """
+    import keras
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    from autorisk_tf.finetune import finetune
+
+    train_idx, test_idx = next(StratifiedKFold(5, shuffle=True, random_state=0).split(
+        np.zeros(len(y)), y))
+    test_keys = [keys[i] for i in test_idx]
+    rows = []
+    for size in sizes:
+        n = len(train_idx) if size == "all" else min(int(size), len(train_idx))
+        chosen = train_idx if n == len(train_idx) else train_test_split(
+            train_idx, train_size=n, stratify=y[train_idx], random_state=0)[0]
+        train_keys = [keys[i] for i in chosen]
+        run_epochs = epochs or int(np.clip(np.ceil(300 / max(n / 32, 1)), 3, 30))
+        for start in ("pretrained", "scratch"):
+            runs = []
+            for seed, embedder in encoders.items():
+                if start == "scratch":
+                    keras.utils.set_random_seed(seed)
+                    embedder = keras.saving.deserialize_keras_object(
+                        keras.saving.serialize_keras_object(embedder))
+                else:
+                    embedder = keras.saving.deserialize_keras_object(
+                        keras.saving.serialize_keras_object(embedder))
+                    embedder.set_weights(encoders[seed].get_weights())
+                tic = time.time()
+                _, metrics = finetune(embedder, data, schema, label, epochs=run_epochs,
+                                      seed=seed, verbose=0, train_keys=train_keys,
+                                      valid_keys=test_keys, train_split="train",
+                                      valid_split="train")
+                runs.append({"seed": seed, "auc": round(metrics["valid_auc"], 4),
+                             "epochs": run_epochs, "seconds": round(time.time() - tic, 1)})
+            row = _summary(task, f"finetune_{start}_{size}", runs, labels=n)
+            print(f"  fine-tune {start:<10} {size:>5} labels ({run_epochs} epochs): AUC "
+                  f"{row['auc']:.4f}", flush=True)
+            rows.append(row)
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    """Prints the rows as a Markdown table."""
+    print("| task | method | AUC | range over seeds | lift over hand-made GBDT (95% CI) |")
+    print("|---|---|---:|---|---|")
+    for r in rows:
+        spread = f"{r['auc_min']:.3f}-{r['auc_max']:.3f}" if "auc_min" in r else ""
+        lift = ""
+        if "lift" in r:
+            lows = [run["lift_ci95"][0] for run in r["runs"]]
+            highs = [run["lift_ci95"][1] for run in r["runs"]]
+            lift = f"{r['lift']:+.3f} ({min(lows):+.3f} to {max(highs):+.3f})"
+        print(f"| {r['task']} | {r['method']} | {r['auc']:.3f} | {spread} | {lift} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+import gzip
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from autorisk_tf import evaluate
+from tests.test_datasets import CDNOW, HEADER, LINES
+
+_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "real_data_bench.py")
+_SPEC = importlib.util.spec_from_file_location("real_data_bench", _PATH)
+bench = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(bench)
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    """A data root laid out like ../shared/data, with tiny hand-written files."""
+    (tmp_path / "online-retail").mkdir()
+    with gzip.open(tmp_path / "online-retail" / "online_retail.csv.gz", "wt", encoding="utf-8",
+                   newline="") as f:
+        f.write(HEADER + "\n".join(LINES) + "\n")
+    (tmp_path / "cdnow").mkdir()
+    (tmp_path / "cdnow" / "CDNOW_master.txt").write_bytes(CDNOW.encode())
+    return str(tmp_path)
+
+
+def test_task_tables_and_readers(data_root, tmp_path):
+    folder = str(tmp_path / "work")
+    counts = bench.build_task_tables("country_non_uk", data_root, folder)
+    assert counts["customers"] == 3
+    assert bench.read_labels(os.path.join(folder, "labels.csv"), "country_non_uk") == {
+        "1": 0, "2": 1, "3": 1}
+    keys, items = bench.read_event_items(os.path.join(folder, "events.csv"), "stock_code")
+    assert keys == ["1", "1", "1", "2", "2", "2", "3"]
+    assert items[:3] == ["85123A", "71053", "22139"]
+    cd = str(tmp_path / "cd")
+    bench.build_task_tables("bought_again", data_root, cd)
+    assert bench.read_labels(os.path.join(cd, "labels.csv"), "bought_again") == {
+        "00001": 0, "00002": 1, "00003": 0}
+    assert open(os.path.join(cd, "events.txt")).readline().split() == [
+        "customer_id", "date", "number_of_cds", "dollar_value"]
+
+
+def test_bag_of_items_is_binary_and_skips_unknown_users():
+    bag, vocabulary = evaluate.bag_of_items(["a", "b"], ["a", "a", "b", "z", "b"],
+                                            ["x", "x", "y", "x", ""])
+    assert vocabulary == ["x", "y"]
+    np.testing.assert_array_equal(bag.toarray(), [[1, 0], [0, 1]])
+
+
+def _seeded(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    signal = y[:, None] * 1.0 + rng.normal(size=(n, 3))
+    return np.concatenate([signal, rng.normal(size=(n, 5))], axis=1), y
+
+
+def test_cv_auc_and_bootstrap_lift_on_seeded_data():
+    x, y = _seeded()
+    aucs, scores = evaluate.cv_auc(x, y, lambda: evaluate.logistic_regression(1.0))
+    assert len(aucs) == 5 and np.mean(aucs) > 0.85
+    noise_aucs, noise = evaluate.cv_auc(x[:, 3:], y, lambda: evaluate.logistic_regression(1.0))
+    assert abs(np.mean(noise_aucs) - 0.5) < 0.1
+    lift, low, high = evaluate.bootstrap_auc_lift(y, noise, scores, rounds=200)
+    assert low <= lift <= high and low > 0.25
+    same, low, high = evaluate.bootstrap_auc_lift(y, scores, scores, rounds=50)
+    assert same == low == high == 0.0
+
+
+def test_baseline_rows_name_every_baseline():
+    x, y = _seeded(300)
+    keys = [f"k{i}" for i in range(len(y))]
+    event_keys = [k for k, label in zip(keys, y, strict=True) for _ in range(2)]
+    items = [f"i{label}_{(i + j) % 60}" for i, label in enumerate(y) for j in range(2)]
+    columns = ["n_events", "c_top0_share", "amount_mean", "hour_3_share", "c_distinct",
+               "tenure_days", "recency_days", "amount_missing_share"]
+    assert bench.rfm_columns(columns) == [0, 2, 5, 6]
+    rows, scores = bench.baseline_rows("t", keys, y, x, columns, event_keys, items)
+    assert [r["method"] for r in rows] == ["bag_of_items_lr", "svd32_lr", "handmade_rfm_gbdt",
+                                           "handmade_gbdt"]
+    assert rows[0]["auc"] > 0.9  # items are label-specific
+    assert rows[3]["auc"] > 0.8 and scores["gbdt_features"].shape == (300,)
