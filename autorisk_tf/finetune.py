@@ -134,7 +134,7 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
              max_train_labels: int | None = None, seed: int = 0, verbose: int = 1,
              train_keys: list[str] | None = None, valid_keys: list[str] | None = None,
              train_split: str = "train", valid_split: str = "valid",
-             ) -> tuple[SequenceClassifier, dict]:
+             validation_freq: int = 1) -> tuple[SequenceClassifier, dict]:
     """Trains a classifier head (and the encoder unless frozen) on one label.
 
     Args:
@@ -153,6 +153,8 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
         valid_keys: list of str or None. Validate only on these keys of the validation split.
         train_split: str. Split trained on. Defaults to `train`.
         valid_split: str. Split validated on. Defaults to `valid`.
+        validation_freq: int. Validate every this many epochs (and after the last).
+            Defaults to 1.
 
     Returns:
         `(classifier, metrics)` with `valid_auc` (macro one-vs-rest for categorical labels)
@@ -175,7 +177,9 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
     else:
         loss, auc = "binary_crossentropy", keras.metrics.AUC(name="auc")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=[auc])
-    history = model.fit(train_data, validation_data=valid_data, epochs=epochs, verbose=verbose)
+    history = model.fit(train_data, validation_data=valid_data, epochs=epochs, verbose=verbose,
+                        validation_freq=[e for e in range(1, epochs + 1)
+                                         if e % validation_freq == 0 or e == epochs])
     count = int(sum(int(tf.shape(y)[0]) for _, y in train_data))
     return model, {"valid_auc": float(history.history["val_auc"][-1]),
                    "valid_auc_by_epoch": [float(v) for v in history.history["val_auc"]],

@@ -311,7 +311,7 @@ def finetune_rows(task, data, schema, label, keys, y, encoders, sizes, epochs) -
                 _, metrics = finetune(embedder, data, schema, label, epochs=run_epochs,
                                       seed=seed, verbose=0, train_keys=train_keys,
                                       valid_keys=test_keys, train_split="train",
-                                      valid_split="train")
+                                      valid_split="train", validation_freq=run_epochs)
                 runs.append({"seed": seed, "auc": round(metrics["valid_auc"], 4),
                              "epochs": run_epochs, "seconds": round(time.time() - tic, 1)})
             row = _summary(task, f"finetune_{start}_{size}", runs, labels=n)

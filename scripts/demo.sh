@@ -44,6 +44,17 @@ for i in range(min(5, int(ex["length"]))):
           ex["event/amount"][i], ex["event/item"][i])
 PY
 
+echo "== 3b. hand-made features per user, the GBDT feature pool (python -m beam.features)"
+$PY -m beam.features --input "$OUT/raw/events/*.csv" \
+  --schema autorisk_tf/schemas/simulated.yaml --output_dir "$OUT/features" 2>/dev/null
+$PY - "$OUT" 2>/dev/null <<'PY'
+import sys
+from autorisk_tf.evaluate import load_features
+keys, values, columns = load_features(f"{sys.argv[1]}/features")
+print(f"{len(keys)} users x {len(columns)} features; user {keys[0]}:",
+      ", ".join(f"{c}={v:.3g}" for c, v in list(zip(columns, values[0]))[:6]), "...")
+PY
+
 echo "== 4. pre-train a small encoder (masked events, then quick thought; 300 steps; python -m autorisk_tf.train)"
 $PY -m autorisk_tf.train --config autorisk_tf/configs/small.yaml --data "$OUT/data" \
   --model_dir "$OUT/pretrained" --set "input.bucket_boundaries=[32,64,128,256,512]" \

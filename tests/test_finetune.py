@@ -63,3 +63,18 @@ def test_unknown_label_is_a_clear_error(pretrained, pretraining_data, tmp_path):
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode != 0
     assert "encoder.keras not found" in out.stderr.splitlines()[-1]
+
+
+def test_keys_restrict_training_and_validation_rows(pretrained, pretraining_data):
+    from autorisk_tf.data import reader
+
+    trainer, _ = pretrained
+    keys = [ex["key"] for ex in reader.read_sequences(f"{pretraining_data}/train/*.tfrecord",
+                                                      trainer.artifacts.schema)]
+    train_keys, valid_keys = keys[:60], keys[60:160]
+    _, metrics = finetune(_copy(trainer.embedder()), pretraining_data, trainer.artifacts.schema,
+                          "is_risk", epochs=3, verbose=0, train_keys=train_keys,
+                          valid_keys=valid_keys, valid_split="train", validation_freq=3)
+    assert metrics["train_labels"] == 60
+    assert len(metrics["valid_auc_by_epoch"]) == 1  # validated after the last epoch only
+    assert 0.0 <= metrics["valid_auc"] <= 1.0

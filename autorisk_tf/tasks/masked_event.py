@@ -25,8 +25,10 @@ class MaskingConfig:
             Defaults to 0.8.
         random_token: float. Share given random ids; the rest keep their values.
             Defaults to 0.1.
-        mask_time_features: bool. Hide the time features of selected events too.
-            Defaults to False (the model knows when something happened, not what).
+        mask_time_features: bool. Hide the time features of selected events too, and
+            predict them (the gap since the previous event, hour, weekday, age): the model
+            must learn a sequence's tempo. Defaults to False (the model knows when
+            something happened, not what).
         predict_text: bool. Also predict the bag of a text field's tokens. Defaults to True.
     """
 
@@ -75,7 +77,8 @@ def mask_events(ids: dict, features: list[dict], config: MaskingConfig, seed: tf
     for i, spec in enumerate(features):
         name, kind = spec["name"], spec["kind"]
         x = ids[name]
-        if kind in TARGET_KINDS or (kind == "text" and config.predict_text):
+        if kind in TARGET_KINDS or (kind == "text" and config.predict_text) or (
+                kind == "time" and config.mask_time_features):
             targets[name] = x
         if kind == "time" and not config.mask_time_features:
             continue
@@ -98,13 +101,15 @@ def mask_events(ids: dict, features: list[dict], config: MaskingConfig, seed: tf
 class MaskedEventHead(keras.layers.Layer):
     """Predicts the hidden fields of masked events from the encoder's per-step outputs.
 
-    One softmax classifier per categorical and numeric field (over its ids) and, for text
-    fields, a sigmoid classifier per token (the bag of the event's tokens). Losses are
-    averaged over the selected events of the whole global batch.
+    One softmax classifier per categorical and numeric field (over its ids), optionally
+    per time feature, and, for text fields, a sigmoid classifier per token (the bag of the
+    event's tokens). Losses are averaged over the selected events of the whole global batch.
 
     Args:
         features: list of dict. Feature specs (`name`, `kind`, `vocab_size`).
         predict_text: bool. Add the text bag-of-tokens heads. Defaults to True.
+        predict_time: bool. Add time feature heads (with `mask_time_features`).
+            Defaults to False.
 
     Example:
     ```python
@@ -113,13 +118,16 @@ class MaskedEventHead(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, features: list[dict], predict_text: bool = True, **kwargs):
+    def __init__(self, features: list[dict], predict_text: bool = True,
+                 predict_time: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.features = [{k: spec[k] for k in ("name", "kind", "vocab_size")}
                          for spec in features]
         self.predict_text = predict_text
+        self.predict_time = predict_time
         self.targets = [spec for spec in self.features if spec["kind"] in TARGET_KINDS
-                        or (spec["kind"] == "text" and predict_text)]
+                        or (spec["kind"] == "text" and predict_text)
+                        or (spec["kind"] == "time" and predict_time)]
         self.classifiers = {spec["name"]: keras.layers.Dense(
             spec["vocab_size"], name=f"predict_{spec['name']}", dtype=self.dtype_policy)
             for spec in self.targets}
@@ -171,5 +179,6 @@ class MaskedEventHead(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"features": [dict(spec) for spec in self.features],
-                       "predict_text": self.predict_text})
+                       "predict_text": self.predict_text,
+                       "predict_time": self.predict_time})
         return config

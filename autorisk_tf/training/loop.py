@@ -106,8 +106,10 @@ class Pretrainer:
                                            dtype=dtype)
             self.encoder.build(None)
             width = config.model.width
-            self.mlm_head = MaskedEventHead(self.feature_specs, config.masked_event.predict_text,
-                                            name="masked_event_head", dtype=dtype)
+            self.mlm_head = MaskedEventHead(
+                self.feature_specs, config.masked_event.predict_text,
+                predict_time=config.masked_event.mask_time_features,
+                name="masked_event_head", dtype=dtype)
             self.mlm_head.build((None, width))
             pairs = config.quick_thought
             self.qt_head = QuickThoughtHead(pairs.projection_dim, pairs.temperature,
