@@ -134,7 +134,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(pretraining_data, tmp_path)
     process = _train(pretraining_data, tmp_path / "killed", steps=12, extra=extra, wait=False)
     checkpoints = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 300
-    while not (checkpoints / "ckpt-4.index").exists():
+    # The manager's state file is written after the checkpoint's own files: once it exists,
+    # a checkpoint is complete and named (killing between the two left nothing to resume).
+    while not (checkpoints / "checkpoint").exists():
         assert process.poll() is None and time.time() < deadline, process.stderr.read()[-2000:]
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
