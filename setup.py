@@ -23,6 +23,14 @@ setup(
         "absl-py==2.5.1",
         "PyYAML==6.0.4",
         "pyarrow==25.0.1",
+        # Export and serving: TF Serving's request protos (warm-up requests), the local
+        # REST server (aiohttp) and its client (requests). Beam's TensorFlow model handler
+        # imports tensorflow-hub, which needs tf-keras.
+        "tensorflow-serving-api==2.21.0",
+        "aiohttp==3.14.5",
+        "requests==2.34.2",
+        "tensorflow-hub==0.16.1",
+        "tf-keras==2.21.0",
         # Downstream evaluation: logistic regression and AUC on the embeddings.
         "scikit-learn==1.9.1",
     ],

@@ -124,3 +124,99 @@ def pretrained(pretraining_data, tmp_path_factory):
                            str(tmp_path_factory.mktemp("untrained")))
     trainer.fit(f"{pretraining_data}/train/*.tfrecord", verbose=0)
     return trainer, untrained.embedder()
+
+
+SERVING_SCHEMA = """\
+key: user_id
+timestamp: {column: ts, format: epoch_ms}
+fields:
+  - {name: event_type, kind: categorical, max_vocab: 3, min_count: 1}
+  - {name: amount, kind: numeric, num_buckets: 4, log: true}
+  - {name: item, kind: text, tokenizer: char, max_tokens: 6, min_count: 1}
+time_features: {delta_buckets: 16, hour: true, day_of_week: true, utc_offset_hours: 2,
+                age_buckets: 12}
+labels:
+  columns:
+    - {name: is_risk, kind: binary}
+"""
+SERVING_MAX_LEN = 12
+
+
+def serving_rows(num_users=40, seed=3):
+    """Raw event rows (dicts of CSV cells) of users made to test serving.
+
+    Lengths 1 to 30 (many over `SERVING_MAX_LEN`), six event types (three are out of the
+    vocabulary), missing cells in every field, tied timestamps, rows not in time order.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for user in range(num_users):
+        t = 1_767_225_600_000 + int(rng.integers(0, 10**9))
+        for _ in range(int(rng.integers(1, 31))):
+            t += int(rng.choice([0, 1_000, 60_000, 7_200_000, 90_000_000]))
+            rows.append({
+                "user_id": f"u{user:03d}", "ts": str(t),
+                "event_type": "" if rng.random() < 0.1 else f"t{int(rng.integers(0, 6))}"
+                if rng.random() < 0.3 else f"t{int(rng.integers(0, 2))}",
+                "amount": "" if rng.random() < 0.15 else f"{rng.lognormal(3, 1):.2f}",
+                "item": "" if rng.random() < 0.2 else "".join(
+                    rng.choice(list("abcdefgh"), int(rng.integers(1, 9))))})
+    order = rng.permutation(len(rows))
+    return [rows[i] for i in order]
+
+
+class Exported:
+    """A tiny model trained on `serving_rows`, exported as version 1 of `autorisk`."""
+
+    def __init__(self, root):
+        import csv
+
+        from autorisk_tf.data.artifacts import Artifacts
+        from autorisk_tf.training import Pretrainer, load_config
+        from beam import preprocess as job
+        from export import savedmodel
+
+        self.rows = serving_rows()
+        raw = root / "events.csv"
+        with open(raw, "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
+            writer.writeheader()
+            writer.writerows(self.rows)
+        (root / "schema.yaml").write_text(SERVING_SCHEMA, encoding="utf-8")
+        users = sorted({row["user_id"] for row in self.rows})
+        (root / "labels.csv").write_text("user_id,is_risk\n" + "".join(
+            f"{u},{i % 2}\n" for i, u in enumerate(users)), encoding="utf-8")
+        self.data = str(root / "data")
+        job.run(["--input", str(raw), "--schema", str(root / "schema.yaml"),
+                 "--labels", str(root / "labels.csv"), "--output_dir", self.data,
+                 "--max_len", str(SERVING_MAX_LEN), "--split", "0.5,0.25,0.25"])
+        self.artifacts = Artifacts.load(f"{self.data}/artifacts")
+        self.schema = self.artifacts.schema
+        self.model_dir = str(root / "run")
+        config = load_config(None, {
+            "model.width": 16, "model.num_blocks": 1, "model.ffn_dim": 32,
+            "model.block_size": 4, "model.num_heads": 2, "model.num_global": 1,
+            "model.field_dim": 8, "model.text_dim": 8, "input.batch_size": 8,
+            "input.bucket_boundaries": [8], "training.steps": 2,
+            "training.warmup_steps": 1, "training.checkpoint_every": 100})
+        trainer = Pretrainer(self.artifacts, config, self.model_dir)
+        trainer.fit(f"{self.data}/train/*.tfrecord", verbose=0)
+        self.base = str(root / "models" / "autorisk")
+        self.version_dir = savedmodel.export(self.model_dir, self.base)
+
+    def request(self, keys):
+        """The `serving_default` inputs of some users, from their raw rows."""
+        from export.client import instances_from_rows, to_columns
+
+        _, instances = instances_from_rows(
+            [row for row in self.rows if row["user_id"] in set(keys)], self.schema,
+            order=list(keys))
+        return to_columns(instances)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """An `Exported` model (session-wide: tests must not change its folders)."""
+    return Exported(tmp_path_factory.mktemp("exported"))

@@ -42,6 +42,8 @@ from autorisk_tf.training.config import TrainConfig
 
 ENCODER_FILE = "encoder.keras"
 CONFIG_FILE = "config.json"
+SCHEMA_FILE = "schema.yaml"
+PREPROCESSING_FILE = "preprocessing.json"
 # TensorBoard's scalar plugin metadata, so logs need no `tensorboard` package to write.
 _SCALAR = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
@@ -415,10 +417,19 @@ class Pretrainer:
         return embedder
 
     def save_encoder(self) -> str:
-        """Writes `encoder.keras` (preprocessor + encoder) and `config.json` to model_dir."""
+        """Writes `encoder.keras` (preprocessor + encoder) and `config.json` to model_dir.
+
+        Also writes what export needs to take raw events without the `artifacts/` folder:
+        `schema.yaml` and `preprocessing.json` (the `max_len` the data was cut to).
+        """
         tf.io.gfile.makedirs(self.model_dir)
         path = fileio.join(self.model_dir, ENCODER_FILE)
         self.embedder().save(path)
         fileio.write_text(fileio.join(self.model_dir, CONFIG_FILE),
                           json.dumps(self.config.to_dict(), indent=1) + "\n")
+        fileio.write_text(fileio.join(self.model_dir, SCHEMA_FILE),
+                          self.artifacts.schema.source_text)
+        options = self.artifacts.stats.get("options", {})
+        fileio.write_text(fileio.join(self.model_dir, PREPROCESSING_FILE), json.dumps(
+            {"max_len": options.get("max_len")}, indent=1) + "\n")
         return path

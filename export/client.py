@@ -1,0 +1,236 @@
+"""A small client for TF Serving's REST API (and `export.serve`, which speaks the same).
+
+  python -m export.client --schema schema.yaml --input events.csv \
+      [--url http://127.0.0.1:8501] [--model_name autorisk] [--users u1,u2]
+
+It takes raw event rows, the same dicts a user reads from their event table, parses them
+with the Beam job's own `RowParser`, groups them per user and pads every user to the
+longest, which is what the `serving_default` signature takes. Errors carry the server's
+message; only connection errors are retried.
+
+Example:
+```python
+client = RestClient("http://127.0.0.1:8501", "autorisk")
+keys, outputs = client.embed_rows(rows, load_schema("schema.yaml"))
+outputs["embedding"]  # float32 [len(keys), E]
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from autorisk_tf.data import events
+from autorisk_tf.data.schema import Schema, load_schema
+
+TIMESTAMP_INPUT = "timestamp_ms"  # autorisk_tf.data.raw_batch, without importing TensorFlow
+LENGTH_INPUT = "length"
+
+
+class ServingError(RuntimeError):
+    """A request the server answered with an error.
+
+    Attributes:
+        status: int. The HTTP status.
+        message: str. The server's `error` message.
+    """
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+def instances_from_rows(rows: Iterable[Mapping], schema: Schema,
+                        order: Sequence[str] | None = None) -> tuple[list[str], list[dict]]:
+    """Groups raw event rows per user into `serving_default` instances.
+
+    Args:
+        rows: iterable of Mapping. Column name to raw cell, as read from the event table.
+        schema: Schema. The event schema (column names, kinds, timestamp format).
+        order: sequence of str or None. Users in output order (default: first seen first).
+
+    Returns:
+        `(keys, instances)`: one instance per user, each a dict with every field's values,
+        `timestamp_ms` and `length`, padded ("" / NaN / 0) to the longest user. Events keep
+        the rows' order; the model sorts them by time as `beam.preprocess` does.
+
+    Raises:
+        ValueError: a row the Beam job would reject (its reason and detail), or a user of
+            `order` without rows.
+    """
+    parser = events.RowParser(schema)
+    per_user: dict[str, list] = {}
+    for index, row in enumerate(rows):
+        try:
+            key, ts_ms, values = parser.parse(row)
+        except events.RejectedRow as e:
+            raise ValueError(f"row {index}: {e.reason}: {e.detail}") from None
+        per_user.setdefault(key, []).append((ts_ms, values))
+    keys = list(order) if order is not None else list(per_user)
+    missing = [key for key in keys if key not in per_user]
+    if missing:
+        raise ValueError(f"no rows for user(s) {missing[:5]}")
+    steps = max((len(per_user[key]) for key in keys), default=0)
+    instances = []
+    for key in keys:
+        user = per_user[key]
+        pad = steps - len(user)
+        instance = {TIMESTAMP_INPUT: [ts for ts, _ in user] + [0] * pad,
+                    LENGTH_INPUT: len(user)}
+        for i, field in enumerate(schema.fields):
+            fill = math.nan if field.kind == "numeric" else ""
+            instance[field.name] = [values[i] for _, values in user] + [fill] * pad
+        instances.append(instance)
+    return keys, instances
+
+
+def to_columns(instances: list[dict]) -> dict[str, np.ndarray]:
+    """Instances to the batched arrays a signature takes in-process.
+
+    Returns:
+        Input name to array: int64 for `timestamp_ms` and `length`, UTF-8 bytes for
+        string fields, float32 for numeric ones.
+    """
+    columns = {}
+    for name in instances[0]:
+        values = np.asarray([instance[name] for instance in instances])
+        if name in (LENGTH_INPUT, TIMESTAMP_INPUT):
+            columns[name] = values.astype(np.int64)
+        elif values.dtype.kind == "U":
+            columns[name] = np.char.encode(values, "utf-8")
+        else:
+            columns[name] = values.astype(np.float32)
+    return columns
+
+
+class RestClient:
+    """Predict, status and metadata calls to one model of a TF Serving REST endpoint.
+
+    Args:
+        url: str. Server root, e.g. `http://127.0.0.1:8501`.
+        model_name: str. The served model's name.
+        timeout: float. Seconds per request.
+        retries: int. Extra attempts after a connection error (not after an HTTP error).
+        backoff: float. Seconds before the first retry, doubled after each.
+    """
+
+    def __init__(self, url: str = "http://127.0.0.1:8501", model_name: str = "autorisk",
+                 timeout: float = 30.0, retries: int = 3, backoff: float = 0.2):
+        import requests
+
+        self.url = url.rstrip("/")
+        self.model_name = model_name
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self._session = requests.Session()
+
+    def _path(self, version: int | None) -> str:
+        suffix = f"/versions/{version}" if version is not None else ""
+        return f"{self.url}/v1/models/{self.model_name}{suffix}"
+
+    def _call(self, method: str, url: str, body: dict | None = None) -> dict:
+        import requests
+
+        data = json.dumps(body).encode("utf-8") if body is not None else None
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                response = self._session.request(
+                    method, url, data=data, timeout=self.timeout,
+                    headers={"Content-Type": "application/json"} if data else None)
+                break
+            except requests.ConnectionError:
+                if attempt == self.retries:
+                    raise
+                time.sleep(delay)
+                delay *= 2
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = {"error": response.text.strip() or response.reason}
+        if response.status_code != 200:
+            raise ServingError(response.status_code, payload.get("error", str(payload))
+                               if isinstance(payload, dict) else str(payload))
+        return payload
+
+    def status(self, version: int | None = None) -> dict:
+        """`GET /v1/models/<name>[/versions/<v>]`: the model's version states."""
+        return self._call("GET", self._path(version))
+
+    def metadata(self, version: int | None = None) -> dict:
+        """`GET .../metadata`: the signatures, inputs and outputs."""
+        return self._call("GET", self._path(version) + "/metadata")
+
+    def predict(self, instances: list | None = None, inputs: dict | None = None,
+                signature_name: str | None = None, version: int | None = None) -> dict:
+        """`POST ...:predict` in the row (`instances`) or columnar (`inputs`) format.
+
+        Returns:
+            The server's JSON: `{"predictions": [...]}` or `{"outputs": ...}`.
+
+        Raises:
+            ServingError: the server's status and message.
+            requests.ConnectionError: still no connection after the retries.
+        """
+        body = {"instances": instances} if inputs is None else {"inputs": inputs}
+        if signature_name:
+            body["signature_name"] = signature_name
+        return self._call("POST", self._path(version) + ":predict", body)
+
+    def embed_rows(self, rows: Iterable[Mapping], schema: Schema, version: int | None = None,
+                   ) -> tuple[list[str], dict[str, np.ndarray]]:
+        """Embeds the users of some raw event rows.
+
+        Returns:
+            `(keys, outputs)`: outputs maps each output name (`embedding`, `length`,
+            `score` when the model has one) to an array with one row per key.
+        """
+        keys, instances = instances_from_rows(rows, schema)
+        outputs = self.predict(inputs=_columnar(instances), version=version)["outputs"]
+        return keys, {name: np.asarray(value, np.float32 if name != LENGTH_INPUT
+                                       else np.int64) for name, value in outputs.items()}
+
+
+def _columnar(instances: list[dict]) -> dict[str, list]:
+    return {name: [instance[name] for instance in instances] for name in instances[0]}
+
+
+def main(argv=None) -> int:
+    """Reads an event table, sends its users, prints one JSON line per user."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--schema", required=True, help="The schema file of the events.")
+    parser.add_argument("--input", required=True, help="Event table (CSV with a header).")
+    parser.add_argument("--url", default="http://127.0.0.1:8501")
+    parser.add_argument("--model_name", default="autorisk")
+    parser.add_argument("--users", default="", help="Comma-separated keys (default: all).")
+    parser.add_argument("--timeout", type=float, default=30.0)
+    args = parser.parse_args(argv)
+    schema = load_schema(args.schema)
+    wanted = {u for u in args.users.split(",") if u}
+    with open(args.input, encoding="utf-8", newline="") as f:
+        rows = [row for row in csv.DictReader(f)
+                if not wanted or str(row.get(schema.key, "")).strip() in wanted]
+    client = RestClient(args.url, args.model_name, timeout=args.timeout)
+    try:
+        keys, outputs = client.embed_rows(rows, schema)
+    except (ValueError, ServingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for i, key in enumerate(keys):
+        print(json.dumps({"key": key, **{name: value[i].tolist()
+                                         for name, value in outputs.items()}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
