@@ -1,0 +1,469 @@
+"""A local server that speaks TF Serving's REST API, for development and tests.
+
+  python -m export.serve --model_base_path models/autorisk [--port 8501] [--host 127.0.0.1] \
+      [--model_name NAME] [--max_request_bytes 33554432] [--max_users 1024] \
+      [--max_events 262144] [--poll_seconds 2]
+
+Production serves the same SavedModel with the official `tensorflow/serving` image
+(BUILD.md). This server loads the newest version under `--model_base_path`, picks up a newer
+one without a restart, and answers:
+
+- `POST /v1/models/<name>[/versions/<v>]:predict` with `instances` (row format) or
+  `inputs` (columnar), optional `signature_name`;
+- `GET /v1/models/<name>[/versions/<v>]` (version status) and `.../metadata` (signatures).
+
+Errors get TF Serving's body, `{"error": "<message>"}`: 400 for a bad request (the message
+names the problem), 404 for an unknown model or version. Unknown categories and missing
+values are normal input. Built on aiohttp; the model runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import concurrent.futures
+import json
+import logging
+import os
+import sys
+import threading
+
+import numpy as np
+from aiohttp import web
+
+LOG = logging.getLogger("export.serve")
+DEFAULT_SIGNATURE = "serving_default"
+LENGTH_INPUT = "length"
+_DTYPES = {"DT_STRING": "string", "DT_FLOAT": "float", "DT_DOUBLE": "float",
+           "DT_INT64": "int", "DT_INT32": "int"}
+
+
+class BadRequest(ValueError):
+    """A request the server answers with 400 and this message."""
+
+
+class NotFound(LookupError):
+    """A model, version or signature that is not there: 404 with this message."""
+
+
+class Limits:
+    """What one request may hold.
+
+    Args:
+        max_request_bytes: int. Body size.
+        max_users: int. Users (batch rows).
+        max_events: int. Users x padded events.
+    """
+
+    def __init__(self, max_request_bytes: int = 32 << 20, max_users: int = 1024,
+                 max_events: int = 262_144):
+        self.max_request_bytes = max_request_bytes
+        self.max_users = max_users
+        self.max_events = max_events
+
+
+class ServedVersion:
+    """One loaded SavedModel version and its signatures' input and output specs.
+
+    Args:
+        path: str. The version folder.
+        version: int. Its number.
+    """
+
+    def __init__(self, path: str, version: int):
+        import tensorflow as tf
+        from google.protobuf import json_format
+        from tensorflow.core.protobuf import saved_model_pb2
+
+        self.path = path
+        self.version = version
+        self.model = tf.saved_model.load(path)
+        proto = saved_model_pb2.SavedModel()
+        with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+            proto.ParseFromString(f.read())
+        defs = proto.meta_graphs[0].signature_def
+        self.signature_defs = {name: json_format.MessageToDict(defs[name])
+                               for name in defs if not name.startswith("__")}
+        self.inputs = {name: {key: (_DTYPES.get(spec["dtype"], spec["dtype"]),
+                                    len(spec.get("tensorShape", {}).get("dim", [])))
+                              for key, spec in d.get("inputs", {}).items()}
+                       for name, d in self.signature_defs.items()}
+
+    def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Calls a signature on numpy inputs; returns numpy outputs."""
+        import tensorflow as tf
+
+        outputs = self.model.signatures[signature](
+            **{name: tf.constant(value) for name, value in inputs.items()})
+        return {name: value.numpy() for name, value in outputs.items()}
+
+
+class ModelRegistry:
+    """The versions of one model under a base path; serves the newest.
+
+    Args:
+        base_path: str. TF Serving's `--model_base_path`: numbered version folders.
+        name: str. The model name in URLs.
+    """
+
+    def __init__(self, base_path: str, name: str):
+        self.base_path = base_path
+        self.name = name
+        self.current: ServedVersion | None = None
+        self.failed: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def available_versions(self) -> list[int]:
+        """Numbered folders holding a saved_model.pb, oldest first."""
+        if not os.path.isdir(self.base_path):
+            return []
+        return sorted(int(name) for name in os.listdir(self.base_path) if name.isdigit()
+                      and os.path.exists(os.path.join(self.base_path, name, "saved_model.pb")))
+
+    def refresh(self) -> bool:
+        """Loads the newest version if it is not the one served; returns True on a change."""
+        versions = [v for v in self.available_versions() if v not in self.failed]
+        if not versions or (self.current and self.current.version >= versions[-1]):
+            return False
+        newest = versions[-1]
+        try:
+            loaded = ServedVersion(os.path.join(self.base_path, str(newest)), newest)
+        except Exception as e:  # noqa: BLE001 - a broken version must not stop serving
+            self.failed[newest] = f"{type(e).__name__}: {e}"
+            LOG.error("could not load version %d: %s", newest, self.failed[newest])
+            return False
+        with self._lock:
+            self.current = loaded
+        LOG.warning("serving %s version %d from %s", self.name, newest, loaded.path)
+        return True
+
+    def get(self, name: str, version: int | None) -> ServedVersion:
+        """The served version a URL asks for.
+
+        Raises:
+            NotFound: another model name, a version that is not served, or nothing loaded.
+        """
+        current = self.current
+        if name != self.name:
+            raise NotFound(f"Servable not found for request: Latest({name})")
+        if current is None or (version is not None and version != current.version):
+            what = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
+            raise NotFound(f"Servable not found for request: {what}")
+        return current
+
+    def status(self, version: int | None) -> dict:
+        """The body of `GET /v1/models/<name>`, as TF Serving writes it."""
+        current = self.current
+        states = []
+        if current is not None and version in (None, current.version):
+            states.append({"version": str(current.version), "state": "AVAILABLE",
+                           "status": {"error_code": "OK", "error_message": ""}})
+        for failed, message in self.failed.items():
+            if version in (None, failed):
+                states.append({"version": str(failed), "state": "END",
+                               "status": {"error_code": "UNKNOWN", "error_message": message}})
+        if not states:
+            raise NotFound(f"Could not find any versions of model {self.name}"
+                           if version is None else
+                           f"Could not find version {version} of model {self.name}")
+        return {"model_version_status": states}
+
+
+def _decode_string(value, where: str) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except ValueError:
+            raise BadRequest(f"{where}: invalid base64") from None
+    raise BadRequest(f"{where}: expected a string, got {json.dumps(value)[:40]}")
+
+
+def _to_array(values, kind: str, rank: int, name: str) -> np.ndarray:
+    """A JSON (nested) list to an array of a signature input's type and rank."""
+    shape = []
+    level = values
+    for depth in range(rank):
+        if not isinstance(level, list):
+            raise BadRequest(f"input {name!r}: expected {rank} nested list level(s), got "
+                             f"{depth}")
+        shape.append(len(level))
+        level = level[0] if level else None
+    flat = []
+
+    def walk(node, depth):
+        if depth == rank:
+            if isinstance(node, list):
+                raise BadRequest(f"input {name!r}: more nested lists than its rank {rank}")
+            flat.append(node)
+            return
+        if not isinstance(node, list) or len(node) != shape[depth]:
+            raise BadRequest(f"input {name!r}: ragged lists (every user's events must be "
+                             f"padded to the same length; `{LENGTH_INPUT}` gives the real "
+                             "lengths)")
+        for child in node:
+            walk(child, depth + 1)
+
+    walk(values, 0)
+    where = f"input {name!r}"
+    if kind == "string":
+        return np.array([_decode_string(v, where) for v in flat], dtype=object).reshape(shape)
+    ok = (int,) if kind == "int" else (int, float)
+    for v in flat:
+        if isinstance(v, bool) or not isinstance(v, ok):
+            raise BadRequest(f"{where}: expected {'integers' if kind == 'int' else 'numbers'}"
+                             f", got {json.dumps(v)[:40]}")
+    if kind == "int":
+        try:
+            return np.array(flat, dtype=np.int64).reshape(shape)
+        except OverflowError:
+            raise BadRequest(f"{where}: integer out of int64 range") from None
+    return np.array(flat, dtype=np.float32).reshape(shape)
+
+
+def parse_request(body, served: ServedVersion, limits: Limits):
+    """A predict request's JSON to `(signature, inputs, row_format)`.
+
+    Raises:
+        BadRequest: the message names the problem.
+    """
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    signature = body.get("signature_name") or DEFAULT_SIGNATURE
+    if signature not in served.inputs:
+        raise BadRequest(f"Serving signature name: \"{signature}\" not found in signature "
+                         f"def; signatures: {sorted(served.inputs)}")
+    specs = served.inputs[signature]
+    if ("instances" in body) == ("inputs" in body):
+        raise BadRequest("the request needs exactly one of \"instances\" (row format) or "
+                         "\"inputs\" (columnar format)")
+    unknown = set(body) - {"signature_name", "instances", "inputs"}
+    if unknown:
+        raise BadRequest(f"unknown request key(s) {sorted(unknown)}")
+    row_format = "instances" in body
+    if row_format:
+        instances = body["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise BadRequest("\"instances\" must be a non-empty list")
+        if len(specs) == 1:
+            (only,) = specs
+            instances = [i[only] if isinstance(i, dict) and set(i) == {only} else i
+                         for i in instances]
+            columns = {only: instances}
+        else:
+            columns = {}
+            for index, instance in enumerate(instances):
+                if not isinstance(instance, dict):
+                    raise BadRequest(f"instance {index}: expected an object of named inputs")
+                _check_names(set(instance), specs, f"instance {index}: ")
+            columns = {name: [instance[name] for instance in instances] for name in specs}
+    else:
+        inputs = body["inputs"]
+        if len(specs) == 1 and not isinstance(inputs, dict):
+            inputs = {next(iter(specs)): inputs}
+        if not isinstance(inputs, dict):
+            raise BadRequest("\"inputs\" must be an object of named inputs")
+        _check_names(set(inputs), specs, "")
+        columns = inputs
+    arrays = {name: _to_array(columns[name], kind, rank, name)
+              for name, (kind, rank) in specs.items()}
+    _check_batch(arrays, limits, raw=LENGTH_INPUT in specs)
+    return signature, arrays, row_format
+
+
+def _check_names(names: set, specs: dict, prefix: str) -> None:
+    unknown, missing = names - set(specs), set(specs) - names
+    if unknown:
+        raise BadRequest(f"{prefix}unknown input(s) {sorted(unknown)}; the signature takes "
+                         f"{sorted(specs)}")
+    if missing:
+        raise BadRequest(f"{prefix}missing input(s) {sorted(missing)}")
+
+
+def _check_batch(arrays: dict[str, np.ndarray], limits: Limits, raw: bool) -> None:
+    sizes = {name: a.shape[0] for name, a in arrays.items()}
+    if len(set(sizes.values())) > 1:
+        raise BadRequest(f"inputs disagree on the number of users: {sizes}")
+    users = next(iter(sizes.values()))
+    if users == 0:
+        raise BadRequest("the request holds no users")
+    if users > limits.max_users:
+        raise BadRequest(f"{users} users in one request, over the limit of {limits.max_users}")
+    if not raw:
+        return
+    steps = {name: a.shape[1] for name, a in arrays.items() if a.ndim == 2}
+    if len(set(steps.values())) > 1:
+        raise BadRequest(f"inputs disagree on the number of events: {steps} (pad every "
+                         "field to the same length)")
+    width = next(iter(steps.values()), 0)
+    if users * width > limits.max_events:
+        raise BadRequest(f"{users} users x {width} events is over the limit of "
+                         f"{limits.max_events} events per request")
+    length = arrays[LENGTH_INPUT]
+    empty = np.flatnonzero(length <= 0)
+    if empty.size:
+        raise BadRequest(f"user {int(empty[0])} has an empty sequence ({LENGTH_INPUT} "
+                         f"{int(length[empty[0]])}): send at least one event")
+    over = np.flatnonzero(length > width)
+    if over.size:
+        raise BadRequest(f"user {int(over[0])}: {LENGTH_INPUT} {int(length[over[0]])} is "
+                         f"over the {width} events sent")
+
+
+def _jsonable(value: np.ndarray):
+    if value.dtype == object or value.dtype.kind == "S":
+        return [v.decode("utf-8", "replace") for v in value.ravel()]
+    return value.tolist()  # NaN and Infinity are written as TF Serving writes them
+
+
+def format_response(outputs: dict[str, np.ndarray], row_format: bool) -> dict:
+    """Outputs to TF Serving's `predictions` (row) or `outputs` (columnar) body."""
+    if not row_format:
+        values = {name: _jsonable(v) for name, v in outputs.items()}
+        return {"outputs": next(iter(values.values())) if len(values) == 1 else values}
+    rows = [{name: _jsonable(v[i:i + 1])[0] if v.ndim == 1 else _jsonable(v[i])
+             for name, v in outputs.items()} for i in range(next(iter(outputs.values()))
+                                                             .shape[0])]
+    if len(outputs) == 1:
+        (name,) = outputs
+        rows = [row[name] for row in rows]
+    return {"predictions": rows}
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _version(request: web.Request) -> int | None:
+    text = request.match_info.get("version")
+    if text is None:
+        return None
+    if not text.isdigit():
+        raise BadRequest(f"version must be an integer, got {text!r}")
+    return int(text)
+
+
+def make_app(registry: ModelRegistry, limits: Limits, workers: int = 2,
+             poll_seconds: float = 2.0) -> web.Application:
+    """The aiohttp application: routes, limits, error bodies and version polling."""
+    pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="predict")
+
+    async def predict(request: web.Request) -> web.Response:
+        if request.content_length and request.content_length > limits.max_request_bytes:
+            raise BadRequest(f"request body of {request.content_length} bytes is over the "
+                             f"limit of {limits.max_request_bytes}")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise BadRequest(f"request body is over the limit of "
+                             f"{limits.max_request_bytes} bytes") from None
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise BadRequest(f"the body is not valid JSON: {e}") from None
+        served = registry.get(request.match_info["name"], _version(request))
+        signature, inputs, row_format = parse_request(body, served, limits)
+        loop = asyncio.get_running_loop()
+        outputs = await loop.run_in_executor(pool, served.run, signature, inputs)
+        return web.json_response(format_response(outputs, row_format),
+                                 dumps=lambda o: json.dumps(o, allow_nan=True))
+
+    async def status(request: web.Request) -> web.Response:
+        if request.match_info["name"] != registry.name:
+            raise NotFound(f"Could not find any versions of model {request.match_info['name']}")
+        return web.json_response(registry.status(_version(request)))
+
+    async def metadata(request: web.Request) -> web.Response:
+        served = registry.get(request.match_info["name"], _version(request))
+        return web.json_response({
+            "model_spec": {"name": registry.name, "signature_name": "",
+                           "version": str(served.version)},
+            "metadata": {"signature_def": {
+                "signature_def": served.signature_defs,
+                "@type": "type.googleapis.com/tensorflow.serving.SignatureDefMap"}}})
+
+    @web.middleware
+    async def errors(request: web.Request, handler):
+        try:
+            return await handler(request)
+        except BadRequest as e:
+            return _error(400, str(e))
+        except NotFound as e:
+            return _error(404, str(e))
+        except web.HTTPException as e:
+            return _error(e.status, e.reason)
+        except Exception as e:  # noqa: BLE001 - never die on a request
+            import tensorflow as tf
+
+            if isinstance(e, tf.errors.InvalidArgumentError):
+                return _error(400, e.message.split("\n")[0])
+            LOG.exception("request failed")
+            return _error(500, f"{type(e).__name__}: {e}")
+
+    async def poll(app: web.Application):
+        async def loop_forever():
+            loop = asyncio.get_running_loop()
+            while True:
+                await asyncio.sleep(poll_seconds)
+                try:
+                    await loop.run_in_executor(None, registry.refresh)
+                except Exception:  # noqa: BLE001 - keep polling
+                    LOG.exception("version poll failed")
+
+        task = asyncio.create_task(loop_forever())
+        yield
+        task.cancel()
+        pool.shutdown(wait=False)
+
+    app = web.Application(middlewares=[errors], client_max_size=limits.max_request_bytes)
+    model = "/v1/models/{name:[^/:]+}"
+    version = "/versions/{version:[^/:]+}"
+    for prefix in (model, model + version):
+        app.router.add_post(prefix + ":predict", predict)
+        app.router.add_get(prefix, status)
+        app.router.add_get(prefix + "/metadata", metadata)
+    app.cleanup_ctx.append(poll)
+    return app
+
+
+def main(argv=None) -> int:
+    """Parses the flags, loads the newest version and serves until interrupted."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model_base_path", required=True,
+                        help="Folder of numbered SavedModel versions (export.savedmodel).")
+    parser.add_argument("--model_name", default=None,
+                        help="Name in the URLs (default: the folder's name).")
+    parser.add_argument("--port", type=int, default=8501)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="Interface to bind (0.0.0.0 exposes it to the network).")
+    parser.add_argument("--max_request_bytes", type=int, default=32 << 20)
+    parser.add_argument("--max_users", type=int, default=1024)
+    parser.add_argument("--max_events", type=int, default=262_144,
+                        help="Most users x padded events per request.")
+    parser.add_argument("--poll_seconds", type=float, default=2.0,
+                        help="How often to look for a new version.")
+    parser.add_argument("--workers", type=int, default=2, help="Threads running the model.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    base = os.path.abspath(args.model_base_path)
+    name = args.model_name or os.path.basename(base)
+    registry = ModelRegistry(base, name)
+    registry.refresh()
+    if registry.current is None:
+        print(f"error: no loadable version under {base} (numbered folders from "
+              "python -m export.savedmodel)" + (f": {registry.failed}" if registry.failed
+                                                else ""), file=sys.stderr)
+        return 2
+    limits = Limits(args.max_request_bytes, args.max_users, args.max_events)
+    print(f"serving {name} version {registry.current.version} on "
+          f"http://{args.host}:{args.port}/v1/models/{name}", flush=True)
+    web.run_app(make_app(registry, limits, args.workers, args.poll_seconds),
+                host=args.host, port=args.port, print=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""The REST contract: export.serve, and a real TF Serving model server when one is there.
+
+The contract tests run against every server of the `server` fixture: the local
+`export.serve`, and `tensorflow_model_server` when it is on PATH (started on a copy of the
+test model), else skipped with that reason.
+"""
+
+import base64
+import concurrent.futures
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+
+from export.client import RestClient, ServingError, instances_from_rows
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(process, url, log):
+    """Waits until the server answers the model's status (180 s at most)."""
+    client = RestClient(url, "autorisk", timeout=5, retries=0)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if process is not None and process.poll() is not None:
+            log.flush()
+            raise RuntimeError(f"server exited: {open(log.name).read()[-2000:]}")
+        try:
+            if any(s["state"] == "AVAILABLE" for s in client.status()["model_version_status"]):
+                return
+        except (requests.ConnectionError, ServingError):
+            pass
+        time.sleep(0.5)
+    if process is not None:
+        process.kill()
+    raise RuntimeError(f"{url} did not serve the model in 180 s")
+
+
+@pytest.fixture(scope="module", params=["export.serve", "tensorflow_model_server"])
+def server(request, exported, tmp_path_factory):
+    """`(url, model base path, server kind)` of a running server of a copy of the model."""
+    root = tmp_path_factory.mktemp("served")
+    base = root / "autorisk"
+    shutil.copytree(exported.base, base)
+    port = _free_port()
+    if request.param == "export.serve":
+        command = [sys.executable, "-m", "export.serve", "--model_base_path", str(base),
+                   "--port", str(port), "--poll_seconds", "0.5", "--max_users", "64",
+                   "--max_request_bytes", "2000000"]
+    elif os.environ.get("TF_SERVING_URL"):
+        watched = os.environ.get("TF_SERVING_MODEL_BASE_PATH")
+        if not watched:
+            pytest.skip("TF_SERVING_URL is set, TF_SERVING_MODEL_BASE_PATH (the folder that "
+                        "server watches for model 'autorisk') is not")
+        shutil.rmtree(watched, ignore_errors=True)
+        shutil.copytree(exported.base, watched)
+        url = os.environ["TF_SERVING_URL"].rstrip("/")
+        with open(root / "server.log", "w") as log:
+            _wait(None, url, log)
+        yield url, watched, request.param
+        return
+    else:
+        binary = shutil.which("tensorflow_model_server")
+        if not binary:
+            pytest.skip("neither tensorflow_model_server on PATH nor TF_SERVING_URL (TF "
+                        "Serving cannot be installed here; BUILD.md shows the "
+                        "tensorflow/serving image)")
+        command = [binary, f"--rest_api_port={port}", "--port=0", "--model_name=autorisk",
+                   f"--model_base_path={base}", "--file_system_poll_wait_seconds=1"]
+    url = f"http://127.0.0.1:{port}"
+    with open(root / "server.log", "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        _wait(process, url, log)
+        yield url, str(base), request.param
+        process.terminate()
+        process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def expected(exported):
+    """Per-user embeddings from the SavedModel in-process, one user per call."""
+    run = tf.saved_model.load(exported.version_dir).signatures["serving_default"]
+    keys = [f"u{i:03d}" for i in range(12)]
+    return {k: run(**{n: tf.constant(v) for n, v in exported.request([k]).items()})
+            ["embedding"].numpy()[0] for k in keys}
+
+
+def _rows(exported, keys):
+    return [row for row in exported.rows if row["user_id"] in set(keys)]
+
+
+def test_status_and_metadata(server):
+    url, _, _ = server
+    client = RestClient(url, "autorisk")
+    (state,) = [s for s in client.status()["model_version_status"] if s["state"] == "AVAILABLE"]
+    assert state["version"] == "1" and state["status"]["error_code"] == "OK"
+    signatures = client.metadata()["metadata"]["signature_def"]["signature_def"]
+    assert set(signatures) >= {"serving_default", "embed_examples"}
+    assert set(signatures["serving_default"]["inputs"]) == {
+        "event_type", "amount", "item", "timestamp_ms", "length"}
+    assert set(signatures["serving_default"]["outputs"]) == {"embedding", "length"}
+
+
+def test_predict_row_and_columnar_formats_give_the_models_vectors(server, exported, expected):
+    url, _, _ = server
+    client = RestClient(url, "autorisk")
+    keys = ["u002", "u000", "u007"]
+    got_keys, outputs = client.embed_rows(_rows(exported, keys), exported.schema)
+    order = [got_keys.index(k) for k in keys]
+    np.testing.assert_allclose(outputs["embedding"][order], [expected[k] for k in keys],
+                               atol=1e-5)
+    _, instances = instances_from_rows(_rows(exported, keys), exported.schema, order=keys)
+    predictions = client.predict(instances=instances)["predictions"]
+    np.testing.assert_allclose([p["embedding"] for p in predictions],
+                               [expected[k] for k in keys], atol=1e-5)
+    assert [p["length"] for p in predictions] == [
+        min(sum(r["user_id"] == k for r in exported.rows), 12) for k in keys]
+
+
+def test_embed_examples_takes_base64_sequence_examples(server, exported, expected):
+    url, _, _ = server
+    records = {}
+    for path in tf.io.gfile.glob(f"{exported.data}/*/*.tfrecord"):
+        for record in tf.data.TFRecordDataset(path):
+            example = tf.train.SequenceExample.FromString(record.numpy())
+            records[example.context.feature["key"].bytes_list.value[0].decode()] = record
+    keys = ["u001", "u004"]
+    body = [{"b64": base64.b64encode(records[k].numpy()).decode()} for k in keys]
+    out = RestClient(url, "autorisk").predict(instances=body, signature_name="embed_examples")
+    np.testing.assert_allclose([p["embedding"] for p in out["predictions"]],
+                               [expected[k] for k in keys], atol=1e-5)
+
+
+BAD_REQUESTS = [
+    ("unknown field", lambda ok: {"instances": [{**ok, "colour": ["red"]}]}, "colour"),
+    ("missing field", lambda ok: {"instances": [{k: v for k, v in ok.items()
+                                                 if k != "amount"}]}, "amount"),
+    ("wrong type", lambda ok: {"instances": [{**ok, "amount": ["a"] * len(ok["amount"])}]},
+     "amount"),
+    ("ragged", lambda ok: {"inputs": {k: [v, v[:1]] if isinstance(v, list) else [v, 1]
+                                      for k, v in ok.items()}}, "ragged"),
+    ("empty sequence", lambda ok: {"instances": [{**ok, "length": 0}]}, "empty"),
+    ("over-long", lambda ok: {"instances": [ok] * 65}, "limit"),
+    ("unknown signature", lambda ok: {"instances": [ok], "signature_name": "nope"}, "nope"),
+    ("no instances", lambda ok: {"rows": [ok]}, "instances"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
+def test_bad_requests_get_400_naming_the_problem(server, exported, case):
+    url, _, kind = server
+    name, make, word = case
+    if kind != "export.serve" and name in ("empty sequence", "over-long"):
+        pytest.skip("limits and empty-sequence checks are export.serve's own")
+    _, (ok,) = instances_from_rows(_rows(exported, ["u003"]), exported.schema)
+    r = requests.post(f"{url}/v1/models/autorisk:predict", json=make(ok), timeout=30)
+    assert r.status_code == 400
+    assert word in r.json()["error"]
+
+
+def test_raw_http_errors_use_tf_servings_body(server):
+    url, _, kind = server
+    r = requests.post(f"{url}/v1/models/autorisk:predict", data=b"{not json", timeout=30)
+    assert r.status_code == 400 and "error" in r.json()
+    r = requests.post(f"{url}/v1/models/other:predict", json={"instances": [1]}, timeout=30)
+    assert r.status_code == 404 and "other" in r.json()["error"]
+    r = requests.post(f"{url}/v1/models/autorisk/versions/9:predict",
+                      json={"instances": [1]}, timeout=30)
+    assert r.status_code == 404 and "error" in r.json()
+    if kind == "export.serve":
+        r = requests.post(f"{url}/v1/models/autorisk:predict", data=b"x" * 2_000_001,
+                          timeout=30)
+        assert r.status_code == 400 and "limit" in r.json()["error"]
+
+
+def test_load_with_bad_requests_mixed_in(server, exported, expected):
+    url, _, kind = server
+    if kind != "export.serve":
+        pytest.skip("the load test is for export.serve")
+    keys = sorted(expected)
+    rng = np.random.default_rng(0)
+    plans = [(bool(rng.random() < 0.2), list(rng.choice(keys, int(rng.integers(1, 4)),
+                                                          replace=False)))
+             for _ in range(2000)]
+    bodies = {}
+    for key in keys:
+        bodies[key] = instances_from_rows(_rows(exported, [key]), exported.schema)[1][0]
+
+    def send(plan):
+        bad, users = plan
+        client = RestClient(url, "autorisk", timeout=60)
+        if bad:
+            try:
+                client.predict(instances=[{**bodies[users[0]], "length": -1}])
+            except ServingError as e:
+                return e.status == 400
+            return False
+        _, instances = instances_from_rows(_rows(exported, users), exported.schema,
+                                           order=users)
+        out = client.predict(instances=instances)["predictions"]
+        return all(np.allclose(p["embedding"], expected[u], atol=1e-5)
+                   for p, u in zip(out, users, strict=True))
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(send, plans))
+    assert sum(bad for bad, _ in plans) > 300
+    assert all(results), f"{results.count(False)} of {len(results)} wrong"
+    client = RestClient(url, "autorisk")
+    assert client.status()["model_version_status"][0]["state"] == "AVAILABLE"
+
+
+def test_a_new_version_is_served_without_a_restart(server):
+    url, base, _ = server
+    shutil.copytree(os.path.join(base, "1"), os.path.join(base, "2.partial"))
+    os.rename(os.path.join(base, "2.partial"), os.path.join(base, "2"))
+    client = RestClient(url, "autorisk")
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        states = {s["version"]: s["state"] for s in client.status()["model_version_status"]}
+        if states.get("2") == "AVAILABLE":
+            break
+        time.sleep(0.5)
+    assert states.get("2") == "AVAILABLE"
+    assert client.metadata()["model_spec"]["version"] == "2"
+
+
+def test_client_retries_connection_errors_only(monkeypatch):
+    client = RestClient("http://127.0.0.1:9", "m", retries=2, backoff=0.0)
+    calls = []
+
+    class Response:
+        status_code, reason, text = 400, "Bad Request", ""
+
+        def json(self):
+            return {"error": "bad thing"}
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) < 3:
+            raise requests.ConnectionError("refused")
+        return Response()
+
+    monkeypatch.setattr(client._session, "request", flaky)
+    with pytest.raises(ServingError, match="bad thing"):
+        client.status()
+    assert len(calls) == 3  # two connection errors retried, the HTTP 400 is not
+    calls.clear()
+    monkeypatch.setattr(client._session, "request",
+                        lambda *a, **k: calls.append(1) or Response())
+    with pytest.raises(ServingError):
+        client.status()
+    assert len(calls) == 1
+    dead = RestClient(f"http://127.0.0.1:{_free_port()}", "m", retries=1, backoff=0.0,
+                      timeout=2)
+    with pytest.raises(requests.ConnectionError):
+        dead.status()
+
+
+def test_client_rejects_rows_the_beam_job_would_reject(exported):
+    rows = [dict(exported.rows[0], ts="not a time")]
+    with pytest.raises(ValueError, match="row 0: bad_timestamp"):
+        instances_from_rows(rows, exported.schema)
