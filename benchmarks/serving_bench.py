@@ -1,0 +1,222 @@
+"""Serving benchmark: in-process and REST latency, batch throughput, Beam batch embedding.
+
+  python benchmarks/serving_bench.py [--model_dir runs/x] [--users 1000] [--repeats 100]
+
+Exports a demo-size model (the small config, `configs/small.yaml`; random weights unless
+`--model_dir` names a trained run: speed does not depend on the weights) trained on
+simulated users, then measures:
+
+- in-process latency (p50, p99) of the SavedModel's `serving_default` for 1 user x 100
+  and x 1,000 events, and users per second at batch 64 x 100 events;
+- REST latency through `export.serve` on 127.0.0.1 for the same requests (the client's
+  wall time, JSON included), and its overhead over in-process (difference of p50s);
+- Beam batch embedding (`beam.embed`, RunInference on the local runner) in users/s.
+
+Speeds vary 4x between days on the same machine type, so each figure also comes as a ratio
+to a float32 4096x4096 matmul timed in the same run (`*_in_matmuls`: latency / one matmul;
+`users_per_matmul`: users embedded in the time of one matmul). Targets on 2 cores:
+in-process p50 <= 10 ms for 1 user x 1,000 events, REST overhead <= 5 ms p50.
+Prints a table and writes `benchmarks/serving_bench.json`.
+"""
+
+import argparse
+import calendar
+import csv
+import glob
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+JSON = os.path.join(HERE, "serving_bench.json")
+SMALL = os.path.join(ROOT, "autorisk_tf", "configs", "small.yaml")
+SCHEMA = os.path.join(ROOT, "autorisk_tf", "schemas", "simulated.yaml")
+
+
+def percentiles(seconds: list[float]) -> tuple[float, float]:
+    """p50 and p99 in milliseconds."""
+    ordered = sorted(seconds)
+    p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+    return statistics.median(ordered) * 1000, p99 * 1000
+
+
+def tiled_rows(rows: list[dict], key_column: str, time_column: str, n: int,
+               key: str) -> list[dict]:
+    """The longest user's rows tiled (shifted a year per copy) to n events of user `key`."""
+    by_user = {}
+    for row in rows:
+        by_user.setdefault(row[key_column], []).append(row)
+    longest = max(by_user.values(), key=len)
+    out, shift = [], 0
+    while len(out) < n:
+        for row in longest[: n - len(out)]:
+            stamp = calendar.timegm(time.strptime(row[time_column][:19], "%Y-%m-%dT%H:%M:%S"))
+            out.append({**row, key_column: key,
+                        time_column: time.strftime("%Y-%m-%dT%H:%M:%S",
+                                                   time.gmtime(stamp + shift))})
+        shift += 365 * 86_400
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main(argv=None) -> int:
+    """Runs the benchmark; prints the table and writes the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model_dir", default=None,
+                        help="A trained run to export (default: small config, random "
+                             "weights).")
+    parser.add_argument("--users", type=int, default=1000, help="Simulated users.")
+    parser.add_argument("--repeats", type=int, default=100, help="Calls per latency figure.")
+    parser.add_argument("--work", default=os.path.join(ROOT, "bench_out", "serving"))
+    parser.add_argument("--json", default=JSON)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    from absl import logging
+    from encoder_bench import matmul_gflops
+
+    from autorisk_tf import simulate
+    from autorisk_tf.data.artifacts import Artifacts
+    from autorisk_tf.data.schema import load_schema
+    from autorisk_tf.training import Pretrainer, load_config
+    from beam import embed as beam_embed
+    from beam import preprocess
+    from export import savedmodel
+    from export.client import RestClient, instances_from_rows, to_columns
+
+    logging.set_verbosity(logging.ERROR)
+    work = args.work
+    if os.path.exists(work):
+        import shutil
+
+        shutil.rmtree(work)
+    simulate.write_dataset(f"{work}/raw", seed=11, num_users=args.users, num_shards=2)
+    preprocess.run(["--input", f"{work}/raw/events/*.csv", "--schema", SCHEMA,
+                    "--output_dir", f"{work}/data", "--max_len", "1024"])
+    model_dir = args.model_dir
+    if model_dir is None:
+        model_dir = f"{work}/run"
+        trainer = Pretrainer(Artifacts.load(f"{work}/data/artifacts"),
+                             load_config(SMALL, {"training.steps": 0}), model_dir)
+        trainer.fit(f"{work}/data/train/*.tfrecord", verbose=0)
+    version_dir = savedmodel.export(model_dir, f"{work}/models/autorisk", max_len=1024,
+                                    schema_path=SCHEMA)
+    schema = load_schema(SCHEMA)
+    rows = []
+    for path in sorted(glob.glob(f"{work}/raw/events/*.csv")):
+        with open(path, encoding="utf-8", newline="") as f:
+            rows.extend(csv.DictReader(f))
+    requests = {}
+    for n in (100, 1000):
+        _, instances = instances_from_rows(
+            tiled_rows(rows, schema.key, schema.timestamp_column, n, "bench"), schema)
+        requests[n] = instances
+    keys = list(dict.fromkeys(row[schema.key] for row in rows))[:64]
+    _, batch = instances_from_rows(
+        [r for key in keys for r in tiled_rows([row for row in rows if row[schema.key] == key],
+                                               schema.key, schema.timestamp_column, 100, key)],
+        schema)
+
+    gflops = matmul_gflops()
+    matmul_ms = 2 * 4096**3 / gflops / 1e9 * 1000
+    run = tf.saved_model.load(version_dir).signatures["serving_default"]
+
+    def in_process(instances, repeats):
+        tensors = {k: tf.constant(v) for k, v in to_columns(instances).items()}
+        for _ in range(5):
+            run(**tensors)["embedding"].numpy()
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run(**tensors)["embedding"].numpy()
+            seconds.append(time.perf_counter() - start)
+        return seconds
+
+    rows_out = []
+
+    def add(name, value, unit, **extra):
+        rows_out.append({"metric": name, "value": round(value, 3), "unit": unit, **extra})
+
+    p50s = {}
+    for n, instances in requests.items():
+        p50, p99 = percentiles(in_process(instances, args.repeats))
+        p50s[n] = p50
+        add(f"in_process_1x{n}_p50", p50, "ms", in_matmuls=round(p50 / matmul_ms, 3),
+            p99_ms=round(p99, 3), **({"target": "<= 10 ms"} if n == 1000 else {}))
+    seconds = in_process(batch, max(10, args.repeats // 5))
+    users_per_s = 64 / statistics.median(seconds)
+    add("in_process_batch64x100", users_per_s, "users/s",
+        users_per_matmul=round(users_per_s * matmul_ms / 1000, 3))
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "export.serve", "--model_base_path",
+         f"{work}/models/autorisk", "--port", str(port)], cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = RestClient(f"http://127.0.0.1:{port}", "autorisk", retries=60, backoff=1.0)
+        client.status()
+        client.retries = 0
+        for n, instances in requests.items():
+            for _ in range(5):
+                client.predict(instances=instances)
+            seconds = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                client.predict(instances=instances)
+                seconds.append(time.perf_counter() - start)
+            p50, p99 = percentiles(seconds)
+            add(f"rest_1x{n}_p50", p50, "ms", in_matmuls=round(p50 / matmul_ms, 3),
+                p99_ms=round(p99, 3))
+            add(f"rest_overhead_1x{n}_p50", p50 - p50s[n], "ms",
+                in_matmuls=round((p50 - p50s[n]) / matmul_ms, 3),
+                **({"target": "<= 5 ms"} if n == 1000 else {}))
+    finally:
+        server.terminate()
+        server.wait(30)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        users = beam_embed.run(["--model", version_dir, "--input",
+                                f"{work}/data/*/*.tfrecord", "--output", f"{tmp}/emb"])
+        elapsed = time.perf_counter() - start
+    add("beam_embed", users / elapsed, "users/s", users=users, seconds=round(elapsed, 1),
+        users_per_matmul=round(users / elapsed * matmul_ms / 1000, 3))
+
+    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                          "matmul_4096_gflops": round(gflops, 1),
+                          "matmul_4096_ms": round(matmul_ms, 2)},
+              "model": {"config": "configs/small.yaml" if args.model_dir is None
+                        else model_dir, "max_len": 1024},
+              "measured": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+              "rows": rows_out}
+    with open(args.json, "w") as f:
+        json.dump(result, f, indent=1)
+        f.write("\n")
+    print(f"4096x4096 float32 matmul: {gflops:.0f} GFLOP/s ({matmul_ms:.1f} ms)")
+    print(f"| {'metric':<26} | {'value':>10} | unit    | ratio to matmul | target |")
+    print(f"|{'-' * 28}|{'-' * 12}|---------|-----------------|--------|")
+    for row in rows_out:
+        ratio = row.get("in_matmuls", row.get("users_per_matmul", ""))
+        print(f"| {row['metric']:<26} | {row['value']:>10.2f} | {row['unit']:<7} | "
+              f"{ratio!s:>15} | {row.get('target', '')} |")
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
