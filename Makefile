@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/encoder_bench.py
 	$(PY) benchmarks/embedding_bench.py
 	$(PY) benchmarks/train_bench.py
+	$(PY) benchmarks/serving_bench.py
 
 clean:
 	rm -rf $(VENV) demo_out bench_out *.egg-info

@@ -26,7 +26,7 @@ import os
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from autorisk_tf.data import fileio
 
@@ -277,6 +277,7 @@ def define_flags() -> None:
 def main(argv) -> None:
     """Entry point of the command line (absl flags)."""
     del argv
+    logging.set_verbosity(logging.WARNING)  # the SavedModel writer logs at INFO
     for name in ("model_dir", "output"):
         if not FLAGS[name].value:
             sys.exit(f"error: --{name} is required (see --helpfull)")

@@ -71,4 +71,44 @@ echo "== 6. downstream: logistic regression on embeddings, test-split AUC"
 $PY -m autorisk_tf.evaluate --data "$OUT/data" --model_dir "$OUT/pretrained" \
   --model_dir "$OUT/random_weights" --labels is_risk,takeover 2>/dev/null
 
+echo "== 7. export a SavedModel that TF Serving loads as it is (python -m export.savedmodel)"
+$PY -m export.savedmodel --model_dir "$OUT/pretrained" --output "$OUT/models/autorisk" \
+  2>/dev/null
+
+echo "== 8. batch-embed the test split with Beam RunInference (python -m beam.embed)"
+$PY -m beam.embed --model "$OUT/models/autorisk/1" --input "$OUT/data/test/*.tfrecord" \
+  --output "$OUT/embeddings/beam_test" 2>/dev/null
+
+echo "== 9. serve it over TF Serving's REST API (python -m export.serve); one request with curl"
+PORT=$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+$PY -m export.serve --model_base_path "$OUT/models/autorisk" --port "$PORT" \
+  > "$OUT/serve.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+# The raw events of the first test user, as the client sends them (padded, one per field).
+$PY - "$OUT" > "$OUT/request.json" 2>/dev/null <<'PY'
+import csv, glob, json, sys
+import pyarrow.parquet as pq
+from autorisk_tf.data.schema import load_schema
+from export.client import instances_from_rows
+out = sys.argv[1]
+user = pq.read_table(f"{out}/embeddings/test.parquet", columns=["key"])["key"][0].as_py()
+rows = [row for path in sorted(glob.glob(f"{out}/raw/events/*.csv"))
+        for row in csv.DictReader(open(path, encoding="utf-8", newline=""))
+        if row["user_id"] == user]
+_, instances = instances_from_rows(rows, load_schema(f"{out}/pretrained/schema.yaml"))
+json.dump({"instances": instances}, sys.stdout)
+PY
+for _ in $(seq 120); do
+  curl -sf "http://127.0.0.1:$PORT/v1/models/autorisk" > /dev/null && break
+  kill -0 $SERVER 2>/dev/null || { cat "$OUT/serve.log"; exit 1; }
+  sleep 1
+done
+echo "\$ curl http://127.0.0.1:$PORT/v1/models/autorisk"
+curl -s "http://127.0.0.1:$PORT/v1/models/autorisk"; echo
+echo "\$ curl -X POST -d @$OUT/request.json http://127.0.0.1:$PORT/v1/models/autorisk:predict"
+curl -s -X POST -d @"$OUT/request.json" "http://127.0.0.1:$PORT/v1/models/autorisk:predict" \
+  | $PY -c 'import json, sys; p = json.load(sys.stdin)["predictions"][0]; e = p["embedding"]; print(json.dumps({"predictions": [{"length": p["length"], "embedding": [round(v, 4) for v in e[:6]] + ["..."]}]}), "(%d dimensions)" % len(e))'
+kill $SERVER; wait $SERVER 2>/dev/null || true
+
 echo "== done: outputs under $OUT/"
