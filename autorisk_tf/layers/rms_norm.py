@@ -15,8 +15,8 @@ class RMSNorm(keras.layers.Layer):
     Same values as `keras.layers.RMSNormalization`, but its gradient is written by hand so
     that the backward pass keeps only the normalised input and the per-step 1/rms: automatic
     differentiation would also keep the raw input, one more [B, N, D] tensor per norm, and
-    take more passes over memory. Under mixed precision give it `dtype="float32"`, as
-    `EncoderBlock` does, so the statistics are computed in float32.
+    take more passes over memory. The statistics and the normalisation are computed in
+    float32 under every policy; the output comes back in the layer's compute dtype.
 
     Args:
         epsilon: float. Added to the mean square. Defaults to 1e-5.
@@ -58,7 +58,8 @@ class RMSNorm(keras.layers.Layer):
 
             return normalised * scale, grad
 
-        return normalise(inputs, ops.cast(self.scale, inputs.dtype))
+        out = normalise(ops.cast(inputs, "float32"), ops.cast(self.scale, "float32"))
+        return ops.cast(out, inputs.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
