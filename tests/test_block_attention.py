@@ -5,6 +5,7 @@ from keras import ops
 
 from autorisk_tf.layers import BlockAttention
 from tests.layer_testing import D, check_causal, check_padding_invariance, run_layer_test
+from tests.references import attention_reference, weights_by_path
 
 X = np.random.default_rng(0).normal(size=(2, 13, D)).astype("float32")
 MASK = np.arange(13)[None, :] < np.array([[13], [7]])
@@ -32,43 +33,30 @@ def test_causal_future_never_changes_the_past():
     check_causal(BlockAttention(num_heads=2, block_size=5, causal=True))
 
 
-def _dense_reference(layer, x, mask):
-    """Block attention with global slots computed with an explicit dense mask."""
-    w = {v.path.split("/")[-2] + "/" + v.name: ops.convert_to_numpy(v) for v in layer.weights}
-    head = layer._head
-
-    def proj(name):
-        return np.einsum("nd,dhk->nhk", x, w[f"{name}/kernel"]) + w.get(f"{name}/bias", 0.0)
-
-    def softmax(s):
-        s = s - s.max(-1, keepdims=True)
-        e = np.exp(s)
-        return e / e.sum(-1, keepdims=True)
-
-    q, k, v = proj("query") / np.sqrt(head), proj("key"), proj("value")
-    pool = np.where(mask[:, None], x @ w["global_pool/kernel"], -1e9)  # [N, G]
-    slots = softmax(pool.T) @ x  # [G, D]: attention-pooled summaries of the real steps
-    gk = np.einsum("gd,dhk->ghk", slots, w["key/kernel"])
-    gv = np.einsum("gd,dhk->ghk", slots, w["value/kernel"])
-    keys = np.concatenate([k, gk], 0)
-    values = np.concatenate([v, gv], 0)
-    n = x.shape[0]
-    blocks = np.arange(n) // layer.block_size
-    allowed = np.concatenate([(blocks[:, None] == blocks[None, :]) & mask[None, :],
-                              np.ones((n, layer.num_global), bool)], 1)
-    scores = np.einsum("qhd,khd->hqk", q, keys)
-    out = np.einsum("hqk,khd->qhd", softmax(np.where(allowed[None], scores, -1e9)), values)
-    out = np.einsum("qhd,hdo->qo", out, w["output/kernel"]) + w["output/bias"]
-    return out * mask[:, None]
-
-
-def test_block_attention_equals_dense_reference():
+@pytest.mark.parametrize("options", [{"num_global": 2}, {"num_global": 0},
+                                     {"causal": True}, {"num_global": 3, "dropout": 0.3}])
+def test_block_attention_equals_dense_reference(options):
+    """Batch of 3 with different lengths, N = 11 not a multiple of K = 4, dropout off."""
     keras.utils.set_random_seed(3)
-    layer = BlockAttention(num_heads=2, block_size=4, num_global=2, name="block_attention")
-    x = np.random.default_rng(1).normal(size=(11, D)).astype("float32")
-    mask = np.arange(11) < 9
-    got = ops.convert_to_numpy(layer(x[None], padding_mask=mask[None]))[0]
-    np.testing.assert_allclose(got, _dense_reference(layer, x.astype("float64"), mask),
-                               atol=1e-5)
+    layer = BlockAttention(num_heads=2, block_size=4, **options)
+    x = np.random.default_rng(1).normal(size=(3, 11, D)).astype("float32")
+    mask = np.arange(11)[None, :] < np.array([[11], [9], [3]])
+    got = ops.convert_to_numpy(layer(x, padding_mask=mask, training=False))
+    w = weights_by_path(layer)
+    for row in range(3):
+        want = attention_reference(w, x[row].astype("float64"), mask[row], 4,
+                                   layer.num_global, layer.causal, layer._head)
+        np.testing.assert_allclose(got[row], want, atol=1e-5)
 
 
+def test_causal_reference_differs_from_the_diagonal_only_attention():
+    """The causal reference is sharp: attending to the diagonal of each block alone fails."""
+    keras.utils.set_random_seed(4)
+    layer = BlockAttention(num_heads=2, block_size=4, causal=True)
+    x = np.random.default_rng(2).normal(size=(1, 8, D)).astype("float32")
+    mask = np.ones((1, 8), bool)
+    got = ops.convert_to_numpy(layer(x, padding_mask=mask))[0]
+    w = weights_by_path(layer)
+    diagonal_only = attention_reference(w, x[0].astype("float64"), mask[0], 1, 0, True,
+                                        layer._head)
+    assert np.abs(got - diagonal_only).max() > 1e-2

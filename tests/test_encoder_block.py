@@ -8,6 +8,7 @@ from keras import ops
 
 from autorisk_tf.layers import EncoderBlock
 from tests.layer_testing import alone_vs_padded, run_layer_test
+from tests.references import encoder_block_reference
 
 
 @pytest.mark.parametrize("length", [16, 21])
@@ -82,3 +83,17 @@ def test_layer_contract(options):
 def test_unknown_ffn_activation_fails_clearly():
     with pytest.raises(ValueError, match="ffn activation must be one of"):
         EncoderBlock(ffn_dim=8, ffn_activation="swish").build((None, None, 16))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_block_equals_a_numpy_reference(causal):
+    """Batch of 3 with different lengths, N = 11 not a multiple of K = 4, dropout off."""
+    keras.utils.set_random_seed(5)
+    block = EncoderBlock(kernel_size=3, block_size=4, num_heads=2, num_global=2, ffn_dim=24,
+                         dropout=0.2, causal=causal)
+    x = np.random.default_rng(3).normal(size=(3, 11, 16)).astype("float32")
+    mask = np.arange(11)[None, :] < np.array([[11], [6], [9]])
+    got = keras.ops.convert_to_numpy(block(x, padding_mask=mask, training=False))
+    for row in range(3):
+        want = encoder_block_reference(block, x[row].astype("float64"), mask[row])
+        np.testing.assert_allclose(got[row], want, atol=1e-4, rtol=1e-4)

@@ -4,6 +4,7 @@ import pytest
 
 from autorisk_tf.layers import GatedSeparableConv1D
 from tests.layer_testing import D, check_causal, check_padding_invariance, run_layer_test
+from tests.references import conv_reference
 
 X = np.random.default_rng(0).normal(size=(2, 9, D)).astype("float32")
 MASK = np.arange(9)[None, :] < np.array([[9], [6]])
@@ -57,3 +58,22 @@ def test_parameter_counts_against_full_conv():
     assert _kernel_weights(sep) == 1_280 + 2 * 65_536  # the GLU doubles the pointwise part
 
 
+
+
+@pytest.mark.parametrize("padding", ["same", "causal"])
+@pytest.mark.parametrize("dilation", [1, 3])
+@pytest.mark.parametrize("kernel_size", [3, 4])
+@pytest.mark.parametrize("gated", [True, False])
+def test_values_equal_a_numpy_reference(padding, dilation, kernel_size, gated):
+    rng = np.random.default_rng(kernel_size * 10 + dilation)
+    x = rng.normal(size=(3, 13, D)).astype("float32")
+    mask = np.arange(13)[None, :] < np.array([[13], [7], [2]])
+    layer = GatedSeparableConv1D(kernel_size, dilation_rate=dilation, padding=padding,
+                                 gated=gated)
+    layer.build((None, None, D))
+    weights = [rng.normal(size=w.shape).astype("float32") * 0.5 for w in layer.get_weights()]
+    layer.set_weights(weights)  # biases too: zeros would hide a wrong bias path
+    got = keras.ops.convert_to_numpy(layer(x, padding_mask=mask))
+    want = conv_reference(x.astype(np.float64), mask, weights, kernel_size, dilation,
+                          padding, gated)
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
