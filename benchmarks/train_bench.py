@@ -7,14 +7,18 @@ Two parts, every configuration in its own process, the Transformer baseline in t
    vocabularies) at N = 512, 2048, 4096: events/s and sequences/s (median step after warm-up).
 2. Convergence: the same model trained on simulated users (max_len 512) until its smoothed
    masked-event training loss first reaches `--target_loss`; wall-clock seconds and steps.
-3. Few labels: with the first N labelled training users, logistic regression on the
+3. Multi-worker: two local worker processes (MultiWorkerMirroredStrategy over TF_CONFIG,
+   `python -m autorisk_tf.train`) train the small config on the simulated users; the step
+   time is the difference of the wall times of two run lengths over the extra steps, so
+   start-up and tracing cancel out. `--note` labels the row (e.g. the code measured).
+4. Few labels: with the first N labelled training users, logistic regression on the
    pre-trained encoder's embeddings vs the same encoder trained supervised from scratch
    (fine-tuned end to end on the same N labels); validation AUC on `is_risk` and `takeover`,
    mean and range over `--seeds` (one seed's AUC moves by several hundredths).
 
   python benchmarks/train_bench.py [--lengths 512,2048,4096] [--target_loss 5.5]
       [--convergence_steps 400] [--precision float32] [--seeds 0,1,2]
-      [--parts throughput,convergence,few_labels]
+      [--parts throughput,convergence,multi_worker,few_labels] [--note TEXT]
 """
 
 import argparse
@@ -132,6 +136,40 @@ def few_labels(data, batch, steps, precision, counts, seed):
     return {"rows": rows}
 
 
+def multi_worker(data, work_dir, steps):
+    """Seconds per step of two local workers: (time of 5 + steps) - (time of 5) over steps."""
+    import socket
+    import tempfile
+
+    def run(total):
+        sockets = [socket.socket() for _ in range(2)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        workers = [f"127.0.0.1:{sock.getsockname()[1]}" for sock in sockets]
+        for sock in sockets:
+            sock.close()
+        model_dir = tempfile.mkdtemp(dir=work_dir)
+        processes = []
+        for index in range(2):
+            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": json.dumps(
+                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "autorisk_tf.train", "--data", data, "--model_dir",
+                 model_dir, "--config", os.path.join(ROOT, "autorisk_tf/configs/small.yaml"),
+                 "--steps", str(total), "--eval_batches", "0", "--verbose", "0",
+                 "--set", "curriculum.quick_thought_start=null"],
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        for process in processes:
+            _, stderr = process.communicate(timeout=3600)
+            if process.returncode:
+                raise RuntimeError(stderr.strip().splitlines()[-1])
+        with open(os.path.join(model_dir, "metrics.json")) as f:
+            return json.load(f)["seconds"]
+
+    short, long = run(5), run(5 + steps)
+    return {"workers": 2, "steps": steps, "step_seconds": (long - short) / steps}
+
+
 def _prepare(work_dir):
     from autorisk_tf import simulate
     from beam import preprocess
@@ -169,7 +207,9 @@ def main():
     parser.add_argument("--label_counts", default="100,300,1000")
     parser.add_argument("--seeds", default="0,1,2",
                         help="seeds of the few-labels part (initial weights, masks, order)")
-    parser.add_argument("--parts", default="throughput,convergence,few_labels",
+    parser.add_argument("--multi_worker_steps", type=int, default=40)
+    parser.add_argument("--note", default="", help="label of this run's multi_worker row")
+    parser.add_argument("--parts", default="throughput,convergence,multi_worker,few_labels",
                         help="parts to run; the others' rows are kept from --json")
     parser.add_argument("--work_dir", default=os.path.join(ROOT, "bench_out"))
     parser.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "train_bench.json"))
@@ -196,9 +236,15 @@ def main():
               "--convergence_batch", str(args.convergence_batch)]
     parts = args.parts.split(",")
     rows = []
+    kept = 0
     if os.path.exists(args.json):  # parts not run keep their rows from the last run
         with open(args.json) as f:
-            rows = [r for r in json.load(f)["rows"] if r["part"] not in parts]
+            earlier = json.load(f)
+        rows = [r for r in earlier["rows"] if r["part"] not in parts
+                or (r["part"] == "multi_worker" and r.get("note") != args.note)]
+        for row in rows:  # files from before rows carried their own time
+            row.setdefault("measured", earlier.get("time_of_run"))
+    kept = len(rows)
     for length in [int(n) for n in args.lengths.split(",")] if "throughput" in parts else []:
         for block_type in BLOCK_TYPES:
             result = _child(["--worker", "throughput", data, block_type, str(length), *common])
@@ -208,6 +254,21 @@ def main():
         result = _child(["--worker", "convergence", data, block_type, str(args.target_loss),
                          *common])
         rows.append({"part": "convergence", "model": block_type, **result})
+        print(json.dumps(rows[-1]), flush=True)
+
+    if "multi_worker" in parts:
+        sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+        from encoder_bench import matmul_gflops
+
+        gflops = matmul_gflops()  # the yardstick, measured next to the steps
+        try:
+            result = multi_worker(data, args.work_dir, args.multi_worker_steps)
+            result["step_in_matmuls"] = round(
+                result["step_seconds"] / (2 * 4096**3 / gflops / 1e9), 2)
+        except RuntimeError as e:
+            result = {"error": str(e)}
+        result["matmul_gflops"] = round(gflops, 1)
+        rows.append({"part": "multi_worker", "note": args.note, **result})
         print(json.dumps(rows[-1]), flush=True)
 
     for seed in [int(s) for s in args.seeds.split(",")] if "few_labels" in parts else []:
@@ -250,11 +311,18 @@ def main():
             values = [r[key] for r in runs]
             cells.append(f"{statistics.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})")
         print(f"| {label} | {count} | {cells[0]} | {cells[1]} |")
+    for row in rows:
+        if row["part"] == "multi_worker" and "error" not in row:
+            print(f"\nmulti-worker ({row['note'] or 'this code'}): {row['step_seconds']:.3f} s "
+                  f"per step, {row['step_in_matmuls']} matmuls of 4096^2")
+    measured = time.strftime("%Y-%m-%dT%H:%M:%S")
+    for row in rows[kept:]:  # rows kept from earlier runs keep their own time
+        row["measured"] = measured
     with open(args.json, "w") as f:
         json.dump({"machine": f"{platform.machine()} {os.cpu_count()} cpus",
                    "device": "cpu", "precision": args.precision, "model": MODEL,
                    "batch": args.batch, "target_loss": args.target_loss, "rows": rows,
-                   "time_of_run": time.strftime("%Y-%m-%dT%H:%M:%S")}, f, indent=1)
+                   }, f, indent=1)
     print(f"wrote {args.json}")
 
 

@@ -161,14 +161,23 @@ def _free_ports(count):
     return ports
 
 
-def test_two_workers_match_a_single_worker(pretraining_data, tmp_path):
-    _train(pretraining_data, tmp_path / "single", steps=5)
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_two_workers_match_a_single_worker(pretraining_data, tmp_path, optimizer):
+    """Same weights and optimizer state from 2 workers as from 1 on the same global batch.
+
+    Adam's update hardly changes when the gradient is scaled, so a wrong all-reduce or a
+    missing division by the replicas would pass with it; plain SGD's update is the gradient
+    times the learning rate, so a factor of 2 shows in the weights.
+    """
+    extra = ["--set", f"training.optimizer={optimizer}"] + (
+        ["--set", "training.learning_rate=0.5"] if optimizer == "sgd" else [])
+    _train(pretraining_data, tmp_path / "single", steps=5, extra=extra)
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         processes.append(_train(pretraining_data, tmp_path / "multi", steps=5, wait=False,
-                                env={"TF_CONFIG": json.dumps(config)}))
+                                extra=extra, env={"TF_CONFIG": json.dumps(config)}))
     for process in processes:
         _, stderr = process.communicate(timeout=600)
         assert process.returncode == 0, stderr[-3000:]
@@ -181,8 +190,9 @@ def test_two_workers_match_a_single_worker(pretraining_data, tmp_path):
         np.testing.assert_array_equal(value, other[name], err_msg=name)
     for a, b in zip(single, multi, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
-    assert any(not np.allclose(a, b) for a, b in zip(
-        single, _final_weights_at_init(pretraining_data, tmp_path), strict=True))
+    initial = _final_weights_at_init(pretraining_data, tmp_path)
+    moved = max(np.abs(a - b).max() for a, b in zip(single, initial, strict=True))
+    assert moved > 1e-3  # the steps moved the weights well past the tolerance above
 
 
 def _checkpoint_values(directory):
@@ -217,3 +227,41 @@ def test_precision_and_xla_options_train(pretraining_data, tmp_path, overrides):
     assert trainer.encoder.compute_dtype == (
         "float32" if precision == "float32" else precision.split("_")[1])
     assert all(w.dtype == "float32" for w in trainer.encoder.weights)
+
+
+def _tiny_trainer(pretraining_data, tmp_path, **overrides):
+    artifacts = Artifacts.load(f"{pretraining_data}/artifacts")
+    config = load_config(SMALL, {"model.width": 16, "model.num_blocks": 1,
+                                 "model.ffn_dim": 16, "model.text_dim": 8, **overrides})
+    return Pretrainer(artifacts, config, str(tmp_path))
+
+
+def test_jit_compile_really_compiles_the_encoder(pretraining_data, tmp_path):
+    from autorisk_tf.data import reader
+
+    batch = next(iter(reader.make_dataset(f"{pretraining_data}/valid/*.tfrecord",
+                                          Artifacts.load(f"{pretraining_data}/artifacts").schema,
+                                          batch_size=4)))
+    jit = _tiny_trainer(pretraining_data, tmp_path / "jit", **{"training.jit_compile": True})
+    ids = jit.preprocessor(batch)
+    hlo = jit._encode.experimental_get_compiler_ir(ids, True)(stage="hlo")
+    assert hlo.startswith("HloModule") and "dot(" in hlo  # XLA lowered the encoder's matmuls
+    plain = _tiny_trainer(pretraining_data, tmp_path / "plain")
+    with pytest.raises(ValueError, match="jit_compile"):
+        plain._encode.experimental_get_compiler_ir(ids, True)(stage="hlo")
+
+
+def test_loss_scaling_halves_the_scale_and_skips_an_overflowing_step(pretraining_data,
+                                                                     tmp_path):
+    from keras import ops
+
+    trainer = _tiny_trainer(pretraining_data, tmp_path, **{
+        "training.precision": "mixed_float16", "training.steps": 1,
+        "curriculum.quick_thought_start": None})
+    before = [ops.convert_to_numpy(v) for v in trainer.encoder.trainable_variables]
+    trainer.optimizer.dynamic_scale.assign(2.0**40)  # float16 gradients overflow at this scale
+    metrics = trainer.fit(f"{pretraining_data}/train/*.tfrecord", verbose=0)
+    assert np.isfinite(metrics["loss"])
+    assert float(trainer.optimizer.dynamic_scale) == 2.0**39  # halved after the overflow
+    after = [ops.convert_to_numpy(v) for v in trainer.encoder.trainable_variables]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))  # skipped

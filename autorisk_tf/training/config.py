@@ -28,6 +28,7 @@ from autorisk_tf.tasks.quick_thought import PairConfig
 from autorisk_tf.tasks.slice_contrastive import SliceConfig
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+OPTIMIZERS = ("adamw", "sgd")
 
 
 def _ramped(weight: float, start: int | None, ramp: int, step: int) -> float:
@@ -98,6 +99,9 @@ class OptimConfig:
         precision: str. `float32`, `mixed_float16` (with loss scaling) or
             `mixed_bfloat16`. Defaults to `float32`.
         jit_compile: bool. XLA-compile the encoder. Defaults to False.
+        optimizer: str. `adamw`, or `sgd` (plain, no momentum; its update is
+            proportional to the gradient, which tests use to check the gradient's scale).
+            Defaults to `adamw`.
     """
 
     steps: int = 2000
@@ -109,10 +113,13 @@ class OptimConfig:
     log_every: int = 10
     precision: str = "float32"
     jit_compile: bool = False
+    optimizer: str = "adamw"
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
 
 
 _SECTIONS = {"model": EncoderConfig, "input": InputConfig, "masked_event": MaskingConfig,

@@ -65,6 +65,21 @@ def default_strategy() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def _summed_gradients_optimizer(cls: type) -> type:
+    """A Keras optimizer class that takes gradients already summed over the replicas.
+
+    Keras 3.15's TensorFlow optimizers all-reduce the gradients they are given. The loop
+    all-reduces them itself, to clip the global norm of the summed gradient (Keras clips per
+    replica), so a second all-reduce would only cost another pass over the network.
+    """
+    class SummedGradients(cls):
+        def _all_reduce_sum_gradients(self, grads_and_vars):
+            return list(grads_and_vars)
+
+    SummedGradients.__name__ = cls.__name__
+    return SummedGradients
+
+
 def _is_chief(strategy: tf.distribute.Strategy) -> bool:
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.cluster_spec().as_dict():
@@ -129,7 +144,11 @@ class Pretrainer:
             schedule = keras.optimizers.schedules.CosineDecay(
                 0.0, max(train.steps - train.warmup_steps, 1), warmup_target=train.learning_rate,
                 warmup_steps=train.warmup_steps)
-            optimizer = keras.optimizers.AdamW(schedule, weight_decay=train.weight_decay)
+            if train.optimizer == "sgd":
+                optimizer = _summed_gradients_optimizer(keras.optimizers.SGD)(schedule)
+            else:
+                optimizer = _summed_gradients_optimizer(keras.optimizers.AdamW)(
+                    schedule, weight_decay=train.weight_decay)
             if train.precision == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             self.optimizer = optimizer
@@ -254,9 +273,9 @@ class Pretrainer:
         if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             clip = clip * tf.cast(self.optimizer.dynamic_scale, tf.float32)
         grads, norm = tf.clip_by_global_norm(grads, clip)
-        # The optimizer all-reduces (sums) again: hand it 1/replicas of the global gradient.
-        self.optimizer.apply_gradients(
-            zip([g / replicas for g in grads], variables, strict=True))
+        # Losses are divided by the global batch, so the sum over replicas is the gradient of
+        # the global mean; the optimizer takes it as it is (no second all-reduce).
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
         metrics["loss"] = loss
         metrics["grad_norm"] = norm / replicas
         return metrics
