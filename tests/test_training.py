@@ -31,8 +31,9 @@ def test_masked_event_accuracy_beats_the_majority_class(pretrained, pretraining_
                           ("device", 0.01)):
         assert metrics[f"mlm/{field}/accuracy"] > metrics[f"mlm/{field}/majority"] + margin
     # pay_method is empty unless the hidden event is a payment; by the simulator's own
-    # probabilities the best guess beats the majority class by only 0.01-0.02 (README).
-    assert metrics["mlm/pay_method/accuracy"] > metrics["mlm/pay_method/majority"] - 0.02
+    # probabilities the best guess beats the majority class by only 0.01-0.02 (README);
+    # the seeded 300-step run gets 0.534 against 0.517, so at least the majority holds.
+    assert metrics["mlm/pay_method/accuracy"] >= metrics["mlm/pay_method/majority"]
 
 
 def test_quick_thought_finds_partners_far_above_chance(pretraining_data, tmp_path):
@@ -129,7 +130,8 @@ def _final_weights(model_dir):
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(pretraining_data, tmp_path):
-    extra = ["--checkpoint_every", "4"]
+    # Dropout on: the restored run must also draw the same dropout masks as the straight one.
+    extra = ["--checkpoint_every", "4", "--set", "model.dropout=0.2"]
     _train(pretraining_data, tmp_path / "straight", steps=12, extra=extra)
     process = _train(pretraining_data, tmp_path / "killed", steps=12, extra=extra, wait=False)
     checkpoints = tmp_path / "killed" / "checkpoints"

@@ -11,7 +11,8 @@ loop is our own, for every strategy alike:
   gradient);
 - `tf.train.CheckpointManager` saves the encoder, heads and optimizer (its step counter
   included) every `checkpoint_every` steps; a restarted run restores the latest checkpoint
-  and skips the batches already trained on, so it continues exactly where it stopped.
+  and skips the batches already trained on, so it continues exactly where it stopped
+  (the dropout streams' seed states are checkpointed too).
 """
 
 from __future__ import annotations
@@ -78,6 +79,19 @@ def _summed_gradients_optimizer(cls: type) -> type:
 
     SummedGradients.__name__ = cls.__name__
     return SummedGradients
+
+
+def _random_states(layers) -> list:
+    """The dropout streams' seed states (`keras.random.SeedGenerator`s) of some layers.
+
+    They are not weights, so checkpoints would miss them: a resumed run would then draw
+    other dropout masks than an uninterrupted one.
+    """
+    states = []
+    for layer in layers:
+        weights = {id(w) for w in layer.weights}
+        states.extend(v.value for v in layer.variables if id(v) not in weights)
+    return states
 
 
 def _is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -153,11 +167,13 @@ class Pretrainer:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             self.optimizer = optimizer
             self.optimizer.build(self.trainable_variables)
+        modules = (self.encoder, self.mlm_head, self.qt_head, self.slice_head, self.bag_head)
         self.checkpoint = tf.train.Checkpoint(encoder=self.encoder, mlm_head=self.mlm_head,
                                               qt_head=self.qt_head,
                                               slice_head=self.slice_head,
                                               bag_head=self.bag_head,
-                                              optimizer=self.optimizer)
+                                              optimizer=self.optimizer,
+                                              random_states=_random_states(modules))
         self._encode = tf.function(self._encode_fn, jit_compile=train.jit_compile,
                                    reduce_retracing=True)
 
