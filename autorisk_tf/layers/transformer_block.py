@@ -14,8 +14,8 @@ from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 class TransformerBlock(keras.layers.Layer):
     """Pre-norm residual block: x + MHA(norm(x)) over all steps, + FFN(norm(.)).
 
-    Built from `keras.layers.MultiHeadAttention` with a dense [B, N, N] attention mask, so
-    memory grows as O(N^2). Used as the baseline of the benchmarks and for ablations.
+    Built from `keras.layers.MultiHeadAttention` over all steps (a [B, H, N, N] score
+    tensor; padding is a [B, 1, N] key mask), so memory grows as O(N^2). Used as the baseline of the benchmarks and for ablations.
 
     Args:
         num_heads: int. Attention heads. Defaults to 4.
@@ -69,9 +69,9 @@ class TransformerBlock(keras.layers.Layer):
         if padding_mask is None:
             padding_mask = ops.ones(ops.shape(x)[:2], "bool")
         padding_mask = ops.cast(padding_mask, "bool")
-        # Padded queries attend to the real steps only; their outputs are zeroed below.
-        attention_mask = ops.broadcast_to(padding_mask[:, None, :],
-                                          (ops.shape(x)[0], length, length))
+        # Padded queries attend to the real steps only; their outputs are zeroed below. The
+        # key mask stays [B, 1, N] (the softmax broadcasts it), never a [B, N, N] tensor.
+        attention_mask = padding_mask[:, None, :]
         if self.causal:
             steps = ops.arange(length)
             attention_mask = ops.logical_and(attention_mask, steps[None, :] <= steps[:, None])
