@@ -30,6 +30,7 @@ def split_patterns(data: str, split: str) -> str:
 
     Raises:
         ValueError: an unknown split name.
+        fileio.EmptySplitError: a named split (or, for `all`, every split) is empty.
     """
     from beam.analysis import SPLITS
 
@@ -38,7 +39,17 @@ def split_patterns(data: str, split: str) -> str:
     if unknown or not names:
         raise ValueError(f"unknown split(s) {unknown}: use {', '.join(SPLITS)}, all, "
                          "or a comma-separated list")
-    return ",".join(fileio.join(data, name, "*.tfrecord") for name in names)
+    if split == "all":  # every split that holds sequences; at least one must
+        patterns = []
+        for name in names:
+            try:
+                patterns.append(fileio.split_pattern(data, name))
+            except fileio.EmptySplitError:
+                continue
+        if not patterns:
+            raise fileio.EmptySplitError(f"no split of {data} holds sequences")
+        return ",".join(patterns)
+    return ",".join(fileio.split_pattern(data, name) for name in names)
 
 
 def load_embedder(model_dir: str):
@@ -136,13 +147,19 @@ def main(argv) -> None:
     for name in ("model_dir", "data", "output"):
         if not FLAGS[name].value:
             sys.exit(f"error: --{name} is required (see --helpfull)")
+    try:
+        pattern = FLAGS.input or split_patterns(FLAGS.data, FLAGS.split)
+    except fileio.EmptySplitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     schema = Artifacts.load(fileio.join(FLAGS.data, "artifacts")).schema
     try:
         embedder = load_embedder(FLAGS.model_dir)
     except FileNotFoundError as e:
         sys.exit(f"error: {e}")
     try:
-        pattern = FLAGS.input or split_patterns(FLAGS.data, FLAGS.split)
         keys, vectors, labels = embed(embedder, pattern, schema, FLAGS.batch_size)
     except ValueError as e:
         sys.exit(f"error: {e}")

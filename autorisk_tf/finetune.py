@@ -227,6 +227,12 @@ def main(argv) -> None:
     from autorisk_tf.embed import load_embedder
 
     try:
+        for split in ("train", "valid"):
+            fileio.split_pattern(FLAGS.data, split)
+    except fileio.EmptySplitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    try:
         schema = Artifacts.load(fileio.join(FLAGS.data, "artifacts")).schema
         label_kind(schema, FLAGS.label)
         embedder = load_embedder(FLAGS.model_dir)

@@ -77,14 +77,24 @@ def main(argv) -> None:
     from autorisk_tf.training import Pretrainer, load_config
 
     try:
+        train = fileio.split_pattern(FLAGS.data, "train")
+    except fileio.EmptySplitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    valid = None
+    if FLAGS.eval_batches:
+        try:
+            valid = fileio.split_pattern(FLAGS.data, "valid")
+        except fileio.EmptySplitError as e:
+            print(f"note: no validation after training: {e}", file=sys.stderr)
+    try:
         config = load_config(FLAGS.config, overrides_from_flags())
         artifacts = Artifacts.load(fileio.join(FLAGS.data, "artifacts"))
     except (ValueError, TypeError, OSError) as e:
         sys.exit(f"error: {e}")
     trainer = Pretrainer(artifacts, config, FLAGS.model_dir)
-    metrics = trainer.fit(fileio.join(FLAGS.data, "train", "*.tfrecord"), verbose=FLAGS.verbose)
-    if trainer.is_chief and FLAGS.eval_batches:
-        valid = fileio.join(FLAGS.data, "valid", "*.tfrecord")
+    metrics = trainer.fit(train, verbose=FLAGS.verbose)
+    if trainer.is_chief and valid:
         metrics.update({f"valid/{k}": v for k, v in
                         trainer.evaluate(valid, FLAGS.eval_batches).items()})
         for name, value in sorted(metrics.items()):

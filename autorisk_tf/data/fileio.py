@@ -49,3 +49,35 @@ def write_text(path: str, text: str) -> None:
 def join(*parts: str) -> str:
     """Joins path parts with `/` (valid for local paths and URLs)."""
     return "/".join([p.rstrip("/") for p in parts[:-1]] + list(parts[-1:]))
+
+
+class EmptySplitError(ValueError):
+    """A split with no sequences; command lines exit 2 with its one-line message."""
+
+
+def split_pattern(data: str, split: str) -> str:
+    """The shard glob of one split of a `beam.preprocess` output, checked to hold sequences.
+
+    Args:
+        data: str. Output folder of beam.preprocess.
+        split: str. `train`, `valid` or `test`.
+
+    Returns:
+        `<data>/<split>/*.tfrecord`.
+
+    Raises:
+        EmptySplitError: no shard matches, or every shard is empty; the message names the
+            split and the folder.
+    """
+    import tensorflow as tf
+
+    pattern = join(data, split, "*.tfrecord")
+    paths = tf.io.gfile.glob(pattern)
+    if not paths:
+        raise EmptySplitError(f"split {split!r} of {data} has no shards ({pattern} matches no "
+                              "file): is it a beam.preprocess output folder?")
+    if all(tf.io.gfile.stat(path).length == 0 for path in paths):
+        raise EmptySplitError(f"split {split!r} of {data} is empty: its {len(paths)} shard(s) "
+                              "hold no sequences (see the split fractions and the dead "
+                              "letters of beam.preprocess)")
+    return pattern

@@ -15,7 +15,8 @@ class TransformerBlock(keras.layers.Layer):
     """Pre-norm residual block: x + MHA(norm(x)) over all steps, + FFN(norm(.)).
 
     Built from `keras.layers.MultiHeadAttention` over all steps (a [B, H, N, N] score
-    tensor; padding is a [B, 1, N] key mask), so memory grows as O(N^2). Used as the baseline of the benchmarks and for ablations.
+    tensor; padding is a [B, 1, N] key mask), so memory grows as O(N^2). Used as the
+    baseline of the benchmarks and for ablations.
 
     Args:
         num_heads: int. Attention heads. Defaults to 4.
