@@ -15,7 +15,10 @@ simulated users, then measures:
 Speeds vary 4x between days on the same machine type, so each figure also comes as a ratio
 to a float32 4096x4096 matmul timed in the same run (`*_in_matmuls`: latency / one matmul;
 `users_per_matmul`: users embedded in the time of one matmul). Targets on 2 cores:
-in-process p50 <= 10 ms for 1 user x 1,000 events, REST overhead <= 5 ms p50.
+in-process p50 <= 10 ms for 1 user x 1,000 events, REST overhead <= 5 ms p50. They are
+checked both in milliseconds and against the yardstick: a target of T ms is T / 292 matmuls,
+292 ms being the 4096x4096 matmul at the 470 GFLOP/s this machine type reaches alone
+(`../shared/DESIGN.md`), so a slow day does not fail a target the code meets.
 Prints a table and writes `benchmarks/serving_bench.json`.
 """
 
@@ -38,6 +41,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 JSON = os.path.join(HERE, "serving_bench.json")
+REFERENCE_MATMUL_MS = 2 * 4096**3 / 470e9 * 1000  # 292 ms: the matmul at 470 GFLOP/s
+TARGETS_MS = {"in_process_1x1000_p50": 10.0, "rest_overhead_1x1000_p50": 5.0}
 SMALL = os.path.join(ROOT, "autorisk_tf", "configs", "small.yaml")
 SCHEMA = os.path.join(ROOT, "autorisk_tf", "schemas", "simulated.yaml")
 
@@ -149,14 +154,20 @@ def main(argv=None) -> int:
     rows_out = []
 
     def add(name, value, unit, **extra):
-        rows_out.append({"metric": name, "value": round(value, 3), "unit": unit, **extra})
+        row = {"metric": name, "value": round(value, 3), "unit": unit, **extra}
+        if name in TARGETS_MS:
+            target = TARGETS_MS[name]
+            row.update(target=f"<= {target:g} ms", met_in_ms=value <= target,
+                       target_in_matmuls=round(target / REFERENCE_MATMUL_MS, 4),
+                       met_against_yardstick=extra["in_matmuls"] <= target / REFERENCE_MATMUL_MS)
+        rows_out.append(row)
 
     p50s = {}
     for n, instances in requests.items():
         p50, p99 = percentiles(in_process(instances, args.repeats))
         p50s[n] = p50
-        add(f"in_process_1x{n}_p50", p50, "ms", in_matmuls=round(p50 / matmul_ms, 3),
-            p99_ms=round(p99, 3), **({"target": "<= 10 ms"} if n == 1000 else {}))
+        add(f"in_process_1x{n}_p50", p50, "ms", in_matmuls=round(p50 / matmul_ms, 4),
+            p99_ms=round(p99, 3))
     seconds = in_process(batch, max(10, args.repeats // 5))
     users_per_s = 64 / statistics.median(seconds)
     add("in_process_batch64x100", users_per_s, "users/s",
@@ -180,11 +191,10 @@ def main(argv=None) -> int:
                 client.predict(instances=instances)
                 seconds.append(time.perf_counter() - start)
             p50, p99 = percentiles(seconds)
-            add(f"rest_1x{n}_p50", p50, "ms", in_matmuls=round(p50 / matmul_ms, 3),
+            add(f"rest_1x{n}_p50", p50, "ms", in_matmuls=round(p50 / matmul_ms, 4),
                 p99_ms=round(p99, 3))
             add(f"rest_overhead_1x{n}_p50", p50 - p50s[n], "ms",
-                in_matmuls=round((p50 - p50s[n]) / matmul_ms, 3),
-                **({"target": "<= 5 ms"} if n == 1000 else {}))
+                in_matmuls=round((p50 - p50s[n]) / matmul_ms, 4))
     finally:
         server.terminate()
         server.wait(30)
@@ -208,12 +218,16 @@ def main(argv=None) -> int:
         json.dump(result, f, indent=1)
         f.write("\n")
     print(f"4096x4096 float32 matmul: {gflops:.0f} GFLOP/s ({matmul_ms:.1f} ms)")
-    print(f"| {'metric':<26} | {'value':>10} | unit    | ratio to matmul | target |")
-    print(f"|{'-' * 28}|{'-' * 12}|---------|-----------------|--------|")
+    print(f"| {'metric':<26} | {'value':>10} | unit    | ratio to matmul | target "
+          "| met (ms / yardstick) |")
+    print(f"|{'-' * 28}|{'-' * 12}|---------|-----------------|--------|------|")
     for row in rows_out:
         ratio = row.get("in_matmuls", row.get("users_per_matmul", ""))
+        met = (f"{'yes' if row['met_in_ms'] else 'no'} / "
+               f"{'yes' if row['met_against_yardstick'] else 'no'} "
+               f"(<= {row['target_in_matmuls']})" if "target" in row else "")
         print(f"| {row['metric']:<26} | {row['value']:>10.2f} | {row['unit']:<7} | "
-              f"{ratio!s:>15} | {row.get('target', '')} |")
+              f"{ratio!s:>15} | {row.get('target', '')} | {met} |")
     print(f"wrote {args.json}")
     return 0
 
