@@ -109,15 +109,23 @@ def test_export_is_hermetic(exported, tmp_path):
     request = exported.request(keys)
     want = tf.saved_model.load(exported.version_dir).signatures["serving_default"](
         **{k: tf.constant(v) for k, v in request.items()})["embedding"].numpy()
+    records = [r.numpy() for r in tf.data.TFRecordDataset(
+        tf.io.gfile.glob(f"{exported.data}/train/*.tfrecord")).take(3)]
+    want_examples = tf.saved_model.load(exported.version_dir).signatures["embed_examples"](
+        examples=tf.constant(records))["embedding"].numpy()
     np.savez(tmp_path / "request.npz", **request)
+    np.save(tmp_path / "records.npy", np.array(records, dtype=object), allow_pickle=True)
     script = f"""
 import json, sys, numpy as np, tensorflow as tf
 model = tf.saved_model.load({copy!r})
 request = dict(np.load({str(tmp_path / "request.npz")!r}))
 raw = model.signatures["serving_default"](**{{k: tf.constant(v) for k, v in request.items()}})
+records = np.load({str(tmp_path / "records.npy")!r}, allow_pickle=True).tolist()
+examples = model.signatures["embed_examples"](examples=tf.constant(records))
 assert not any(name.split(".")[0] in ("autorisk_tf", "export", "beam")
                for name in sys.modules), "the SavedModel pulled in a Python package"
 print(json.dumps({{"embedding": raw["embedding"].numpy().tolist(),
+                  "examples": examples["embedding"].numpy().tolist(),
                   "signatures": sorted(model.signatures)}}))
 """
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ""}
@@ -127,6 +135,7 @@ print(json.dumps({{"embedding": raw["embedding"].numpy().tolist(),
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["signatures"] == ["embed_examples", "serving_default"]
     np.testing.assert_allclose(np.array(out["embedding"]), want, atol=1e-5)
+    np.testing.assert_allclose(np.array(out["examples"]), want_examples, atol=1e-5)
 
 
 def test_export_uses_only_ops_a_stock_model_server_has(exported):
