@@ -234,12 +234,7 @@ def main(argv) -> None:
     del argv
     if not FLAGS.data or not FLAGS.model_dir:
         sys.exit("error: --data and at least one --model_dir are required")
-    try:
-        for split in ("train", "test"):
-            fileio.split_pattern(FLAGS.data, split)
-    except fileio.EmptySplitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    fileio.split_patterns_or_exit(FLAGS.data, ("train", "test"))
     try:
         report = downstream_table(FLAGS.data, FLAGS.model_dir, FLAGS.labels)
     except (ValueError, FileNotFoundError) as e:

@@ -226,12 +226,7 @@ def main(argv) -> None:
     from autorisk_tf.data.artifacts import Artifacts
     from autorisk_tf.embed import load_embedder
 
-    try:
-        for split in ("train", "valid"):
-            fileio.split_pattern(FLAGS.data, split)
-    except fileio.EmptySplitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    fileio.split_patterns_or_exit(FLAGS.data, ("train", "valid"))
     try:
         schema = Artifacts.load(fileio.join(FLAGS.data, "artifacts")).schema
         label_kind(schema, FLAGS.label)

@@ -76,11 +76,7 @@ def main(argv) -> None:
     from autorisk_tf.data.artifacts import Artifacts
     from autorisk_tf.training import Pretrainer, load_config
 
-    try:
-        train = fileio.split_pattern(FLAGS.data, "train")
-    except fileio.EmptySplitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    (train,) = fileio.split_patterns_or_exit(FLAGS.data, ("train",))
     valid = None
     if FLAGS.eval_batches:
         try:

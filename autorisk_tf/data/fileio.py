@@ -81,3 +81,14 @@ def split_pattern(data: str, split: str) -> str:
                               "hold no sequences (see the split fractions and the dead "
                               "letters of beam.preprocess)")
     return pattern
+
+
+def split_patterns_or_exit(data: str, splits: tuple[str, ...]) -> list[str]:
+    """For command lines: `split_pattern` of each split, or one error line and exit code 2."""
+    import sys
+
+    try:
+        return [split_pattern(data, split) for split in splits]
+    except EmptySplitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
