@@ -71,7 +71,9 @@ def _summed_gradients_optimizer(cls: type) -> type:
 
     Keras 3.15's TensorFlow optimizers all-reduce the gradients they are given. The loop
     all-reduces them itself, to clip the global norm of the summed gradient (Keras clips per
-    replica), so a second all-reduce would only cost another pass over the network.
+    replica), so a second all-reduce would only cost another pass over the network. This
+    overrides a private method of the pinned Keras; the two-worker SGD test fails if a
+    Keras upgrade changes it (the update would then be off by the number of replicas).
     """
     class SummedGradients(cls):
         def _all_reduce_sum_gradients(self, grads_and_vars):
