@@ -47,6 +47,7 @@ from beam.preprocess import (
     SUMMARY,
     ParseEventsFn,
     UsageError,
+    check_input_columns,
     match_inputs,
 )
 
@@ -303,6 +304,7 @@ def run(argv=None, save_main_session=True) -> dict:
         except events.RejectedRow as e:
             raise UsageError(f"--as_of {args.as_of!r}: {e.detail}") from None
     paths = match_inputs(args.input)
+    check_input_columns(paths, args.input_format, schema)
     if not any(a.startswith("--runner") for a in beam_args):
         beam_args = [f"--runner={LOCAL_RUNNER}", *beam_args]
     options = PipelineOptions(beam_args)

@@ -317,6 +317,37 @@ def _parse_fractions(text: str) -> tuple[float, float, float]:
     return parts
 
 
+def check_input_columns(paths: list[str], input_format: str, schema, labels: bool = False
+                        ) -> None:
+    """Checks every file's columns against the schema before the pipeline reads a row.
+
+    Args:
+        paths: list of str. The event files (or label files with `labels`).
+        input_format: str. `auto` or one of `sources.FORMATS`.
+        schema: Schema. The schema.
+        labels: bool. The files are label tables: their key and label columns are checked.
+
+    Raises:
+        UsageError: a missing column (file, column, its use, the columns there, a close
+            match), or a file whose format cannot be told.
+    """
+    if labels:
+        required = {schema.label_key: "the label table's key"}
+        required.update({label.name: f"label {label.name!r}" for label in schema.labels})
+        delimiter = ","
+    else:
+        required = {schema.key: "the key", schema.timestamp_column: "the timestamp"}
+        for field in schema.fields:
+            required.setdefault(field.column, f"field {field.name!r}")
+        delimiter = schema.csv_delimiter
+    for path in paths:
+        try:
+            fmt = sources.detect_format(path) if input_format == "auto" else input_format
+            sources.check_columns(path, fmt, required, delimiter)
+        except (ValueError, OSError) as e:
+            raise UsageError(str(e)) from None
+
+
 def match_inputs(patterns: str) -> list[str]:
     """Expands comma-separated glob patterns into a sorted list of files.
 
@@ -496,6 +527,9 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
     if args.labels and not schema.labels:
         raise UsageError(f"--labels given but {args.schema} names no label columns")
     paths = match_inputs(args.input)
+    check_input_columns(paths, args.input_format, schema)
+    if args.labels:
+        check_input_columns(match_inputs(args.labels), args.input_format, schema, labels=True)
     if not any(a.startswith("--runner") for a in beam_args):
         beam_args = [f"--runner={LOCAL_RUNNER}", *beam_args]
     options = PipelineOptions(beam_args)

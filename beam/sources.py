@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import difflib
+import itertools
 import json
 from collections.abc import Iterator
 
@@ -202,3 +204,57 @@ def raw_text(row: RawRow) -> str:
     if row.raw or row.row is None:
         return row.raw
     return json.dumps(row.row, ensure_ascii=False, default=str)
+
+
+def columns(path: str, fmt: str, delimiter: str = ",", sample: int = 100) -> list[str]:
+    """The column names of a file, read before any row is processed.
+
+    Args:
+        path: str. The file.
+        fmt: str. `csv`, `jsonl` or `parquet`.
+        delimiter: str. CSV delimiter (`whitespace` for runs of blanks).
+        sample: int. JSON Lines: the keys of the first `sample` objects count.
+
+    Returns:
+        The header (CSV), the schema's field names (Parquet), or the keys seen in the first
+        records (JSON Lines), in file order.
+    """
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            return list(pq.ParquetFile(f).schema_arrow.names)
+    with FileSystems.open(path) as handle:
+        if fmt == "csv":
+            split = str.split if delimiter == "whitespace" else (
+                lambda t: next(csv.reader([t], delimiter=delimiter)))
+            return _header(handle, split)[0]
+        seen: dict[str, None] = {}
+        for row in itertools.islice((r.row for r in _read_jsonl(handle) if r.row), sample):
+            seen.update(dict.fromkeys(row))
+        return list(seen)
+
+
+def check_columns(path: str, fmt: str, required: dict[str, str], delimiter: str = ",") -> None:
+    """Checks that a file has every column the schema reads, before any row is read.
+
+    Args:
+        path: str. The file.
+        fmt: str. Its format.
+        required: dict. Column name to what the schema uses it for (e.g. "field 'amount'").
+        delimiter: str. CSV delimiter.
+
+    Raises:
+        ValueError: one line naming the file, the first missing column and its use, the
+            columns that are there, and a close match when one exists.
+    """
+    present = columns(path, fmt, delimiter)
+    for column, use in required.items():
+        if column in present:
+            continue
+        lowered = {name.lower(): name for name in present}
+        close = ([lowered[column.lower()]] if column.lower() in lowered
+                 else difflib.get_close_matches(column, present, n=1, cutoff=0.6))
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"{path} has no column {column!r} ({use}); its columns are "
+                         f"{', '.join(present) or 'none'}{hint}")
