@@ -26,8 +26,8 @@ from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerTensor
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from beam.preprocess import LOCAL_RUNNER, UsageError, match_inputs
+from export.savedmodel import EMBED_EXAMPLES
 
-SIGNATURE = "embed_examples"  # export.savedmodel.EMBED_EXAMPLES, without importing Keras
 LABEL_PREFIX = "label/"
 
 
@@ -46,7 +46,7 @@ def embed_examples_inference(model, batch, inference_args, model_id=None):
     import tensorflow as tf
 
     del inference_args
-    outputs = model.signatures[SIGNATURE](examples=tf.stack(batch))
+    outputs = model.signatures[EMBED_EXAMPLES](examples=tf.stack(batch))
     vectors, lengths = outputs["embedding"].numpy(), outputs["length"].numpy()
     return [PredictionResult(example, {"embedding": vectors[i], "length": int(lengths[i])},
                              model_id) for i, example in enumerate(batch)]

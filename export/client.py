@@ -30,9 +30,7 @@ import numpy as np
 
 from autorisk_tf.data import events
 from autorisk_tf.data.schema import Schema, load_schema
-
-TIMESTAMP_INPUT = "timestamp_ms"  # autorisk_tf.data.raw_batch, without importing TensorFlow
-LENGTH_INPUT = "length"
+from autorisk_tf.data.sequence_example import LENGTH_INPUT, TIMESTAMP_INPUT
 
 
 class ServingError(RuntimeError):

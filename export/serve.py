@@ -32,9 +32,10 @@ import threading
 import numpy as np
 from aiohttp import web
 
+from autorisk_tf.data.sequence_example import LENGTH_INPUT
+from export.savedmodel import SERVING_DEFAULT
+
 LOG = logging.getLogger("export.serve")
-DEFAULT_SIGNATURE = "serving_default"
-LENGTH_INPUT = "length"
 _DTYPES = {"DT_STRING": "string", "DT_FLOAT": "float", "DT_DOUBLE": "float",
            "DT_INT64": "int", "DT_INT32": "int"}
 
@@ -233,7 +234,7 @@ def parse_request(body, served: ServedVersion, limits: Limits):
     """
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
-    signature = body.get("signature_name") or DEFAULT_SIGNATURE
+    signature = body.get("signature_name") or SERVING_DEFAULT
     if signature not in served.inputs:
         raise BadRequest(f"Serving signature name: \"{signature}\" not found in signature "
                          f"def; signatures: {sorted(served.inputs)}")

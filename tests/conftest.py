@@ -79,6 +79,19 @@ def preprocess(tmp_path):
     return run
 
 
+def free_ports(count):
+    """`count` distinct free TCP ports on 127.0.0.1."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
 SIMULATED_SCHEMA = os.path.join(os.path.dirname(__file__), os.pardir, "autorisk_tf", "schemas",
                                 "simulated.yaml")
 

@@ -9,7 +9,6 @@ import base64
 import concurrent.futures
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,12 +19,7 @@ import requests
 import tensorflow as tf
 
 from export.client import RestClient, ServingError, instances_from_rows
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import free_ports
 
 
 def _wait(process, url, log):
@@ -53,7 +47,7 @@ def server(request, exported, tmp_path_factory):
     root = tmp_path_factory.mktemp("served")
     base = root / "autorisk"
     shutil.copytree(exported.base, base)
-    port = _free_port()
+    (port,) = free_ports(1)
     if request.param == "export.serve":
         command = [sys.executable, "-m", "export.serve", "--model_base_path", str(base),
                    "--port", str(port), "--poll_seconds", "0.5", "--max_users", "64",
@@ -262,7 +256,7 @@ def test_client_retries_connection_errors_only(monkeypatch):
     with pytest.raises(ServingError):
         client.status()
     assert len(calls) == 1
-    dead = RestClient(f"http://127.0.0.1:{_free_port()}", "m", retries=1, backoff=0.0,
+    dead = RestClient(f"http://127.0.0.1:{free_ports(1)[0]}", "m", retries=1, backoff=0.0,
                       timeout=2)
     with pytest.raises(requests.ConnectionError):
         dead.status()

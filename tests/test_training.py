@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import pytest
 
 from autorisk_tf.data.artifacts import Artifacts
 from autorisk_tf.training import Pretrainer, load_config
-from tests.conftest import SMALL
+from tests.conftest import SMALL, free_ports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--set", "model.width=16", "--set", "model.num_blocks=1", "--set", "model.ffn_dim=16",
@@ -153,16 +152,6 @@ def test_killed_run_resumes_from_its_last_checkpoint(pretraining_data, tmp_path)
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
 def test_two_workers_match_a_single_worker(pretraining_data, tmp_path, optimizer):
     """Same weights and optimizer state from 2 workers as from 1 on the same global batch.
@@ -174,7 +163,7 @@ def test_two_workers_match_a_single_worker(pretraining_data, tmp_path, optimizer
     extra = ["--set", f"training.optimizer={optimizer}"] + (
         ["--set", "training.learning_rate=0.5"] if optimizer == "sgd" else [])
     _train(pretraining_data, tmp_path / "single", steps=5, extra=extra)
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes = []
     for index in range(2):
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}

@@ -21,8 +21,8 @@ import tensorflow as tf
 from autorisk_tf.data import sequence_example as seqex
 from autorisk_tf.data.schema import Schema, TimeFeatures
 
-TIMESTAMP_INPUT = "timestamp_ms"
-LENGTH_INPUT = "length"
+TIMESTAMP_INPUT = seqex.TIMESTAMP_INPUT
+LENGTH_INPUT = seqex.LENGTH_INPUT
 _INT64_MAX = tf.int64.max
 
 

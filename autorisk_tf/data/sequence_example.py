@@ -32,6 +32,10 @@ TIMESTAMP = "time/timestamp_ms"
 DELTA_SECONDS = "time/delta_seconds"
 HOUR = "time/hour"
 DAY_OF_WEEK = "time/day_of_week"
+# The raw-events request (the SavedModel's `serving_default`, `autorisk_tf.data.raw_batch`):
+# one input per schema field plus these two. Kept here, free of TensorFlow, for clients.
+TIMESTAMP_INPUT = "timestamp_ms"
+LENGTH_INPUT = "length"
 
 
 def field_feature(name: str) -> str:
