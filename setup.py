@@ -2,6 +2,8 @@
 
 from setuptools import find_packages, setup
 
+REPORT = ["umap-learn==0.5.12", "matplotlib==3.11.2"]
+
 setup(
     name="autorisk-tf",
     version="0.1.0",
@@ -35,9 +37,14 @@ setup(
         "scikit-learn==1.9.1",
     ],
     extras_require={
+        # The evaluation report's UMAP maps and figures (python -m autorisk_tf.report).
+        "report": REPORT,
+        # Tests: the report's figures, and Playwright to open the page in Chromium (the
+        # browser itself is Debian's `chromium`; that test skips without it).
         "dev": [
             "pytest==9.2.0",
             "ruff==0.17.6",
-        ],
+            "playwright==1.65.2",
+        ] + REPORT,
     },
 )

@@ -22,6 +22,7 @@ import numpy as np
 from absl import app, flags
 
 from autorisk_tf.data import fileio
+from autorisk_tf.data import sequence_example as seqex
 
 FLAGS = flags.FLAGS
 
@@ -150,13 +151,15 @@ def load_features(folder: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return np.array(table.column("key").to_pylist(), dtype=object), values, columns
 
 
-def bag_of_items(keys: Sequence[str], event_keys: Sequence[str], items: Sequence[str]):
-    """Binary user x item matrix: 1 where the user has at least one event with the item.
+def bag_of_items(keys: Sequence[str], event_keys: Sequence[str], items: Sequence[str],
+                 binary: bool = True):
+    """User x item matrix: 1 where the user has at least one event with the item.
 
     Args:
         keys: sequence of str. Users, in row order.
         event_keys: sequence of str. The user of each event.
         items: sequence of str. The item of each event (empty items are skipped).
+        binary: bool. False: count the events of each item instead.
 
     Returns:
         `(matrix, vocabulary)`: scipy CSR float32 [len(keys), V] and the V items in column
@@ -176,8 +179,42 @@ def bag_of_items(keys: Sequence[str], event_keys: Sequence[str], items: Sequence
     matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
                            shape=(len(keys), len(vocabulary)))
     matrix.sum_duplicates()
-    matrix.data[:] = 1.0
+    if binary:
+        matrix.data[:] = 1.0
     return matrix, list(vocabulary)
+
+
+def bag_of_events(sequences: Sequence[dict], schema) -> tuple[np.ndarray, list[str]]:
+    """Counts of every field value over each user's events: the bag-of-events baseline.
+
+    A categorical or text value counts as `field=value`; a numeric value as its decile among
+    all the given events (`field#decile`).
+
+    Args:
+        sequences: sequence of dict. Examples as `reader.read_sequences` yields them.
+        schema: Schema. Their schema.
+
+    Returns:
+        `(keys, matrix)`: keys [N] str and scipy CSR float32 counts [N, V].
+    """
+    keys = np.array([s[seqex.KEY] for s in sequences], dtype=object)
+    event_keys, tokens = [], []
+    for field in schema.fields:
+        name = seqex.field_feature(field.name)
+        if field.kind == "numeric":
+            values = np.concatenate([s[name] for s in sequences]).astype(np.float64)
+            edges = np.nanquantile(values, np.linspace(0.1, 0.9, 9)) if np.isfinite(
+                values).any() else np.zeros(0)
+        for s in sequences:
+            if field.kind == "numeric":
+                present = np.isfinite(s[name])
+                column = [f"{field.name}#{d}" for d in np.searchsorted(
+                    edges, s[name][present], side="right")]
+            else:
+                column = [f"{field.name}={v}" for v in s[name] if v != ""]
+            event_keys.extend([s[seqex.KEY]] * len(column))
+            tokens.extend(column)
+    return keys, bag_of_items(keys, event_keys, tokens, binary=False)[0]
 
 
 def svd_features(bag, dim: int = 32, seed: int = 0) -> np.ndarray:
@@ -186,6 +223,15 @@ def svd_features(bag, dim: int = 32, seed: int = 0) -> np.ndarray:
     from sklearn.preprocessing import normalize
 
     return TruncatedSVD(dim, random_state=seed).fit_transform(normalize(bag))
+
+
+def check_binary_labels(schema, labels: Sequence[str]) -> None:
+    """Raises ValueError naming the binary labels when one of `labels` is not one."""
+    kinds = {label.name: label.kind for label in schema.labels}
+    for label in labels:
+        if kinds.get(label) != "binary":
+            raise ValueError(f"label {label!r} is not a binary label of the schema "
+                             f"({sorted(k for k, v in kinds.items() if v == 'binary')})")
 
 
 def downstream_table(data: str, model_dirs: list[str], labels: list[str]) -> dict:
@@ -203,11 +249,7 @@ def downstream_table(data: str, model_dirs: list[str], labels: list[str]) -> dic
     from autorisk_tf.embed import embed, load_embedder
 
     schema = Artifacts.load(fileio.join(data, "artifacts")).schema
-    kinds = {label.name: label.kind for label in schema.labels}
-    for label in labels:
-        if kinds.get(label) != "binary":
-            raise ValueError(f"label {label!r} is not a binary label of the schema "
-                             f"({sorted(k for k, v in kinds.items() if v == 'binary')})")
+    check_binary_labels(schema, labels)
     report = {}
     for model_dir in model_dirs:
         embedder = load_embedder(model_dir)

@@ -172,11 +172,7 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
                                   max_train_labels, train_keys)
     valid_data = labelled_batches(valid, schema, label, classes, batch_size, False, seed,
                                   keys=valid_keys)
-    if classes:
-        loss, auc = "sparse_categorical_crossentropy", _MacroAUC(len(classes), name="auc")
-    else:
-        loss, auc = "binary_crossentropy", keras.metrics.AUC(name="auc")
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=[auc])
+    compile_classifier(model, learning_rate)
     history = model.fit(train_data, validation_data=valid_data, epochs=epochs, verbose=verbose,
                         validation_freq=[e for e in range(1, epochs + 1)
                                          if e % validation_freq == 0 or e == epochs])
@@ -184,6 +180,18 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
     return model, {"valid_auc": float(history.history["val_auc"][-1]),
                    "valid_auc_by_epoch": [float(v) for v in history.history["val_auc"]],
                    "train_labels": count}
+
+
+def compile_classifier(model: SequenceClassifier, learning_rate: float) -> None:
+    """Compiles with Adam, the label's cross-entropy and an `auc` metric.
+
+    The metric is the macro one-vs-rest AUC for categorical labels.
+    """
+    if model.classes:
+        loss, auc = "sparse_categorical_crossentropy", _MacroAUC(len(model.classes), name="auc")
+    else:
+        loss, auc = "binary_crossentropy", keras.metrics.AUC(name="auc")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=[auc])
 
 
 class _MacroAUC(keras.metrics.AUC):
@@ -234,9 +242,9 @@ def main(argv) -> None:
     except (ValueError, FileNotFoundError, OSError) as e:
         sys.exit(f"error: {e}")
     if FLAGS.from_scratch:
-        keras.utils.set_random_seed(FLAGS.seed)
-        embedder = keras.saving.deserialize_keras_object(
-            keras.saving.serialize_keras_object(embedder))
+        from autorisk_tf.few_labels import copy_embedder
+
+        embedder = copy_embedder(embedder, pretrained=False, seed=FLAGS.seed)
     model, metrics = finetune(embedder, FLAGS.data, schema, FLAGS.label, FLAGS.epochs,
                               FLAGS.batch_size, FLAGS.learning_rate, FLAGS.freeze_encoder,
                               FLAGS.max_train_labels, FLAGS.seed)

@@ -19,6 +19,12 @@ Labels (`labels.csv`):
   preference  games / travel / shopping / utilities: shifts the item mix, weakly.
   profile     the behaviour profile.
 
+With `--num_analogies Q`, 4*Q more users are planted for the sequence analogy of the report:
+each quadruple (a, b, c, d) holds two ordinary users' behaviour, P and Q, with one factor set
+to one of two values x, y (pay method, amount level or item family): a = P with x, b = P with
+y, c = Q with x, d = Q with y, so emb(a) - emb(b) + emb(d) should land near emb(c). They are
+listed in `analogies.csv`.
+
 Example:
   python -m autorisk_tf.simulate --output_dir /tmp/sim --num_users 2000 --seed 7
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import os
 import sys
 import time
@@ -46,6 +53,13 @@ PROFILE_WEIGHTS = (0.74, 0.08, 0.08, 0.10)
 COLUMNS = ("user_id", "event_time", "event_type", "channel", "device", "pay_method",
            "amount", "item")
 LABEL_COLUMNS = ("user_id", "is_risk", "takeover", "age_band", "preference", "profile")
+ANALOGY_COLUMNS = ("a", "b", "c", "d", "factor", "field", "x", "y")
+# The factors of the planted analogies, the event column each changes, its two values (x, y).
+ANALOGY_FACTORS = (("pay_method", "pay_method", "credit_pay", "bank_card"),
+                   ("amount_level", "amount", "low", "high"),
+                   ("item_family", "item", "travel", "games"))
+_AMOUNT_LEVELS = {"low": 0.2, "high": 5.0}
+_ANALOGY_INDEX = 1 << 30  # simulate_user indices of planted base behaviours start here
 
 # The takeover pattern (the order-dependent label).
 TAKEOVER_LOGON_TO_PASSWORD_S = 600
@@ -237,6 +251,78 @@ def takeover_rule(times_ms, event_type, device, amount) -> bool:
     return False
 
 
+def with_factor(user: User, factor: str, value: str, seed: int) -> User:
+    """The same behaviour with one factor set to one value (a planted analogy user).
+
+    Args:
+        user: User. The base behaviour.
+        factor: str. `pay_method` (every pay method set to `value`), `amount_level` (every
+            amount scaled, `low` x0.2 or `high` x5) or `item_family` (every catalogue item
+            redrawn from the `value` family, with draws that depend on `seed` only).
+        value: str. One of the factor's two values in `ANALOGY_FACTORS`.
+        seed: int. Seed of the item redraw; the same for both values of one quadruple.
+
+    Returns:
+        A new User (same id, labels and times).
+    """
+    changed = dataclasses.replace(user, pay_method=list(user.pay_method),
+                                  amount=list(user.amount), item=list(user.item))
+    if factor == "pay_method":
+        changed.pay_method = [value if p else p for p in user.pay_method]
+    elif factor == "amount_level":
+        changed.amount = [None if a is None else round(a * _AMOUNT_LEVELS[value], 2)
+                          for a in user.amount]
+    elif factor == "item_family":
+        rng = np.random.default_rng([seed, 1 << 42])
+        templates = _CATALOG[value]
+        for i, kind in enumerate(user.event_type):
+            if kind in ("payment", "create_transaction"):
+                changed.item[i] = templates[rng.integers(len(templates))].format(
+                    s=_SURNAMES[rng.integers(len(_SURNAMES))],
+                    st=_STATIONS[rng.integers(len(_STATIONS))],
+                    p=_PRODUCTS[rng.integers(len(_PRODUCTS))],
+                    c=_CARRIERS[rng.integers(len(_CARRIERS))], n=30)
+    else:
+        raise ValueError(f"unknown analogy factor {factor!r}")
+    return changed
+
+
+def analogy_quadruples(seed: int, count: int, max_events: int = 8000
+                       ) -> Iterator[tuple[list[User], dict]]:
+    """Planted analogy quadruples, deterministic for a seed.
+
+    Base behaviours are ordinary users (labels 0) with 20 to 400 events, at least 5 of them
+    payments. Factors take turns: pay method, amount level, item family.
+
+    Args:
+        seed: int. Seed of the data set.
+        count: int. Number of quadruples.
+        max_events: int. Longest history.
+
+    Yields:
+        `([a, b, c, d], row)`: the users (ids `an<quadruple>-<role>`) and their
+        `analogies.csv` row (with `field`, the event column the factor changes).
+    """
+    index = _ANALOGY_INDEX
+    for quadruple in range(count):
+        bases = []
+        while len(bases) < 2:
+            user = simulate_user(seed, index, max_events)
+            index += 1
+            if (user.labels["profile"] == "ordinary" and 20 <= len(user) <= 400
+                    and user.event_type.count("payment") >= 5):
+                bases.append(user)
+        factor, field, x, y = ANALOGY_FACTORS[quadruple % len(ANALOGY_FACTORS)]
+        users = []
+        for role, base, value in (("a", bases[0], x), ("b", bases[0], y),
+                                  ("c", bases[1], x), ("d", bases[1], y)):
+            user = with_factor(base, factor, value, seed=index + (base is bases[1]))
+            user.user_id = f"an{quadruple:05d}-{role}"
+            users.append(user)
+        yield users, dict(zip(ANALOGY_COLUMNS,
+                              [u.user_id for u in users] + [factor, field, x, y], strict=True))
+
+
 def iter_users(seed: int, num_users: int | None = None, num_events: int | None = None,
                max_events: int = 8000) -> Iterator[User]:
     """Yields users in index order until `num_users` users or `num_events` events."""
@@ -285,8 +371,12 @@ class _ShardWriter:
 
 def write_dataset(output_dir: str, seed: int = 0, num_users: int | None = None,
                   num_events: int | None = None, fmt: str = "csv", num_shards: int = 4,
-                  block_users: int = 256, max_events: int = 8000) -> dict:
+                  block_users: int = 256, max_events: int = 8000,
+                  num_analogies: int = 0) -> dict:
     """Simulates users and writes `events/part-*.{csv,parquet}` and `labels.csv`.
+
+    With `num_analogies`, the planted quadruples' users follow (`analogy_quadruples`) and
+    `analogies.csv` lists them.
 
     Rows of each block of `block_users` users are shuffled before writing, so files are not
     sorted by user or time (like real logs); blocks go to shards in turn.
@@ -300,23 +390,34 @@ def write_dataset(output_dir: str, seed: int = 0, num_users: int | None = None,
         num_shards: int. Number of event files.
         block_users: int. Users per shuffled block.
         max_events: int. Longest history.
+        num_analogies: int. Planted analogy quadruples (4 users each).
 
     Returns:
-        A summary: users, events, positives per binary label, longest history.
+        A summary: users, events, positives per binary label, longest history, analogies.
     """
     if num_users is None and num_events is None:
         raise ValueError("give num_users or num_events")
     os.makedirs(os.path.join(output_dir, "events"), exist_ok=True)
     writers = [_ShardWriter(os.path.join(output_dir, "events", f"part-{i:05d}.{fmt}"), fmt)
                for i in range(num_shards)]
-    summary = {"users": 0, "events": 0, "is_risk": 0, "takeover": 0, "longest": 0}
+    summary = {"users": 0, "events": 0, "is_risk": 0, "takeover": 0, "longest": 0,
+               "analogies": num_analogies}
+    quadruples = list(analogy_quadruples(seed, num_analogies, max_events))
+    if quadruples:
+        with open(os.path.join(output_dir, "analogies.csv"), "w", newline="",
+                  encoding="utf-8") as f:
+            writer = csv.DictWriter(f, ANALOGY_COLUMNS)
+            writer.writeheader()
+            writer.writerows(row for _, row in quadruples)
+    planted = (user for users, _ in quadruples for user in users)
     started = time.time()
     with open(os.path.join(output_dir, "labels.csv"), "w", newline="",
               encoding="utf-8") as label_file:
         labels = csv.writer(label_file)
         labels.writerow(LABEL_COLUMNS)
         block, block_index = [], 0
-        for user in iter_users(seed, num_users, num_events, max_events):
+        for user in itertools.chain(iter_users(seed, num_users, num_events, max_events),
+                                    planted):
             labels.writerow([user.user_id] + [user.labels[c] for c in LABEL_COLUMNS[1:]])
             block.extend(user.rows())
             summary["users"] += 1
@@ -358,6 +459,8 @@ def define_flags() -> None:
     flags.DEFINE_enum("format", "csv", ["csv", "parquet"], "Event file format.")
     flags.DEFINE_integer("num_shards", 4, "Number of event files.")
     flags.DEFINE_integer("max_events", 8000, "Longest history of a user.")
+    flags.DEFINE_integer("num_analogies", 0, "Planted analogy quadruples (4 more users each, "
+                         "listed in analogies.csv) for the report's sequence analogy.")
 
 
 def main(argv: list[str]) -> None:
@@ -368,10 +471,13 @@ def main(argv: list[str]) -> None:
     if FLAGS.num_users is None and FLAGS.num_events is None:
         sys.exit("error: give --num_users or --num_events")
     summary = write_dataset(FLAGS.output_dir, FLAGS.seed, FLAGS.num_users, FLAGS.num_events,
-                            FLAGS.format, FLAGS.num_shards, max_events=FLAGS.max_events)
+                            FLAGS.format, FLAGS.num_shards, max_events=FLAGS.max_events,
+                            num_analogies=FLAGS.num_analogies)
     print(f"wrote {summary['events']} events of {summary['users']} users to "
           f"{FLAGS.output_dir} (is_risk: {summary['is_risk']}, takeover: "
-          f"{summary['takeover']}, longest history: {summary['longest']})")
+          f"{summary['takeover']}, longest history: {summary['longest']}"
+          + (f", {summary['analogies']} analogy quadruples" if summary["analogies"] else "")
+          + ")")
 
 
 if __name__ == "__main__":

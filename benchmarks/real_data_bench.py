@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from autorisk_tf import evaluate  # noqa: E402
+from autorisk_tf import evaluate, few_labels  # noqa: E402
 from autorisk_tf.datasets import cdnow, online_retail, tables  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -279,41 +279,29 @@ def main(argv=None) -> int:
 def finetune_rows(task, data, schema, label, keys, y, encoders, sizes, epochs) -> list[dict]:
     """Pre-trained encoder fine-tuned vs the same encoder from scratch, by label count.
 
-    Training labels are drawn (stratified, seeded) from folds 1-4; AUC on fold 0.
+    Training labels are drawn (stratified, seed 0) from folds 1-4; AUC on fold 0.
     """
-    import keras
-    from sklearn.model_selection import StratifiedKFold, train_test_split
-
-    from autorisk_tf.finetune import finetune
+    from sklearn.model_selection import StratifiedKFold
 
     train_idx, test_idx = next(StratifiedKFold(5, shuffle=True, random_state=0).split(
         np.zeros(len(y)), y))
     test_keys = [keys[i] for i in test_idx]
+    runners = {seed: few_labels.Finetuner(embedder, data, schema, label, test_keys,
+                                          test_split="train")
+               for seed, embedder in encoders.items()}
     rows = []
     for size in sizes:
-        n = len(train_idx) if size == "all" else min(int(size), len(train_idx))
-        chosen = train_idx if n == len(train_idx) else train_test_split(
-            train_idx, train_size=n, stratify=y[train_idx], random_state=0)[0]
-        train_keys = [keys[i] for i in chosen]
-        run_epochs = epochs or int(np.clip(np.ceil(300 / max(n / 32, 1)), 3, 30))
+        chosen = few_labels.draw_labels(train_idx, y, size, seed=0)
+        n = len(chosen)
+        run_epochs = epochs or few_labels.finetune_epochs(n, steps=300)
         for start in ("pretrained", "scratch"):
             runs = []
-            for seed, embedder in encoders.items():
-                if start == "scratch":
-                    keras.utils.set_random_seed(seed)
-                    embedder = keras.saving.deserialize_keras_object(
-                        keras.saving.serialize_keras_object(embedder))
-                else:
-                    embedder = keras.saving.deserialize_keras_object(
-                        keras.saving.serialize_keras_object(embedder))
-                    embedder.set_weights(encoders[seed].get_weights())
+            for seed, runner in runners.items():
                 tic = time.time()
-                _, metrics = finetune(embedder, data, schema, label, epochs=run_epochs,
-                                      seed=seed, verbose=0, train_keys=train_keys,
-                                      valid_keys=test_keys, train_split="train",
-                                      valid_split="train", validation_freq=run_epochs)
-                runs.append({"seed": seed, "auc": round(metrics["valid_auc"], 4),
-                             "epochs": run_epochs, "seconds": round(time.time() - tic, 1)})
+                auc = runner.auc(start == "pretrained", [keys[i] for i in chosen], run_epochs,
+                                 seed)
+                runs.append({"seed": seed, "auc": round(auc, 4), "epochs": run_epochs,
+                             "seconds": round(time.time() - tic, 1)})
             row = _summary(task, f"finetune_{start}_{size}", runs, labels=n)
             print(f"  fine-tune {start:<10} {size:>5} labels ({run_epochs} epochs): AUC "
                   f"{row['auc']:.4f}", flush=True)

@@ -1,0 +1,172 @@
+"""Few-label learning curves: downstream AUC against the number of training labels.
+
+The same seeded, stratified label draws serve every method (logistic regression on
+embeddings, GBDT on hand-made features, the encoder fine-tuned from its pre-trained weights
+or from scratch), so their curves are comparable point by point. Used by
+`python -m autorisk_tf.report` and `benchmarks/real_data_bench.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+LABEL_COUNTS = ("100", "300", "1000", "3000", "all")
+
+
+def draw_labels(pool: np.ndarray, y: np.ndarray, size: str | int, seed: int) -> np.ndarray:
+    """A stratified, seeded draw of training rows.
+
+    Args:
+        pool: int [P]. Row indices that may be drawn.
+        y: [N]. Labels of all rows (indexed by pool).
+        size: int or str. Rows to draw; `all` (or a size at least P) takes the whole pool.
+        seed: int. Seed of the draw.
+
+    Returns:
+        int [min(size, P)] row indices.
+    """
+    from sklearn.model_selection import train_test_split
+
+    pool = np.asarray(pool)
+    if size == "all" or int(size) >= len(pool):
+        return pool
+    return train_test_split(pool, train_size=int(size), stratify=y[pool],
+                            random_state=seed)[0]
+
+
+def usable_sizes(sizes: Sequence[str], pool_size: int) -> list[str]:
+    """The label counts below the pool size, then `all` (when asked for), in order."""
+    kept = [s for s in sizes if s != "all" and int(s) < pool_size]
+    return kept + ["all"] if "all" in sizes else kept
+
+
+def curve(run: Callable[[np.ndarray, int], float], pool: np.ndarray, y: np.ndarray,
+          sizes: Sequence[str], seeds: Sequence[int]) -> list[dict]:
+    """AUC of one method at each label count, for each seed.
+
+    Args:
+        run: `(train_rows, seed) -> AUC` of the method trained on those rows.
+        pool: int [P]. Training rows to draw from.
+        y: [N]. Labels.
+        sizes: sequence of str. Label counts (`usable_sizes`).
+        seeds: sequence of int. Seeds of the draws (and of the method).
+
+    Returns:
+        One dict per size: `size`, `labels` (rows drawn), `aucs` (one per seed), `mean`,
+        `min`, `max`.
+    """
+    points = []
+    for size in sizes:
+        aucs, count = [], 0
+        for seed in seeds:
+            rows = draw_labels(pool, y, size, seed)
+            count = len(rows)
+            aucs.append(float(run(rows, seed)))
+        points.append({"size": size, "labels": count, "aucs": [round(a, 4) for a in aucs],
+                       "mean": round(float(np.mean(aucs)), 4),
+                       "min": round(float(np.min(aucs)), 4),
+                       "max": round(float(np.max(aucs)), 4)})
+    return points
+
+
+def fitted_auc(make_model: Callable, train_x: np.ndarray, train_y: np.ndarray,
+               test_x: np.ndarray, test_y: np.ndarray) -> float:
+    """Test AUC of a scikit-learn classifier fitted on the training rows."""
+    from sklearn.metrics import roc_auc_score
+
+    model = make_model().fit(train_x, train_y)
+    return float(roc_auc_score(test_y, model.predict_proba(test_x)[:, 1]))
+
+
+def finetune_epochs(labels: int, steps: int, batch_size: int = 32, low: int = 3,
+                    high: int = 30) -> int:
+    """Epochs that give about `steps` optimiser steps on `labels` sequences, within bounds."""
+    return int(np.clip(np.ceil(steps / max(labels / batch_size, 1)), low, high))
+
+
+def copy_embedder(embedder, pretrained: bool, seed: int):
+    """A fresh copy of an embedder: its weights (pretrained) or new ones drawn from seed."""
+    import keras
+
+    if not pretrained:
+        keras.utils.set_random_seed(seed)
+    copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(embedder))
+    if pretrained:
+        copy.set_weights(embedder.get_weights())
+    return copy
+
+
+class Finetuner:
+    """Fine-tunes one encoder many times with a single compiled classifier.
+
+    Label counts, seeds, pre-trained or from scratch: every run shares one classifier, so
+    its training step is traced once.
+
+    Each run restores the starting weights (the pre-trained encoder's, or new ones drawn
+    from the run's seed; the head's initial weights), zeroes the optimiser's state, trains
+    on the given users and scores the test users.
+
+    Args:
+        embedder: SequenceEmbedder. The pre-trained embedder (copied, never changed).
+        data: str. Output folder of beam.preprocess.
+        schema: Schema. Its schema.
+        label: str. Binary label column.
+        test_keys: sequence of str or None. Users scored (of `test_split`); None: all
+            labelled users of the split.
+        test_split: str. Split of the test users.
+        train_split: str. Split of the training users.
+        batch_size: int. Sequences per batch.
+        learning_rate: float. Adam learning rate.
+    """
+
+    def __init__(self, embedder, data: str, schema, label: str,
+                 test_keys: Sequence[str] | None = None, test_split: str = "test",
+                 train_split: str = "train", batch_size: int = 32,
+                 learning_rate: float = 1e-3):
+        from autorisk_tf.data import fileio
+        from autorisk_tf.finetune import SequenceClassifier, compile_classifier, labelled_batches
+
+        self._embedder, self._schema, self._label = embedder, schema, label
+        self._batch_size, self._learning_rate = batch_size, learning_rate
+        self._train = fileio.join(data, train_split, "*.tfrecord")
+        self._batches = labelled_batches
+        self.model = SequenceClassifier(copy_embedder(embedder, True, 0), None,
+                                        name="sequence_classifier")
+        self.model.build()
+        compile_classifier(self.model, learning_rate)
+        self._head = [w.numpy() for w in self.model.head.weights + self.model.norm.weights]
+        self._test = labelled_batches(fileio.join(data, test_split, "*.tfrecord"), schema,
+                                      label, None, batch_size, False, 0,
+                                      keys=None if test_keys is None else list(test_keys))
+
+    def auc(self, pretrained: bool, train_keys: Sequence[str], epochs: int,
+            seed: int) -> float:
+        """Test AUC after fine-tuning from the pre-trained or from new weights.
+
+        Args:
+            pretrained: bool. Start from the pre-trained weights (True) or from new random
+                ones drawn from seed (False).
+            train_keys: sequence of str. Users trained on.
+            epochs: int. Training epochs.
+            seed: int. Seed of the new weights, the shuffling and the dropout.
+
+        Returns:
+            The AUC on the test users after the last epoch.
+        """
+        import keras
+
+        start = copy_embedder(self._embedder, pretrained, seed)
+        self.model.embedder.set_weights(start.get_weights())
+        for variable, value in zip(self.model.head.weights + self.model.norm.weights,
+                                   self._head, strict=True):
+            variable.assign(value)
+        for variable in self.model.optimizer.variables:  # iterations, moments, learning rate
+            variable.assign(np.zeros(variable.shape, variable.dtype))
+        self.model.optimizer.learning_rate = self._learning_rate
+        keras.utils.set_random_seed(seed)
+        train = self._batches(self._train, self._schema, self._label, None, self._batch_size,
+                              True, seed, keys=list(train_keys))
+        self.model.fit(train, epochs=epochs, verbose=0)
+        return float(self.model.evaluate(self._test, verbose=0, return_dict=True)["auc"])

@@ -1,0 +1,63 @@
+"""Label draws and curves shared by the report and the real-data benchmark."""
+
+import numpy as np
+
+from autorisk_tf import evaluate, few_labels
+
+
+def test_draws_are_stratified_seeded_and_capped_by_the_pool():
+    y = np.array([1] * 100 + [0] * 900)
+    pool = np.arange(0, 1000, 2)  # 50 positives, 450 negatives
+    first = few_labels.draw_labels(pool, y, "100", seed=0)
+    assert len(first) == 100 and set(first) <= set(pool)
+    assert y[first].sum() == 10  # the pool's 10% positives
+    np.testing.assert_array_equal(first, few_labels.draw_labels(pool, y, 100, seed=0))
+    assert set(first) != set(few_labels.draw_labels(pool, y, 100, seed=1))
+    np.testing.assert_array_equal(few_labels.draw_labels(pool, y, "all", seed=3), pool)
+    np.testing.assert_array_equal(few_labels.draw_labels(pool, y, 5000, seed=3), pool)
+    assert few_labels.usable_sizes(["100", "300", "1000", "all"], 500) == ["100", "300", "all"]
+    assert few_labels.usable_sizes(["100", "1000"], 500) == ["100"]
+
+
+def test_curve_grows_with_labels_on_a_learnable_task():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 20))
+    y = (x[:, :10].sum(axis=1) + rng.normal(scale=2.0, size=3000) > 0).astype(int)
+    train, test = np.arange(2000), np.arange(2000, 3000)
+
+    def run(rows, seed):
+        return few_labels.fitted_auc(lambda: evaluate.logistic_regression(1.0), x[rows],
+                                     y[rows], x[test], y[test])
+
+    points = few_labels.curve(run, train, y, ["30", "300", "all"], seeds=[0, 1, 2])
+    assert [p["labels"] for p in points] == [30, 300, 2000]
+    for p in points:
+        assert len(p["aucs"]) == 3 and p["min"] <= p["mean"] <= p["max"]
+    assert points[0]["mean"] < points[-1]["mean"]
+    assert points[-1]["mean"] > 0.85
+    assert points[-1]["min"] == points[-1]["max"]  # all labels: the same rows every seed
+
+
+def test_finetune_epochs_aim_at_a_step_budget():
+    assert few_labels.finetune_epochs(100, steps=300) == 30  # capped
+    assert few_labels.finetune_epochs(3200, steps=300) == 3
+    assert few_labels.finetune_epochs(3200, steps=100, low=1) == 1
+    assert few_labels.finetune_epochs(320, steps=100, low=1) == 10
+
+
+def test_copies_of_the_embedder_start_where_asked(pretrained):
+    trainer, _ = pretrained
+    embedder = trainer.embedder()
+    original = [np.array(w) for w in embedder.weights]
+    same = few_labels.copy_embedder(embedder, pretrained=True, seed=0)
+    for a, b in zip(same.weights, original, strict=True):
+        np.testing.assert_array_equal(np.array(a), b)
+    fresh = few_labels.copy_embedder(embedder, pretrained=False, seed=0)
+    kernels = [(np.array(a), b) for a, b in zip(fresh.weights, original, strict=True)
+               if b.ndim >= 2]
+    assert kernels and all(not np.array_equal(a, b) for a, b in kernels)
+    again = few_labels.copy_embedder(embedder, pretrained=False, seed=0)
+    for a, b in zip(again.weights, fresh.weights, strict=True):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+    for a, b in zip(embedder.weights, original, strict=True):  # the original is untouched
+        np.testing.assert_array_equal(np.array(a), b)
