@@ -118,6 +118,7 @@ $PY -m autorisk_tf.report --data "$OUT/data" --model_dir "$OUT/pretrained" \
   --features "$OUT/features" --labels is_risk,takeover --finetune_labels is_risk \
   --label_counts 100,300,all --finetune_steps 20 --analogies "$OUT/raw/analogies.csv" \
   --output "$OUT/report" 2>/dev/null
-grep -A6 "| embedding | factor" "$OUT/report/report.md" | grep -E "\| (embedding|encoder|bag of event counts|random neighbour) \| (factor|all)"
+grep -E "^\| (embedding \| factor|encoder \| all|bag of event counts \| all|random neighbour \| all)" \
+  "$OUT/report/report.md"
 
 echo "== done: outputs under $OUT/; open $OUT/report/index.html in a browser"

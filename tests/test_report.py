@@ -128,19 +128,17 @@ def test_full_report_holds_every_section(full_report):
 
 
 def test_report_without_labels_or_features_says_why(pretrained, pretraining_data, tmp_path):
+    from autorisk_tf.report.build import Options, build_report
+
     trainer, _ = pretrained
-    result = subprocess.run(
-        [sys.executable, "-m", "autorisk_tf.report", "--data", pretraining_data,
-         "--model_dir", trainer.model_dir, "--output", str(tmp_path / "r")],
-        capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "index.html" in result.stdout
-    markdown = (tmp_path / "r" / "report.md").read_text(encoding="utf-8")
+    paths = build_report(pretraining_data, trainer.model_dir, str(tmp_path / "r"), Options())
+    with open(paths["markdown"], encoding="utf-8") as f:
+        markdown = f.read()
     assert "No --labels were given, so there are no learning curves." in markdown
     assert "No --analogies file was given" in markdown
     assert "No --labels were given, so there is no label agreement." in markdown
     assert "## Maps of the test users' embeddings" in markdown  # maps need no labels
-    assert "LR on embeddings" not in markdown
+    assert "maps.png" in markdown and "LR on embeddings" not in markdown
 
 
 def test_report_rejects_a_label_that_is_not_binary(pretrained, pretraining_data, tmp_path):
@@ -177,3 +175,12 @@ def test_page_renders_in_headless_chromium(full_report, tmp_path):
     assert len(widths) >= 8 and min(widths) > 0, widths
     assert errors == []
     assert (tmp_path / "report.png").stat().st_size > 50_000
+
+
+def test_finetune_labels_must_be_report_labels(pretrained, pretraining_data, tmp_path):
+    from autorisk_tf.report.build import Options, build_report
+
+    trainer, _ = pretrained
+    with pytest.raises(ValueError, match=r"--finetune_labels \['takeover'\] must also be in"):
+        build_report(pretraining_data, trainer.model_dir, str(tmp_path),
+                     Options(labels=["is_risk"], finetune_labels=["takeover"]))
