@@ -10,6 +10,11 @@ or cut long histories into overlapping windows; derive time features; join the l
 `train/`, `valid/` and `test/` shards (split by a stable hash of the key); analyse the training
 split into `artifacts/` (schema copy, vocabularies, boundaries, stats.json).
 
+Exit status 1 when more than `--max_rejected_fraction` (default 0.05) of the event rows were
+rejected, or no user was written: dead letters and stats.json are written first, and the
+error line gives the count and first example of each reason. Exit status 2: a bad command
+line, schema or input header, before any row is read.
+
 Without `--runner` the job runs in this process (Beam's FnApiRunner, the engine of the
 DirectRunner, chosen explicitly: plain DirectRunner first tries to download Prism); add
 `--direct_running_mode multi_processing --direct_num_workers N` for several local processes.
@@ -394,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "long histories into max_len windows starting every N events.")
     parser.add_argument("--split", default="0.8,0.1,0.1",
                         help="Fractions of keys for train,valid,test (stable hash of the key).")
+    parser.add_argument("--max_rejected_fraction", type=float, default=0.05,
+                        help="Most event rows that may be rejected (0 to 1) before the job "
+                             "exits non-zero; dead letters and stats.json are written anyway.")
     parser.add_argument("--num_shards", type=int, default=0,
                         help="TFRecord shards per split; 0 lets the runner decide.")
     parser.add_argument("--shuffle", default="auto", choices=("auto", "beam", "files"),
@@ -498,6 +506,9 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.shuffle_partitions < 0:
         raise UsageError("--shuffle_partitions must be 0 or positive, "
                          f"got {args.shuffle_partitions}")
+    if not 0.0 <= args.max_rejected_fraction <= 1.0:
+        raise UsageError("--max_rejected_fraction must be between 0 and 1, "
+                         f"got {args.max_rejected_fraction}")
     _parse_fractions(args.split)
 
 
@@ -552,8 +563,59 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
     return artifacts.Artifacts.load(f"{args.output_dir.rstrip('/')}/artifacts").stats
 
 
+def first_dead_letters(output_dir: str, reasons: set[str]) -> dict[str, dict]:
+    """The first event dead letter of each reason (reading stops once all are found)."""
+    found: dict[str, dict] = {}
+    pattern = f"{output_dir.rstrip('/')}/{DEAD_LETTER}/*.jsonl"
+    for match in FileSystems.match([pattern])[0].metadata_list:
+        with FileSystems.open(match.path) as f:
+            for line in f:
+                record = json.loads(line)
+                if record.get("source") == "events" and record["reason"] in reasons:
+                    found.setdefault(record["reason"], record)
+                if len(found) == len(reasons):
+                    return found
+    return found
+
+
+def rejection_error(stats: dict, output_dir: str, max_fraction: float) -> str | None:
+    """The error line when too many event rows were rejected or no user was written.
+
+    Args:
+        stats: dict. The job's `stats.json`.
+        output_dir: str. The job's output folder (its dead letters are read).
+        max_fraction: float. `--max_rejected_fraction`.
+
+    Returns:
+        None when the run is acceptable; otherwise one line with the count by reason and the
+        first example of each reason.
+    """
+    rows_in, rejected = stats["rows_in"], stats["rows_rejected"]
+    fraction = rejected / rows_in if rows_in else 0.0
+    if fraction <= max_fraction and stats["users"] > 0:
+        return None
+    by_reason = stats["rejected_by_reason"]
+    examples = first_dead_letters(output_dir, set(by_reason))
+    reasons = "; ".join(
+        f"{reason}: {count}" + (f" (first: {examples[reason]['file']} line "
+                                f"{examples[reason]['line']}: {examples[reason]['detail']})"
+                                if reason in examples else "")
+        for reason, count in sorted(by_reason.items(), key=lambda item: -item[1]))
+    where = (f"dead letters in {output_dir.rstrip('/')}/{DEAD_LETTER}/, counts in "
+             f"{output_dir.rstrip('/')}/artifacts/stats.json")
+    if stats["users"] == 0:
+        return (f"no users written: {rejected} of {rows_in} event rows rejected"
+                + (f" ({reasons})" if reasons else "") + f"; {where}")
+    return (f"{rejected} of {rows_in} event rows rejected ({fraction:.1%} > "
+            f"--max_rejected_fraction {max_fraction:g}): {reasons}; {where}")
+
+
 def main(argv=None) -> int:
-    """Command-line entry point: runs the job and prints a summary; one line on errors."""
+    """Command-line entry point: runs the job and prints a summary; one line on errors.
+
+    Exit status: 0 done; 1 the job ran but rejected more than `--max_rejected_fraction` of
+    the event rows, or wrote no user; 2 a bad command line, schema or input.
+    """
     logging.getLogger().setLevel(logging.INFO)
     try:
         stats = run(argv)
@@ -564,6 +626,11 @@ def main(argv=None) -> int:
     print(f"rows in {stats['rows_in']}, used {stats['rows_used']}, truncated "
           f"{stats['rows_truncated']}, rejected {stats['rows_rejected']} ({rejected}); "
           f"users {stats['users']} {stats['users_by_split']}")
+    args, _ = build_parser().parse_known_args(argv)
+    error = rejection_error(stats, args.output_dir, args.max_rejected_fraction)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
