@@ -56,11 +56,30 @@ def test_row_parser_values_and_missing():
     ({"u": "a", "t": "soon"}, events.BAD_TIMESTAMP),
     ({"u": "a", "t": "1767225600", "amount": "12,5"}, events.BAD_NUMBER),
     ({"u": "a", "t": "1767225600", "amount": "inf"}, events.BAD_NUMBER),
+    ({"u": "a", "t": "1767225600", "amount": "-Infinity"}, events.BAD_NUMBER),
+    ({"u": "a", "t": "1767225600", "amount": "nan"}, events.BAD_NUMBER),
+    ({"u": "a", "t": "1767225600", "amount": " NaN "}, events.BAD_NUMBER),
+    ({"u": "a", "t": "1767225600", "amount": float("nan")}, events.BAD_NUMBER),
+    ({"u": "a", "t": "1767225600", "amount": float("-inf")}, events.BAD_NUMBER),
 ])
 def test_row_parser_rejections(row, reason):
     with pytest.raises(events.RejectedRow) as error:
         events.RowParser(SCHEMA).parse(row)
     assert error.value.reason == reason
+
+
+def test_non_finite_numbers_follow_one_rule():
+    """Only empty cells and nulls are missing; nan and inf in any form are rejected."""
+    for missing in ("", "  ", None):
+        assert math.isnan(events.parse_number(missing, "amount"))
+    for bad in ("nan", "NaN", "inf", "-inf", "Infinity", float("nan"), float("inf")):
+        with pytest.raises(events.RejectedRow) as error:
+            events.parse_number(bad, "amount")
+        assert error.value.reason == events.BAD_NUMBER
+        assert error.value.detail == f"column 'amount': {bad!r} is not a finite number"
+    with pytest.raises(events.RejectedRow) as error:
+        events.parse_label("nan", "binary", "y")
+    assert error.value.reason == events.BAD_LABEL
 
 
 def test_parse_label():

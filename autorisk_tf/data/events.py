@@ -113,6 +113,10 @@ def _epoch_number_ms(number: float, fmt: str) -> int:
 def parse_number(value: Any, column: str) -> float:
     """Parses a numeric cell; missing values become NaN.
 
+    One rule for values that are not finite numbers: only an empty or blank cell, or a null
+    (None), is missing. NaN and the infinities, as text (`nan`, `inf`, `-Infinity` ...) or as
+    float cells of Parquet or JSON Lines, are rejected like any other bad number.
+
     Args:
         value: str, int, float or None. The raw value.
         column: str. Column name, for the rejection detail.
@@ -121,12 +125,12 @@ def parse_number(value: Any, column: str) -> float:
         The value as float, NaN when missing.
 
     Raises:
-        RejectedRow: with reason `bad_number` for text that is not a finite number.
+        RejectedRow: with reason `bad_number` for a value that is not a finite number.
     """
     if value.__class__ is str:  # the common case (CSV), checked first for speed
         if not value or value.isspace():
             return math.nan
-    elif is_missing(value):
+    elif value is None:
         return math.nan
     if isinstance(value, bool):
         return float(value)
@@ -134,8 +138,8 @@ def parse_number(value: Any, column: str) -> float:
         number = float(value)
     except (TypeError, ValueError):
         raise RejectedRow(BAD_NUMBER, f"column {column!r}: {value!r}") from None
-    if math.isinf(number):
-        raise RejectedRow(BAD_NUMBER, f"column {column!r}: {value!r} is infinite")
+    if not math.isfinite(number):
+        raise RejectedRow(BAD_NUMBER, f"column {column!r}: {value!r} is not a finite number")
     return number
 
 
