@@ -126,11 +126,30 @@ def _read_jsonl(handle) -> Iterator[RawRow]:
 
 
 def _header(handle, split) -> tuple[list[str], int]:
+    """The column names of the first non-blank line and its line number.
+
+    Raises:
+        ValueError: the header is not UTF-8, or names a column twice (a row could not be
+            read without losing one of them).
+    """
     for line, raw in enumerate(handle, start=1):
-        text = raw.decode("utf-8-sig", errors="replace").strip("\r\n")
+        try:
+            text = raw.decode("utf-8-sig").strip("\r\n")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"the header (line {line}) is not valid UTF-8 at byte "
+                             f"{e.start}: {_escaped(raw)}") from None
         if text.strip():
-            return [name.strip() for name in split(text)], line
+            names = [name.strip() for name in split(text)]
+            _check_unique(names)
+            return names, line
     return [], 0
+
+
+def _check_unique(names: list[str]) -> None:
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"the header names {', '.join(map(repr, repeated))} more than once: "
+                         f"{', '.join(names)}")
 
 
 def _read_whitespace(handle) -> Iterator[RawRow]:
@@ -218,17 +237,28 @@ def columns(path: str, fmt: str, delimiter: str = ",", sample: int = 100) -> lis
     Returns:
         The header (CSV), the schema's field names (Parquet), or the keys seen in the first
         records (JSON Lines), in file order.
+
+    Raises:
+        ValueError: naming the file, for a header that is not UTF-8 or names a column twice.
     """
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-            return list(pq.ParquetFile(f).schema_arrow.names)
+            names = list(pq.ParquetFile(f).schema_arrow.names)
+        try:
+            _check_unique(names)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        return names
     with FileSystems.open(path) as handle:
         if fmt == "csv":
             split = str.split if delimiter == "whitespace" else (
                 lambda t: next(csv.reader([t], delimiter=delimiter)))
-            return _header(handle, split)[0]
+            try:
+                return _header(handle, split)[0]
+            except ValueError as e:
+                raise ValueError(f"{path}: {e}") from None
         seen: dict[str, None] = {}
         for row in itertools.islice((r.row for r in _read_jsonl(handle) if r.row), sample):
             seen.update(dict.fromkeys(row))

@@ -72,3 +72,33 @@ def test_matching_columns_pass(tmp_path, capsys):
     code, errors = _run(tmp_path, capsys, preprocess, "events.csv",
                         "user_id,ts,event_type,amount,item\n" + ROWS)
     assert code == 0 and errors == []
+
+
+def test_a_header_that_names_a_column_twice_is_an_error(tmp_path, capsys):
+    code, errors = _run(tmp_path, capsys, preprocess, "events.csv",
+                        "user_id,ts,event_type,amount,item,amount\n"
+                        "u1,1767225600,logon,3.5,abc,4\n")
+    assert code == 2 and len(errors) == 1
+    assert "events.csv: the header names 'amount' more than once" in errors[0]
+
+
+def test_a_parquet_schema_that_names_a_column_twice_is_an_error(tmp_path, capsys):
+    table = pa.Table.from_arrays(
+        [pa.array(["u1"]), pa.array([1767225600]), pa.array(["logon"]), pa.array([3.5]),
+         pa.array(["abc"]), pa.array(["x"])],
+        names=["user_id", "ts", "event_type", "amount", "item", "item"])
+    code, errors = _run(tmp_path, capsys, preprocess, "events.parquet", table)
+    assert code == 2 and "the header names 'item' more than once" in errors[0]
+
+
+def test_an_undecodable_header_is_an_error_not_replacement_characters(tmp_path, capsys):
+    (tmp_path / "schema.yaml").write_text(SCHEMA, encoding="utf-8")
+    (tmp_path / "events.csv").write_bytes(b"user_id,ts,event_type,am\xffount,item\n"
+                                          b"u1,1767225600,logon,3.5,abc\n")
+    code = preprocess.main(["--input", str(tmp_path / "events.csv"), "--schema",
+                            str(tmp_path / "schema.yaml"), "--output_dir",
+                            str(tmp_path / "out")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1
+    assert "events.csv: the header (line 1) is not valid UTF-8 at byte 24" in errors[0]
+    assert "am\\xffount" in errors[0]
