@@ -165,7 +165,7 @@ def _emit(items: dict, writer: file_shuffle.SpillWriter | None):
 
 
 class ParseLabelsFn(beam.DoFn):
-    """Parses the label table into `(key, (line, labels))`, dead letters and a summary.
+    """Parses the label table into `(key, (file, line, labels))`, dead letters and a summary.
 
     Args:
         schema_text: str. The schema YAML.
@@ -209,7 +209,7 @@ class ParseLabelsFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, _dead_letter(
                     "labels", path, raw.line, raw.reason, raw.detail, sources.raw_text(raw)))
                 continue
-            yield from _emit({str(key).strip(): (raw.line, labels)}, writer)
+            yield from _emit({str(key).strip(): (path, raw.line, labels)}, writer)
         if writer:
             writer.close()
         yield beam.pvalue.TaggedOutput(SUMMARY, summary)
@@ -258,15 +258,18 @@ class BuildSequencesFn(beam.DoFn):
         key, grouped = element
         summary = analysis.SequenceSummary()
         batches = list(grouped["events"])
-        label_rows = sorted(grouped["labels"])
+        # A key's label rows: the first by (file, line) wins; each other one is a dead letter
+        # that names both places.
+        label_rows = sorted(grouped["labels"], key=lambda row: (row[0], row[1]))
         labels = None
         if label_rows:
-            labels = label_rows[0][1]
-            for line, _ in label_rows[1:]:
+            first_file, first_line, labels = label_rows[0]
+            for path, line, _ in label_rows[1:]:
                 summary.label_duplicates += 1
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, _dead_letter(
-                    "labels", "", line, events.DUPLICATE_LABEL_KEY,
-                    f"key {key!r} already has labels (line {label_rows[0][0]})", key))
+                    "labels", path, line, events.DUPLICATE_LABEL_KEY,
+                    f"key {key!r} already has labels at {first_file} line {first_line} "
+                    "(the first by file, then line, wins)", key))
         if not batches:
             summary.label_keys_without_events += 1
             yield beam.pvalue.TaggedOutput(SUMMARY, summary)

@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -252,3 +253,31 @@ def test_cli_errors_are_one_clear_line(tmp_path):
     split = _cli("--input", str(tmp_path / "e.csv"), "--schema", str(tmp_path / "bad.yaml"),
                  "--output_dir", str(tmp_path / "o"), "--split", "0.5,0.6,0")
     assert split.returncode == 2 and "--split must be three fractions" in split.stderr
+
+
+@pytest.mark.parametrize("shuffle", ["beam", "files"])
+def test_duplicate_labels_across_files_first_file_wins_and_both_places_are_named(
+        tmp_path, shuffle):
+    """The same key on the same line of two label files: no crash, a defined winner."""
+    from tests.conftest import SCHEMA, Run
+
+    (tmp_path / "schema.yaml").write_text(SCHEMA, encoding="utf-8")
+    (tmp_path / "events.csv").write_text(
+        "user_id,ts,event_type,amount,item\nu1,1767225600,logon,1,a\nu2,1767225660,pay,2,b\n",
+        encoding="utf-8")
+    (tmp_path / "labels").mkdir()
+    for name, is_risk in (("b.csv", 0), ("a.csv", 1)):  # written out of name order
+        (tmp_path / "labels" / name).write_text(
+            f"user_id,is_risk,band\nu1,{is_risk},x\nu2,0,y\n", encoding="utf-8")
+    job.run(["--input", str(tmp_path / "events.csv"), "--schema", str(tmp_path / "schema.yaml"),
+             "--labels", str(tmp_path / "labels" / "*.csv"), "--output_dir",
+             str(tmp_path / "out"), "--shuffle", shuffle])
+    run = Run(str(tmp_path / "out"), str(tmp_path / "schema.yaml"))
+    assert run.one("u1")["label/is_risk"] == 1.0  # a.csv comes first
+    dead = sorted(run.dead_letters, key=lambda d: d["raw"])
+    assert [(d["reason"], os.path.basename(d["file"]), d["line"]) for d in dead] == [
+        ("duplicate_label_key", "b.csv", 2), ("duplicate_label_key", "b.csv", 3)]
+    assert dead[0]["detail"] == (f"key 'u1' already has labels at "
+                                 f"{tmp_path / 'labels' / 'a.csv'} line 2 (the first by file, "
+                                 "then line, wins)")
+    assert run.stats["labels"]["rejected_by_reason"] == {"duplicate_label_key": 2}
