@@ -172,12 +172,15 @@ class ParseLabelsFn(beam.DoFn):
         fmt: str. Input format or `auto`.
         spill: file_shuffle.Spill or None. Write the labels to partition files instead of
             emitting them (the `files` shuffle).
+        delimiter: str. CSV delimiter of the label files.
     """
 
-    def __init__(self, schema_text: str, fmt: str, spill: file_shuffle.Spill | None = None):
+    def __init__(self, schema_text: str, fmt: str, spill: file_shuffle.Spill | None = None,
+                 delimiter: str = ","):
         self._schema_text = schema_text
         self._fmt = fmt
         self._spill = spill
+        self._delimiter = delimiter
 
     def setup(self):
         self._schema = parse_schema(self._schema_text)
@@ -188,7 +191,7 @@ class ParseLabelsFn(beam.DoFn):
         summary = analysis.FileSummary()
         writer = self._spill and file_shuffle.SpillWriter(
             self._spill, file_shuffle.LABELS, f"l{zlib.crc32(path.encode('utf-8')):08x}")
-        for raw in sources.read_rows(path, fmt, delimiter=","):
+        for raw in sources.read_rows(path, fmt, delimiter=self._delimiter):
             if raw.blank:
                 summary.blank_lines += 1
                 continue
@@ -325,8 +328,8 @@ def _parse_fractions(text: str) -> tuple[float, float, float]:
     return parts
 
 
-def check_input_columns(paths: list[str], input_format: str, schema, labels: bool = False
-                        ) -> None:
+def check_input_columns(paths: list[str], input_format: str, schema, labels: bool = False,
+                        delimiter: str = ",") -> None:
     """Checks every file's columns against the schema before the pipeline reads a row.
 
     Args:
@@ -334,6 +337,7 @@ def check_input_columns(paths: list[str], input_format: str, schema, labels: boo
         input_format: str. `auto` or one of `sources.FORMATS`.
         schema: Schema. The schema.
         labels: bool. The files are label tables: their key and label columns are checked.
+        delimiter: str. CSV delimiter of label tables (events use the schema's).
 
     Raises:
         UsageError: a missing column (file, column, its use, the columns there, a close
@@ -342,7 +346,6 @@ def check_input_columns(paths: list[str], input_format: str, schema, labels: boo
     if labels:
         required = {schema.label_key: "the label table's key"}
         required.update({label.name: f"label {label.name!r}" for label in schema.labels})
-        delimiter = ","
     else:
         required = {schema.key: "the key", schema.timestamp_column: "the timestamp"}
         for field in schema.fields:
@@ -394,6 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--schema", required=True, help="Schema YAML file.")
     parser.add_argument("--labels", default=None, help="Label table (CSV, JSONL, Parquet).")
     parser.add_argument("--output_dir", required=True, help="Output folder.")
+    parser.add_argument("--labels_format", default="auto",
+                        choices=("auto",) + sources.FORMATS,
+                        help="Format of the label files (auto: by extension).")
+    parser.add_argument("--labels_delimiter", default=",",
+                        help="CSV delimiter of the label files (`whitespace` for runs of "
+                             "blanks); the events' is the schema's csv_delimiter.")
     parser.add_argument("--input_format", default="auto", choices=("auto",) + sources.FORMATS,
                         help="Input format; auto guesses from each file's extension.")
     parser.add_argument("--max_len", type=int, default=4096, help="Longest sequence written.")
@@ -452,7 +461,8 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Sc
     if args.labels:
         labels = (pipeline
                   | "ListLabelFiles" >> beam.Create(match_inputs(args.labels))
-                  | "ParseLabels" >> beam.ParDo(ParseLabelsFn(text, args.input_format, spill))
+                  | "ParseLabels" >> beam.ParDo(ParseLabelsFn(text, args.labels_format, spill,
+                                                              args.labels_delimiter))
                   .with_outputs(DEAD_LETTER, SUMMARY, main="labels"))
         grouped["labels"] = labels.labels
         dead_letters.append(labels[DEAD_LETTER])
@@ -543,7 +553,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
     paths = match_inputs(args.input)
     check_input_columns(paths, args.input_format, schema)
     if args.labels:
-        check_input_columns(match_inputs(args.labels), args.input_format, schema, labels=True)
+        check_input_columns(match_inputs(args.labels), args.labels_format, schema,
+                            labels=True, delimiter=args.labels_delimiter)
     if not any(a.startswith("--runner") for a in beam_args):
         beam_args = [f"--runner={LOCAL_RUNNER}", *beam_args]
     options = PipelineOptions(beam_args)

@@ -281,3 +281,18 @@ def test_duplicate_labels_across_files_first_file_wins_and_both_places_are_named
                                  f"{tmp_path / 'labels' / 'a.csv'} line 2 (the first by file, "
                                  "then line, wins)")
     assert run.stats["labels"]["rejected_by_reason"] == {"duplicate_label_key": 2}
+
+
+def test_label_files_have_their_own_format_and_delimiter(tmp_path):
+    """Semicolon-separated labels in a .txt file next to comma-separated events."""
+    from tests.conftest import SCHEMA, Run
+
+    (tmp_path / "schema.yaml").write_text(SCHEMA, encoding="utf-8")
+    (tmp_path / "events.csv").write_text(
+        "user_id,ts,event_type,amount,item\nu1,1767225600,logon,1,a\n", encoding="utf-8")
+    (tmp_path / "labels.txt").write_text("user_id;is_risk;band\nu1;1;x\n", encoding="utf-8")
+    job.run(["--input", str(tmp_path / "events.csv"), "--schema", str(tmp_path / "schema.yaml"),
+             "--labels", str(tmp_path / "labels.txt"), "--labels_format", "csv",
+             "--labels_delimiter", ";", "--output_dir", str(tmp_path / "out")])
+    example = Run(str(tmp_path / "out"), str(tmp_path / "schema.yaml")).one("u1")
+    assert example["label/is_risk"] == 1.0 and example["label/band"] == "x"
