@@ -5,13 +5,16 @@ the input. In `--shuffle files` mode the parse step appends each `(key, value)` 
 files chosen by a stable hash of the key, and a second step groups one partition at a time,
 so memory stays near one partition (the input size / P) plus the longest history. Works on
 any filesystem Beam knows; Dataflow keeps Beam's own shuffle (`--shuffle beam`).
+
+The files are JSON Lines (`[key, value]` per line, ASCII-escaped, NaN kept), a data format:
+reading a spill file left in a shared bucket can never run code, as unpickling could.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-import pickle
 import zlib
 from collections import defaultdict
 from collections.abc import Iterator
@@ -43,7 +46,7 @@ class Spill:
 
     def pattern(self, kind: str, partition: int) -> str:
         """Glob of a partition's files of one kind."""
-        return f"{self.directory}/{kind}-p{partition:05d}-*.pkl"
+        return f"{self.directory}/{kind}-p{partition:05d}-*.jsonl"
 
 
 def partitions_for(paths: list[str]) -> int:
@@ -74,9 +77,9 @@ class SpillWriter:
         partition = self._spill.partition(key)
         handle = self._files.get(partition)
         if handle is None:
-            path = f"{self._spill.directory}/{self._kind}-p{partition:05d}-{self._tag}.pkl"
+            path = f"{self._spill.directory}/{self._kind}-p{partition:05d}-{self._tag}.jsonl"
             handle = self._files[partition] = FileSystems.create(path)
-        pickle.dump((key, value), handle, protocol=pickle.HIGHEST_PROTOCOL)
+        handle.write(json.dumps([key, value]).encode("ascii") + b"\n")
 
     def close(self) -> None:
         """Closes every file written."""
@@ -85,14 +88,12 @@ class SpillWriter:
         self._files = {}
 
 
-def _records(pattern: str) -> Iterator[tuple]:
+def _records(pattern: str) -> Iterator[list]:
+    """The `[key, value]` records of every file of a partition (tuples come back as lists)."""
     for metadata in FileSystems.match([pattern])[0].metadata_list:
         with FileSystems.open(metadata.path) as handle:
-            while True:
-                try:
-                    yield pickle.load(handle)
-                except EOFError:
-                    break
+            for line in handle:
+                yield json.loads(line)
 
 
 def read_partition(spill: Spill, partition: int) -> dict[str, dict[str, list]]:
