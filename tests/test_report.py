@@ -127,10 +127,12 @@ def test_full_report_holds_every_section(full_report):
     assert 'src="' + images[0] not in page  # inlined, nothing to fetch
 
 
-def test_report_without_labels_or_features_says_why(pretrained, pretraining_data, tmp_path):
+def test_report_without_labels_features_or_umap_says_why(pretrained, pretraining_data,
+                                                          tmp_path, monkeypatch):
     from autorisk_tf.report.build import Options, build_report
 
     trainer, _ = pretrained
+    monkeypatch.setattr(projection, "umap_available", lambda: False)
     paths = build_report(pretraining_data, trainer.model_dir, str(tmp_path / "r"), Options())
     with open(paths["markdown"], encoding="utf-8") as f:
         markdown = f.read()
@@ -139,6 +141,7 @@ def test_report_without_labels_or_features_says_why(pretrained, pretraining_data
     assert "No --labels were given, so there is no label agreement." in markdown
     assert "## Maps of the test users' embeddings" in markdown  # maps need no labels
     assert "maps.png" in markdown and "LR on embeddings" not in markdown
+    assert projection.UMAP_MISSING in markdown and "UMAP: n_neighbors" not in markdown
 
 
 def test_report_rejects_a_label_that_is_not_binary(pretrained, pretraining_data, tmp_path):

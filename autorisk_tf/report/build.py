@@ -150,9 +150,11 @@ def map_section(users: Users, options: Options) -> Section:
     else:
         section.blocks.append(projection.UMAP_MISSING)
     maps["PCA"] = projection.pca_coordinates(x, options.seed)
+    umap_text = (f"UMAP: n_neighbors={options.umap_neighbors}, min_dist="
+                 f"{options.umap_min_dist}, metric=cosine, random_state={options.seed}. "
+                 if "UMAP" in maps else "")
     section.blocks.append(
-        f"{len(rows)} test users. UMAP: n_neighbors={options.umap_neighbors}, "
-        f"min_dist={options.umap_min_dist}, metric=cosine, random_state={options.seed}. "
+        f"{len(rows)} test users. {umap_text}"
         "PCA: the first two components of the standardised embeddings. The AUC of logistic "
         "regression on the two map coordinates alone (5-fold) tells how much of a label the "
         "picture itself shows; compare it with the full-embedding AUC of the curves below.")
