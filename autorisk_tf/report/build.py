@@ -173,7 +173,8 @@ def map_section(users: Users, options: Options) -> Section:
         titles = {key: f"{key[0]}: {key[1]} (2-D LR AUC {auc:.3f})"
                   for key, auc in aucs.items()}
         section.blocks.append(Image("maps.png", figures.maps_figure(maps, labels, titles),
-                                    "UMAP (left) and PCA (right) of the test users."))
+                                    f"{' and '.join(maps)} (left to right) of the test "
+                                    "users."))
     return section
 
 
