@@ -96,12 +96,12 @@ SIMULATED_SCHEMA = os.path.join(os.path.dirname(__file__), os.pardir, "autorisk_
                                 "simulated.yaml")
 
 
-def _simulate_and_preprocess(root, num_users, num_analogies=0):
-    """Simulates users (seed 5) under root/raw and preprocesses them (max_len 256)."""
+def _simulate_and_preprocess(root, num_users, num_analogies=0, seed=5):
+    """Simulates users under root/raw and preprocesses them (max_len 256)."""
     from autorisk_tf import simulate
     from beam import preprocess as job
 
-    simulate.write_dataset(str(root / "raw"), seed=5, num_users=num_users, num_shards=2,
+    simulate.write_dataset(str(root / "raw"), seed=seed, num_users=num_users, num_shards=2,
                            num_analogies=num_analogies)
     job.run(["--input", str(root / "raw" / "events" / "*.csv"), "--schema", SIMULATED_SCHEMA,
              "--labels", str(root / "raw" / "labels.csv"), "--output_dir", str(root / "out"),
@@ -122,10 +122,8 @@ SMALL = os.path.join(os.path.dirname(__file__), os.pardir, "autorisk_tf", "confi
 
 @pytest.fixture(scope="session")
 def pretraining_data(tmp_path_factory):
-    """1,500 simulated users (seed 5) and 24 planted analogy quadruples (96 users),
-    preprocessed with max_len 256: the output folder (`../raw/analogies.csv` beside it)."""
-    return _simulate_and_preprocess(tmp_path_factory.mktemp("pretraining"), 1500,
-                                    num_analogies=24)
+    """1,500 simulated users (seed 5), preprocessed with max_len 256: the output folder."""
+    return _simulate_and_preprocess(tmp_path_factory.mktemp("pretraining"), 1500)
 
 
 @pytest.fixture(scope="session")

@@ -70,6 +70,17 @@ def test_maps_are_deterministic_for_a_seed():
     assert abs(projection.map_auc(rng.normal(size=(120, 2)), y) - 0.5) < 0.2
 
 
+@pytest.fixture(scope="module")
+def report_data(tmp_path_factory):
+    """600 simulated users (seed 11) and 24 planted analogy quadruples (96 users),
+    preprocessed: the output folder (`../raw/analogies.csv` beside it). The session's
+    pre-trained encoder never saw these users."""
+    from tests.conftest import _simulate_and_preprocess
+
+    return _simulate_and_preprocess(tmp_path_factory.mktemp("report_data"), 600,
+                                    num_analogies=24, seed=11)
+
+
 def _cells(markdown: str, first: str, second: str) -> list[str]:
     for line in markdown.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -79,7 +90,7 @@ def _cells(markdown: str, first: str, second: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def full_report(pretrained, pretraining_data, tmp_path_factory):
+def full_report(pretrained, report_data, tmp_path_factory):
     """The report of the session's pre-trained encoder on its data, every section on.
 
     Fine-tuning runs one epoch on 60 and 120 labels: the curve's mechanics, not its level.
@@ -88,10 +99,10 @@ def full_report(pretrained, pretraining_data, tmp_path_factory):
 
     trainer, _ = pretrained
     output = tmp_path_factory.mktemp("report")
-    analogies = os.path.join(os.path.dirname(pretraining_data), "raw", "analogies.csv")
+    analogies = os.path.join(os.path.dirname(report_data), "raw", "analogies.csv")
     options = Options(labels=["is_risk"], analogies=analogies, label_counts=["60", "120"],
                       seeds=2, finetune_steps=1)
-    paths = build_report(pretraining_data, trainer.model_dir, str(output), options)
+    paths = build_report(report_data, trainer.model_dir, str(output), options)
     with open(paths["markdown"], encoding="utf-8") as f:
         return output, paths, f.read()
 
@@ -127,13 +138,13 @@ def test_full_report_holds_every_section(full_report):
     assert 'src="' + images[0] not in page  # inlined, nothing to fetch
 
 
-def test_report_without_labels_features_or_umap_says_why(pretrained, pretraining_data,
-                                                          tmp_path, monkeypatch):
+def test_report_without_labels_features_or_umap_says_why(pretrained, report_data, tmp_path,
+                                                          monkeypatch):
     from autorisk_tf.report.build import Options, build_report
 
     trainer, _ = pretrained
     monkeypatch.setattr(projection, "umap_available", lambda: False)
-    paths = build_report(pretraining_data, trainer.model_dir, str(tmp_path / "r"), Options())
+    paths = build_report(report_data, trainer.model_dir, str(tmp_path / "r"), Options())
     with open(paths["markdown"], encoding="utf-8") as f:
         markdown = f.read()
     assert "No --labels were given, so there are no learning curves." in markdown
@@ -144,10 +155,10 @@ def test_report_without_labels_features_or_umap_says_why(pretrained, pretraining
     assert projection.UMAP_MISSING in markdown and "UMAP: n_neighbors" not in markdown
 
 
-def test_report_rejects_a_label_that_is_not_binary(pretrained, pretraining_data, tmp_path):
+def test_report_rejects_a_label_that_is_not_binary(pretrained, report_data, tmp_path):
     trainer, _ = pretrained
     result = subprocess.run(
-        [sys.executable, "-m", "autorisk_tf.report", "--data", pretraining_data,
+        [sys.executable, "-m", "autorisk_tf.report", "--data", report_data,
          "--model_dir", trainer.model_dir, "--output", str(tmp_path / "r"),
          "--labels", "profile"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 1
@@ -180,10 +191,10 @@ def test_page_renders_in_headless_chromium(full_report, tmp_path):
     assert (tmp_path / "report.png").stat().st_size > 50_000
 
 
-def test_finetune_labels_must_be_report_labels(pretrained, pretraining_data, tmp_path):
+def test_finetune_labels_must_be_report_labels(pretrained, report_data, tmp_path):
     from autorisk_tf.report.build import Options, build_report
 
     trainer, _ = pretrained
     with pytest.raises(ValueError, match=r"--finetune_labels \['takeover'\] must also be in"):
-        build_report(pretraining_data, trainer.model_dir, str(tmp_path),
+        build_report(report_data, trainer.model_dir, str(tmp_path),
                      Options(labels=["is_risk"], finetune_labels=["takeover"]))
