@@ -63,13 +63,19 @@ def lr_auc(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     Returns:
         The test ROC AUC.
     """
+    keep_train, keep_test = ~np.isnan(train_y), ~np.isnan(test_y)
+    return fitted_auc(lambda: logistic_regression(0.1), train_x[keep_train],
+                      train_y[keep_train].astype(int), test_x[keep_test],
+                      test_y[keep_test].astype(int))
+
+
+def fitted_auc(make_model: Callable, train_x: np.ndarray, train_y: np.ndarray,
+               test_x: np.ndarray, test_y: np.ndarray) -> float:
+    """Test AUC of a scikit-learn classifier fitted on the training rows."""
     from sklearn.metrics import roc_auc_score
 
-    keep_train, keep_test = ~np.isnan(train_y), ~np.isnan(test_y)
-    model = logistic_regression(0.1)
-    model.fit(train_x[keep_train], train_y[keep_train].astype(int))
-    scores = model.predict_proba(test_x[keep_test])[:, 1]
-    return float(roc_auc_score(test_y[keep_test].astype(int), scores))
+    model = make_model().fit(train_x, train_y)
+    return float(roc_auc_score(test_y, model.predict_proba(test_x)[:, 1]))
 
 
 def cv_auc(x, y: np.ndarray, make_model: Callable, folds: int = 5, seed: int = 0,

@@ -71,15 +71,6 @@ def curve(run: Callable[[np.ndarray, int], float], pool: np.ndarray, y: np.ndarr
     return points
 
 
-def fitted_auc(make_model: Callable, train_x: np.ndarray, train_y: np.ndarray,
-               test_x: np.ndarray, test_y: np.ndarray) -> float:
-    """Test AUC of a scikit-learn classifier fitted on the training rows."""
-    from sklearn.metrics import roc_auc_score
-
-    model = make_model().fit(train_x, train_y)
-    return float(roc_auc_score(test_y, model.predict_proba(test_x)[:, 1]))
-
-
 def finetune_epochs(labels: int, steps: int, batch_size: int = 32, low: int = 3,
                     high: int = 30) -> int:
     """Epochs that give about `steps` optimiser steps on `labels` sequences, within bounds."""

@@ -26,7 +26,7 @@ def test_curve_grows_with_labels_on_a_learnable_task():
     train, test = np.arange(2000), np.arange(2000, 3000)
 
     def run(rows, seed):
-        return few_labels.fitted_auc(lambda: evaluate.logistic_regression(1.0), x[rows],
+        return evaluate.fitted_auc(lambda: evaluate.logistic_regression(1.0), x[rows],
                                      y[rows], x[test], y[test])
 
     points = few_labels.curve(run, train, y, ["30", "300", "all"], seeds=[0, 1, 2])

@@ -244,7 +244,7 @@ def label_curves(users: Users, label: str, feature_x: np.ndarray | None, data: s
     pool, scored = train[~np.isnan(y[train])], test[~np.isnan(y[test])]
 
     def fitted(make_model, x):
-        return lambda rows, seed: few_labels.fitted_auc(
+        return lambda rows, seed: evaluate.fitted_auc(
             lambda: make_model(seed), x[rows], y[rows], x[scored], y[scored])
 
     def finetuned(runner: few_labels.Finetuner, pretrained: bool):
