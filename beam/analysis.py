@@ -19,6 +19,7 @@ from autorisk_tf.data import artifacts, events
 from autorisk_tf.data.schema import Schema
 
 NUMERIC_SAMPLE_SIZE = 100_000
+CATEGORY_SAMPLE_SIZE = 10_000  # per category of a `bucket_by` field
 SPLITS = ("train", "valid", "test")
 
 
@@ -33,6 +34,9 @@ class FileSummary:
     categorical: dict = dataclasses.field(default_factory=dict)  # field -> Counter
     text_tokens: dict = dataclasses.field(default_factory=dict)  # field -> Counter
     numeric: dict = dataclasses.field(default_factory=dict)  # field -> (priorities, values)
+    # `bucket_by` fields: field -> {category: (priorities, values)} and {category: count}.
+    numeric_by: dict = dataclasses.field(default_factory=dict)
+    numeric_by_count: dict = dataclasses.field(default_factory=dict)
 
     def add_numeric_sample(self, field: str, values: np.ndarray, rng: np.random.Generator):
         """Adds values to the bounded sample of a numeric field."""
@@ -41,6 +45,32 @@ class FileSummary:
         old_p, old_v = self.numeric.get(field, (np.empty(0), np.empty(0)))
         self.numeric[field] = _bottom_k(np.concatenate([old_p, priorities]),
                                         np.concatenate([old_v, values]))
+
+    def add_category_samples(self, field: str, categories: list, values: np.ndarray,
+                             rng: np.random.Generator):
+        """Adds values to the bounded per-category samples of a `bucket_by` field.
+
+        Args:
+            field: str. The numeric field.
+            categories: list of str. The `bucket_by` field's value of each event ("" is
+                missing: such values count for the global boundaries only).
+            values: array of float. The numeric values, NaN for missing.
+            rng: np.random.Generator. Draws the sampling priorities.
+        """
+        finite = np.isfinite(values)
+        names, index = np.unique(np.asarray(categories, dtype=object)[finite],
+                                 return_inverse=True)
+        values = values[finite]
+        samples = self.numeric_by.setdefault(field, {})
+        counts = self.numeric_by_count.setdefault(field, Counter())
+        for i, name in enumerate(names):
+            if name == "":
+                continue
+            mine = values[index == i]
+            counts[name] += mine.size
+            old_p, old_v = samples.get(name, (np.empty(0), np.empty(0)))
+            samples[name] = _bottom_k(np.concatenate([old_p, rng.random(mine.size)]),
+                                      np.concatenate([old_v, mine]), CATEGORY_SAMPLE_SIZE)
 
     def merge(self, other: FileSummary) -> FileSummary:
         """Adds another summary into this one and returns self."""
@@ -58,13 +88,22 @@ class FileSummary:
             old_p, old_v = self.numeric.get(field, (np.empty(0), np.empty(0)))
             self.numeric[field] = _bottom_k(np.concatenate([old_p, p]),
                                             np.concatenate([old_v, v]))
+        for field, samples in other.numeric_by.items():
+            mine = self.numeric_by.setdefault(field, {})
+            for name, (p, v) in samples.items():
+                old_p, old_v = mine.get(name, (np.empty(0), np.empty(0)))
+                mine[name] = _bottom_k(np.concatenate([old_p, p]), np.concatenate([old_v, v]),
+                                       CATEGORY_SAMPLE_SIZE)
+            self.numeric_by_count.setdefault(field, Counter()).update(
+                other.numeric_by_count[field])
         return self
 
 
-def _bottom_k(priorities: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if priorities.size <= NUMERIC_SAMPLE_SIZE:
+def _bottom_k(priorities: np.ndarray, values: np.ndarray,
+              size: int = NUMERIC_SAMPLE_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    if priorities.size <= size:
         return priorities, values
-    keep = np.argpartition(priorities, NUMERIC_SAMPLE_SIZE)[:NUMERIC_SAMPLE_SIZE]
+    keep = np.argpartition(priorities, size)[:size]
     return priorities[keep], values[keep]
 
 
@@ -171,6 +210,11 @@ def build_artifacts(schema: Schema, files: FileSummary, sequences: SequenceSumma
         f.name: artifacts.quantile_boundaries(
             np.sort(files.numeric.get(f.name, (None, np.empty(0)))[1]), f.num_buckets, f.log)
         for f in schema.fields_of_kind("numeric")}
+    category_boundaries = {
+        f.name: {name: artifacts.quantile_boundaries(np.sort(values), f.num_buckets, f.log)
+                 for name, (_, values) in sorted(files.numeric_by.get(f.name, {}).items())
+                 if files.numeric_by_count[f.name][name] >= f.min_count}
+        for f in schema.fields_of_kind("numeric") if f.bucket_by}
     rejected = sum(files.rejected.values())
     stats = {
         "rows_in": files.rows_in,
@@ -206,4 +250,5 @@ def build_artifacts(schema: Schema, files: FileSummary, sequences: SequenceSumma
         }
     if not stats["reconciled"] or not stats.get("labels", {"reconciled": True})["reconciled"]:
         raise RuntimeError(f"row counts do not reconcile: {stats}")
-    return artifacts.Artifacts(schema, vocabularies, text_vocabularies, boundaries, stats)
+    return artifacts.Artifacts(schema, vocabularies, text_vocabularies, boundaries, stats,
+                               category_boundaries)

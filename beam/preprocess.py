@@ -143,9 +143,14 @@ class ParseEventsFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(SUMMARY, summary)
 
     def _summarise(self, summary, train_values, rng):
+        columns = dict(zip(self._schema.field_names, train_values, strict=True))
         for field, column in zip(self._schema.fields, train_values, strict=True):
             if field.kind == "numeric":
-                summary.add_numeric_sample(field.name, np.asarray(column, np.float64), rng)
+                numbers = np.asarray(column, np.float64)
+                summary.add_numeric_sample(field.name, numbers, rng)
+                if field.bucket_by:
+                    summary.add_category_samples(field.name, columns[field.bucket_by], numbers,
+                                                 rng)
             elif field.kind == "categorical":
                 summary.categorical.setdefault(field.name, Counter()).update(column)
             else:

@@ -146,6 +146,8 @@ timestamp: {column: ts, format: epoch_ms}
 fields:
   - {name: event_type, kind: categorical, max_vocab: 3, min_count: 1}
   - {name: amount, kind: numeric, num_buckets: 4, log: true}
+  - {name: amount_by_type, column: amount, kind: numeric, num_buckets: 4, log: true,
+     bucket_by: event_type, min_count: 40}
   - {name: item, kind: text, tokenizer: char, max_tokens: 6, min_count: 1}
 time_features: {delta_buckets: 16, hour: true, day_of_week: true, utc_offset_hours: 2,
                 age_buckets: 12}

@@ -90,7 +90,7 @@ def test_config_serialisation_and_tf_data_give_the_same_ids():
         np.testing.assert_array_equal(in_data[name].numpy(), value)
 
 
-def _reference_ids(example, artifacts):
+def reference_ids(example, artifacts):
     """The ids computed in plain Python from the artifacts (the preprocessing semantics)."""
     out = {}
     for spec in feature_specs_from_artifacts(artifacts):
@@ -101,10 +101,14 @@ def _reference_ids(example, artifacts):
                          for v in example[f"event/{name}"]]
         elif kind == "numeric":
             # Values are stored as float32, so boundaries compare in float32 too.
-            bounds = np.asarray(spec["boundaries"], np.float32)
+            own = dict(zip(spec.get("categories", []), spec.get("category_boundaries", []),
+                           strict=True))
+            categories = example[f"event/{spec['bucket_by']}"] if own else \
+                [""] * len(example[f"event/{name}"])
             out[name] = [art.MISSING_ID if math.isnan(x) else art.NUM_RESERVED_IDS + int(
-                np.searchsorted(bounds, np.float32(x), side="right"))
-                for x in example[f"event/{name}"]]
+                np.searchsorted(np.asarray(own.get(c, spec["boundaries"]), np.float32),
+                                np.float32(x), side="right"))
+                for x, c in zip(example[f"event/{name}"], categories, strict=True)]
         elif kind == "text":
             index = {v: i + art.NUM_RESERVED_IDS for i, v in enumerate(spec["vocabulary"])}
             rows = []
@@ -136,7 +140,7 @@ def test_matches_the_python_reference_on_simulated_users(simulated):
         ids = {k: v[i % 16].numpy() for k, v in got[i // 16].items()}
         n = int(example["length"])
         assert ids["padding_mask"].sum() == n
-        for name, want in _reference_ids(example, artifacts).items():
+        for name, want in reference_ids(example, artifacts).items():
             np.testing.assert_array_equal(ids[name][:n], np.array(want), err_msg=name)
             assert np.all(ids[name][n:] == 0)
             checked += n

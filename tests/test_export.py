@@ -47,6 +47,7 @@ def test_raw_batch_sorts_stably_and_keeps_the_most_recent_events(exported):
     inputs = {name: tf.constant(value) for name, value in {
         "event_type": np.array([[b"c", b"a", b"b", b"d"], [b" ", b"x", b"", b""]]),
         "amount": np.array([[3, 1, 2, 4], [np.inf, 5, 0, 0]], np.float32),
+        "amount_by_type": np.array([[3, 1, 2, 4], [np.inf, 5, 0, 0]], np.float32),
         "item": np.array([[b"", b"", b"", b""]] * 2),
         "timestamp_ms": np.array([[3000, 1000, 1000, 9000], [7000, 6000, 0, 0]], np.int64),
         "length": np.array([4, 2], np.int64)}.items()}
@@ -69,6 +70,8 @@ def test_every_signature_gives_the_training_paths_vectors(exported):
     oov = {row["event_type"] for row in exported.rows} - set(
         exported.artifacts.vocabulary("event_type")) - {""}
     assert oov  # unseen categories are exercised
+    # amount_by_type: frequent event types have their own boundaries, the rest the global ones
+    assert 1 <= len(exported.artifacts.category_boundaries["amount_by_type"]) < len(oov)
     loaded = tf.saved_model.load(exported.version_dir)
     raw = loaded.signatures["serving_default"](
         **{k: tf.constant(v) for k, v in exported.request(keys).items()})

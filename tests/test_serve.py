@@ -103,7 +103,7 @@ def test_status_and_metadata(server):
     signatures = client.metadata()["metadata"]["signature_def"]["signature_def"]
     assert set(signatures) >= {"serving_default", "embed_examples"}
     assert set(signatures["serving_default"]["inputs"]) == {
-        "event_type", "amount", "item", "timestamp_ms", "length"}
+        "event_type", "amount", "amount_by_type", "item", "timestamp_ms", "length"}
     assert set(signatures["serving_default"]["outputs"]) == {"embedding", "length"}
 
 

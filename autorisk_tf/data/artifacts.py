@@ -6,6 +6,7 @@ The Beam job analyses the training split and writes an `artifacts/` folder:
   vocabularies.json       {field: [[value, count], ...]} most frequent first
   text_vocabularies.json  {field: [[token, count], ...]} most frequent first
   boundaries.json         {field: [b1, ..., bk]} quantile boundaries in raw units
+  category_boundaries.json  {field: {category: [b1, ...]}} for `bucket_by` fields
   stats.json              rows read, used, rejected by reason, users, length percentiles
 
 Id layout shared by every id-valued input of the model: 0 padding, 1 missing, 2 out of
@@ -34,6 +35,7 @@ SCHEMA_FILE = "schema.yaml"
 VOCABULARIES_FILE = "vocabularies.json"
 TEXT_VOCABULARIES_FILE = "text_vocabularies.json"
 BOUNDARIES_FILE = "boundaries.json"
+CATEGORY_BOUNDARIES_FILE = "category_boundaries.json"
 STATS_FILE = "stats.json"
 
 _ASCII_WHITESPACE = re.compile(r"[ \t\n\r\v\f]+")
@@ -116,6 +118,8 @@ class Artifacts:
         text_vocabularies: dict. Text field to `[(token, count), ...]`.
         boundaries: dict. Numeric field to its bucket boundaries.
         stats: dict. The statistics of the preprocessing run.
+        category_boundaries: dict. `bucket_by` field to `{category: boundaries}` for the
+            categories with enough training values (the others use `boundaries`).
     """
 
     schema: Schema
@@ -123,6 +127,7 @@ class Artifacts:
     text_vocabularies: dict
     boundaries: dict
     stats: dict = dataclasses.field(default_factory=dict)
+    category_boundaries: dict = dataclasses.field(default_factory=dict)
 
     @property
     def reference_time_ms(self) -> int | None:
@@ -143,6 +148,7 @@ class Artifacts:
         for name, payload in ((VOCABULARIES_FILE, self.vocabularies),
                               (TEXT_VOCABULARIES_FILE, self.text_vocabularies),
                               (BOUNDARIES_FILE, self.boundaries),
+                              (CATEGORY_BOUNDARIES_FILE, self.category_boundaries),
                               (STATS_FILE, self.stats)):
             fileio.write_text(fileio.join(directory, name),
                               json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
@@ -150,8 +156,11 @@ class Artifacts:
     @classmethod
     def load(cls, directory: str) -> Artifacts:
         """Reads artifacts written by `save` (the `artifacts/` folder of a Beam run)."""
-        def read(name):
-            return json.loads(fileio.read_text(fileio.join(directory, name)))
+        def read(name, default=None):
+            path = fileio.join(directory, name)
+            if default is not None and not fileio.exists(path):
+                return default  # written by a version without this file
+            return json.loads(fileio.read_text(path))
 
         schema_path = fileio.join(directory, SCHEMA_FILE)
         schema = parse_schema(fileio.read_text(schema_path), source=schema_path)
@@ -160,4 +169,5 @@ class Artifacts:
                    vocabularies=as_pairs(read(VOCABULARIES_FILE)),
                    text_vocabularies=as_pairs(read(TEXT_VOCABULARIES_FILE)),
                    boundaries=read(BOUNDARIES_FILE),
-                   stats=read(STATS_FILE))
+                   stats=read(STATS_FILE),
+                   category_boundaries=read(CATEGORY_BOUNDARIES_FILE, {}))

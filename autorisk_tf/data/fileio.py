@@ -46,6 +46,15 @@ def write_text(path: str, text: str) -> None:
         f.write(text)
 
 
+def exists(path: str) -> bool:
+    """Whether a file exists (local path or URL)."""
+    if _is_local(path):
+        return os.path.exists(path)
+    import tensorflow as tf
+
+    return tf.io.gfile.exists(path)
+
+
 def join(*parts: str) -> str:
     """Joins path parts with `/` (valid for local paths and URLs)."""
     return "/".join([p.rstrip("/") for p in parts[:-1]] + list(parts[-1:]))

@@ -11,7 +11,7 @@ key: user_id
 timestamp: {column: event_time}
 fields:
   - {name: event_type, kind: categorical}
-  - {name: amount, kind: numeric, num_buckets: 16, log: true}
+  - {name: amount, kind: numeric, num_buckets: 16, log: true, bucket_by: event_type}
 ''')
 assert schema.field_names == ("event_type", "amount")
 ```
@@ -65,12 +65,18 @@ class NumericField:
         column: str. Column of the raw table. Defaults to `name`.
         num_buckets: int. Number of quantile buckets.
         log: bool. Compute and apply boundaries on `sign(x) * log1p(|x|)`.
+        bucket_by: str. A categorical field whose values each get their own boundaries
+            (a lab value per test, an amount per event type); "" for one global set.
+        min_count: int. With `bucket_by`, categories with fewer training values than this
+            use the global boundaries.
     """
 
     name: str
     column: str
     num_buckets: int = 32
     log: bool = False
+    bucket_by: str = ""
+    min_count: int = 100
     kind: str = "numeric"
 
 
@@ -253,7 +259,7 @@ class _Checker:
 _REQUIRED = object()
 _FIELD_KEYS = {
     "categorical": ("name", "kind", "column", "max_vocab", "min_count"),
-    "numeric": ("name", "kind", "column", "num_buckets", "log"),
+    "numeric": ("name", "kind", "column", "num_buckets", "log", "bucket_by", "min_count"),
     "text": ("name", "kind", "column", "tokenizer", "max_tokens", "max_vocab", "min_count"),
 }
 
@@ -279,7 +285,9 @@ def _parse_field(check: _Checker, item: Any, path: str) -> Field:
         return NumericField(
             name, column,
             num_buckets=check.get(item, "num_buckets", path, int, 32, minimum=2),
-            log=check.get(item, "log", path, bool, False))
+            log=check.get(item, "log", path, bool, False),
+            bucket_by=check.get(item, "bucket_by", path, str, ""),
+            min_count=check.get(item, "min_count", path, int, 100, minimum=1))
     return TextField(
         name, column,
         tokenizer=check.get(item, "tokenizer", path, str, "char", choices=TOKENIZERS),
@@ -334,6 +342,13 @@ def parse_schema(text: str, source: str = "<schema>") -> Schema:
             check.fail(item, "column", f"fields[{i}].column", "the key column is not a field")
         seen[field.name] = i
         fields.append(field)
+    kinds = {field.name: field.kind for field in fields}
+    for i, (item, field) in enumerate(zip(items, fields, strict=True)):
+        by = getattr(field, "bucket_by", "")
+        if by and kinds.get(by) != "categorical":
+            check.fail(item, "bucket_by", f"fields[{i}].bucket_by",
+                       f"'{by}' is not a categorical field of this schema (categorical: "
+                       f"{', '.join(n for n, k in kinds.items() if k == 'categorical') or 'none'})")
     tf_map = check.mapping(doc, "time_features", "time_features",
                            ("delta_buckets", "hour", "day_of_week", "utc_offset_hours",
                             "age_buckets"))

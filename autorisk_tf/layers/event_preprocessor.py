@@ -11,6 +11,7 @@ vocabulary, 3 mask, then the vocabulary, the numeric buckets or the time buckets
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from autorisk_tf.data import sequence_example as seqex
@@ -43,7 +44,15 @@ def feature_specs_from_artifacts(artifacts: Artifacts) -> list[dict]:
             spec["vocab_size"] = NUM_RESERVED_IDS + len(spec["vocabulary"])
         elif field.kind == "numeric":
             spec["boundaries"] = [float(b) for b in artifacts.boundaries[field.name]]
-            spec["vocab_size"] = NUM_RESERVED_IDS + len(spec["boundaries"]) + 1
+            most = len(spec["boundaries"])
+            if field.bucket_by:
+                own = artifacts.category_boundaries.get(field.name, {})
+                spec["bucket_by"] = field.bucket_by
+                spec["categories"] = sorted(own)
+                spec["category_boundaries"] = [[float(b) for b in own[c]]
+                                               for c in spec["categories"]]
+                most = max([most] + [len(b) for b in spec["category_boundaries"]])
+            spec["vocab_size"] = NUM_RESERVED_IDS + most + 1
         else:
             spec["vocabulary"] = artifacts.text_vocabulary(field.name)
             spec["vocab_size"] = NUM_RESERVED_IDS + len(spec["vocabulary"])
@@ -81,7 +90,9 @@ class EventPreprocessor(keras.layers.Layer):
 
     - categorical: vocabulary lookup; "" is missing, unknown values are OOV;
     - numeric: bucket `i` holds `boundaries[i-1] <= x < boundaries[i]` (raw units, compared
-      in float32, the precision the values are stored in); NaN is missing;
+      in float32, the precision the values are stored in); NaN is missing; with `bucket_by`
+      the boundaries are those of the event's category, or the global ones for a category
+      without its own (rare, unknown or missing);
     - text: `tf.strings.unicode_split` (char) or `tf.strings.split` (whitespace), exactly as
       `artifacts.tokenize`; the first `max_tokens` tokens; an empty text is one missing token;
     - time: seconds since the previous event on log2 buckets `floor(log2(1 + s))` (the first
@@ -109,12 +120,22 @@ class EventPreprocessor(keras.layers.Layer):
         super().__init__(**kwargs)
         self.features = [dict(spec) for spec in features]
         self._lookups = {}
+        self._tables = {}
         for spec in self.features:
             if spec["kind"] in ("categorical", "text"):
                 # StringLookup gives 0 to OOV and i+1 to vocabulary[i]; shifted in call.
                 self._lookups[spec["name"]] = keras.layers.StringLookup(
                     vocabulary=spec["vocabulary"] or [""], num_oov_indices=1,
                     name=f"lookup_{spec['name']}")
+            elif spec.get("bucket_by"):
+                # Row 0 of the table holds the global boundaries (OOV of the lookup).
+                self._lookups[spec["name"]] = keras.layers.StringLookup(
+                    vocabulary=spec["categories"] or [""], num_oov_indices=1,
+                    name=f"categories_{spec['name']}")
+                rows = [spec["boundaries"]] + (spec["category_boundaries"] or [[]])
+                width = max(len(row) for row in rows)
+                self._tables[spec["name"]] = np.array(
+                    [row + [np.inf] * (width - len(row)) for row in rows], np.float32)
 
     @classmethod
     def from_artifacts(cls, artifacts: Artifacts, **kwargs) -> EventPreprocessor:
@@ -129,6 +150,13 @@ class EventPreprocessor(keras.layers.Layer):
         ids = tf.cast(self._lookups[name](values), tf.int32)
         ids = tf.where(ids == 0, OOV_ID, ids + (NUM_RESERVED_IDS - 1))
         return tf.where(values == "", MISSING_ID, ids)
+
+    def _category_buckets(self, spec: dict, x: tf.Tensor, categories: tf.Tensor) -> tf.Tensor:
+        """Buckets of `x` on the boundaries of each event's category (`bucket_by`)."""
+        rows = tf.gather(tf.constant(self._tables[spec["name"]]),
+                         self._lookups[spec["name"]](categories))
+        # Padding boundaries are +inf, never <= x, so the count is the bucket.
+        return tf.reduce_sum(tf.cast(rows <= x[..., None], tf.int32), axis=-1)
 
     def _tokens(self, spec: dict, text: tf.Tensor) -> tf.Tensor:
         if spec["tokenizer"] == "char":
@@ -153,8 +181,12 @@ class EventPreprocessor(keras.layers.Layer):
                 ids = self._lookup(name, inputs[seqex.field_feature(name)])
             elif kind == "numeric":
                 x = tf.cast(inputs[seqex.field_feature(name)], tf.float32)
-                buckets = tf.raw_ops.Bucketize(input=tf.where(tf.math.is_nan(x), 0.0, x),
-                                               boundaries=spec["boundaries"])
+                known = tf.where(tf.math.is_nan(x), 0.0, x)
+                if spec.get("bucket_by"):
+                    buckets = self._category_buckets(
+                        spec, known, inputs[seqex.field_feature(spec["bucket_by"])])
+                else:
+                    buckets = tf.raw_ops.Bucketize(input=known, boundaries=spec["boundaries"])
                 ids = tf.where(tf.math.is_nan(x), MISSING_ID, buckets + NUM_RESERVED_IDS)
             elif kind == "text":
                 ids = self._tokens(spec, inputs[seqex.field_feature(name)])
