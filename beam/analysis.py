@@ -215,6 +215,14 @@ def build_artifacts(schema: Schema, files: FileSummary, sequences: SequenceSumma
                  for name, (_, values) in sorted(files.numeric_by.get(f.name, {}).items())
                  if files.numeric_by_count[f.name][name] >= f.min_count}
         for f in schema.fields_of_kind("numeric") if f.bucket_by}
+    numeric_scales = {}
+    for f in schema.fields_of_kind("numeric"):
+        if f.continuous:
+            mean, std = artifacts.mean_and_std(files.numeric.get(f.name, (None, []))[1], f.log)
+            own = files.numeric_by.get(f.name, {})
+            numeric_scales[f.name] = {"mean": mean, "std": std, "categories": {
+                name: artifacts.mean_and_std(own[name][1], f.log)
+                for name in category_boundaries.get(f.name, {})}}
     rejected = sum(files.rejected.values())
     stats = {
         "rows_in": files.rows_in,
@@ -251,4 +259,4 @@ def build_artifacts(schema: Schema, files: FileSummary, sequences: SequenceSumma
     if not stats["reconciled"] or not stats.get("labels", {"reconciled": True})["reconciled"]:
         raise RuntimeError(f"row counts do not reconcile: {stats}")
     return artifacts.Artifacts(schema, vocabularies, text_vocabularies, boundaries, stats,
-                               category_boundaries)
+                               category_boundaries, numeric_scales)

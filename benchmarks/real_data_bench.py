@@ -78,6 +78,38 @@ def build_task_tables(task: str, data_root: str, folder: str) -> dict:
     return counts
 
 
+def task_schema(path: str, field_overrides: dict, folder: str) -> str:
+    """The task's schema file, or a copy under `folder` with field keys overridden.
+
+    Args:
+        path: str. The shipped schema.
+        field_overrides: dict. `"field.key"` to value; fields the schema lacks are skipped.
+        folder: str. Where the changed copy is written.
+
+    Returns:
+        The path of the schema to use (validated when changed).
+    """
+    import yaml
+
+    from autorisk_tf.data.schema import load_schema
+
+    if not field_overrides:
+        return path
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
+    for item, value in field_overrides.items():
+        name, _, key = item.partition(".")
+        for field in doc["fields"]:
+            if field["name"] == name:
+                field[key] = value
+    changed = os.path.join(folder, os.path.basename(path))
+    os.makedirs(folder, exist_ok=True)
+    with open(changed, "w", encoding="utf-8") as f:
+        yaml.safe_dump(doc, f, allow_unicode=True, sort_keys=False)
+    load_schema(changed)
+    return changed
+
+
 def read_labels(path: str, column: str) -> dict[str, int]:
     """`{key: 0 or 1}` of a label table's column (rows with an empty cell are skipped)."""
     with open(path, encoding="utf-8", newline="") as f:
@@ -147,6 +179,10 @@ def main(argv=None) -> int:
                                                          "real.yaml"))
     parser.add_argument("--set", action="append", default=[],
                         help="Config override section.key=value (YAML value), repeatable.")
+    parser.add_argument("--field_set", action="append", default=[],
+                        help="Schema override field.key=value (YAML value), repeatable, for "
+                             "the tasks whose schema has that field: "
+                             "dollar_value.continuous=true.")
     parser.add_argument("--finetune_labels", default="100,300,1000,all",
                         help="Label counts of the fine-tuning comparison; empty skips it.")
     parser.add_argument("--finetune_seeds", default="0",
@@ -175,6 +211,10 @@ def main(argv=None) -> int:
     for item in args.set:
         key, _, value = item.partition("=")
         overrides[key] = yaml.safe_load(value)
+    field_overrides = {}
+    for item in args.field_set:
+        key, _, value = item.partition("=")
+        field_overrides[key] = yaml.safe_load(value)
     seeds = [int(s) for s in args.seeds.split(",") if s]
     finetune_seeds = [int(s) for s in args.finetune_seeds.split(",") if s]
     sizes = [s for s in args.finetune_labels.split(",") if s]
@@ -190,7 +230,8 @@ def main(argv=None) -> int:
         started = time.time()
         counts = build_task_tables(task, args.data_root, folder)
         events_path = os.path.join(folder, spec["events"])
-        schema_path = os.path.join(SCHEMAS, spec["schema"])
+        schema_path = task_schema(os.path.join(SCHEMAS, spec["schema"]), field_overrides,
+                                  folder)
         data = os.path.join(folder, "data")
         preprocess.run(["--input", events_path, "--schema", schema_path, "--labels",
                         os.path.join(folder, "labels.csv"), "--output_dir", data,
@@ -262,7 +303,9 @@ def main(argv=None) -> int:
         all_rows.extend(rows)
     if args.attempt:
         results.setdefault("attempts", []).append({
-            "name": args.attempt, "overrides": overrides, "config_file": os.path.relpath(
+            "name": args.attempt, "overrides": overrides,
+            **({"field_overrides": field_overrides} if field_overrides else {}),
+            "config_file": os.path.relpath(
                 args.config, ROOT),
             "figures": {f"{r['task']}/{r['method']}": r["auc"] for r in all_rows}})
     results["protocol"] = ("5-fold stratified CV (random_state=0) over labelled customers, "

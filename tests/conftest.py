@@ -147,7 +147,7 @@ fields:
   - {name: event_type, kind: categorical, max_vocab: 3, min_count: 1}
   - {name: amount, kind: numeric, num_buckets: 4, log: true}
   - {name: amount_by_type, column: amount, kind: numeric, num_buckets: 4, log: true,
-     bucket_by: event_type, min_count: 40}
+     bucket_by: event_type, min_count: 40, continuous: true}
   - {name: item, kind: text, tokenizer: char, max_tokens: 6, min_count: 1}
 time_features: {delta_buckets: 16, hour: true, day_of_week: true, utc_offset_hours: 2,
                 age_buckets: 12}

@@ -7,6 +7,8 @@ The Beam job analyses the training split and writes an `artifacts/` folder:
   text_vocabularies.json  {field: [[token, count], ...]} most frequent first
   boundaries.json         {field: [b1, ..., bk]} quantile boundaries in raw units
   category_boundaries.json  {field: {category: [b1, ...]}} for `bucket_by` fields
+  numeric_scales.json     {field: {mean, std, categories: {category: [mean, std]}}} of
+                          `continuous` fields (after the log transform with `log`)
   stats.json              rows read, used, rejected by reason, users, length percentiles
 
 Id layout shared by every id-valued input of the model: 0 padding, 1 missing, 2 out of
@@ -36,6 +38,7 @@ VOCABULARIES_FILE = "vocabularies.json"
 TEXT_VOCABULARIES_FILE = "text_vocabularies.json"
 BOUNDARIES_FILE = "boundaries.json"
 CATEGORY_BOUNDARIES_FILE = "category_boundaries.json"
+NUMERIC_SCALES_FILE = "numeric_scales.json"
 STATS_FILE = "stats.json"
 
 _ASCII_WHITESPACE = re.compile(r"[ \t\n\r\v\f]+")
@@ -76,6 +79,26 @@ def build_vocabulary(counts: Mapping[str, int], max_vocab: int,
 
 def _log_transform(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log1p(np.abs(x))
+
+
+def mean_and_std(values: Iterable[float], log: bool) -> list[float]:
+    """The standardisation of a `continuous` numeric field, from a sample of its values.
+
+    Args:
+        values: iterable of float. Sample of the field; NaN (missing) is ignored.
+        log: bool. Measure `sign(x) * log1p(|x|)` instead of x.
+
+    Returns:
+        `[mean, std]`; `[0, 1]` without values, and std 1 where the values are constant.
+    """
+    array = np.asarray(list(values), dtype=np.float64)
+    array = array[np.isfinite(array)]
+    if log:
+        array = _log_transform(array)
+    if array.size == 0:
+        return [0.0, 1.0]
+    std = float(array.std())
+    return [float(f"{array.mean():.10g}"), float(f"{std:.10g}") if std > 0 else 1.0]
 
 
 def _inverse_log_transform(y: np.ndarray) -> np.ndarray:
@@ -120,6 +143,8 @@ class Artifacts:
         stats: dict. The statistics of the preprocessing run.
         category_boundaries: dict. `bucket_by` field to `{category: boundaries}` for the
             categories with enough training values (the others use `boundaries`).
+        numeric_scales: dict. `continuous` field to `{"mean", "std", "categories":
+            {category: [mean, std]}}` (categories as in `category_boundaries`).
     """
 
     schema: Schema
@@ -128,6 +153,7 @@ class Artifacts:
     boundaries: dict
     stats: dict = dataclasses.field(default_factory=dict)
     category_boundaries: dict = dataclasses.field(default_factory=dict)
+    numeric_scales: dict = dataclasses.field(default_factory=dict)
 
     @property
     def reference_time_ms(self) -> int | None:
@@ -149,6 +175,7 @@ class Artifacts:
                               (TEXT_VOCABULARIES_FILE, self.text_vocabularies),
                               (BOUNDARIES_FILE, self.boundaries),
                               (CATEGORY_BOUNDARIES_FILE, self.category_boundaries),
+                              (NUMERIC_SCALES_FILE, self.numeric_scales),
                               (STATS_FILE, self.stats)):
             fileio.write_text(fileio.join(directory, name),
                               json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
@@ -170,4 +197,5 @@ class Artifacts:
                    text_vocabularies=as_pairs(read(TEXT_VOCABULARIES_FILE)),
                    boundaries=read(BOUNDARIES_FILE),
                    stats=read(STATS_FILE),
-                   category_boundaries=read(CATEGORY_BOUNDARIES_FILE, {}))
+                   category_boundaries=read(CATEGORY_BOUNDARIES_FILE, {}),
+                   numeric_scales=read(NUMERIC_SCALES_FILE, {}))

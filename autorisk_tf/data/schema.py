@@ -69,6 +69,9 @@ class NumericField:
             (a lab value per test, an amount per event type); "" for one global set.
         min_count: int. With `bucket_by`, categories with fewer training values than this
             use the global boundaries.
+        continuous: bool. Also feed the number itself next to its bucket id: standardised
+            (per category with `bucket_by`, after the log with `log`), clipped to +-5, 0
+            where missing (the bucket id tells missing from zero).
     """
 
     name: str
@@ -77,6 +80,7 @@ class NumericField:
     log: bool = False
     bucket_by: str = ""
     min_count: int = 100
+    continuous: bool = False
     kind: str = "numeric"
 
 
@@ -259,7 +263,8 @@ class _Checker:
 _REQUIRED = object()
 _FIELD_KEYS = {
     "categorical": ("name", "kind", "column", "max_vocab", "min_count"),
-    "numeric": ("name", "kind", "column", "num_buckets", "log", "bucket_by", "min_count"),
+    "numeric": ("name", "kind", "column", "num_buckets", "log", "bucket_by", "min_count",
+                "continuous"),
     "text": ("name", "kind", "column", "tokenizer", "max_tokens", "max_vocab", "min_count"),
 }
 
@@ -287,7 +292,8 @@ def _parse_field(check: _Checker, item: Any, path: str) -> Field:
             num_buckets=check.get(item, "num_buckets", path, int, 32, minimum=2),
             log=check.get(item, "log", path, bool, False),
             bucket_by=check.get(item, "bucket_by", path, str, ""),
-            min_count=check.get(item, "min_count", path, int, 100, minimum=1))
+            min_count=check.get(item, "min_count", path, int, 100, minimum=1),
+            continuous=check.get(item, "continuous", path, bool, False))
     return TextField(
         name, column,
         tokenizer=check.get(item, "tokenizer", path, str, "char", choices=TOKENIZERS),

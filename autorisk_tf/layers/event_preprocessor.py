@@ -22,6 +22,19 @@ from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 TIME_DELTA, TIME_HOUR, TIME_DAY_OF_WEEK, TIME_AGE = TIME_FEATURE_NAMES
 MS_PER_HOUR = 3_600_000
 PADDING_MASK = RESERVED_NAMES[-1]
+VALUE_SUFFIX = "/value"  # field names have no "/", so `amount/value` names no field
+CLIP = 5.0
+
+
+def value_input(name: str) -> str:
+    """The model input holding the standardised number of a `continuous` field."""
+    return name + VALUE_SUFFIX
+
+
+def model_input_names(features: list[dict]) -> set[str]:
+    """Every entry of `EventPreprocessor`'s output for these feature specs."""
+    return ({spec["name"] for spec in features} | {PADDING_MASK}
+            | {value_input(spec["name"]) for spec in features if spec.get("continuous")})
 
 
 def feature_specs_from_artifacts(artifacts: Artifacts) -> list[dict]:
@@ -53,6 +66,13 @@ def feature_specs_from_artifacts(artifacts: Artifacts) -> list[dict]:
                                                for c in spec["categories"]]
                 most = max([most] + [len(b) for b in spec["category_boundaries"]])
             spec["vocab_size"] = NUM_RESERVED_IDS + most + 1
+            if field.continuous:
+                scales = artifacts.numeric_scales[field.name]
+                spec.update(continuous=True, log=field.log, scale=list(
+                    map(float, (scales["mean"], scales["std"]))))
+                if field.bucket_by:
+                    spec["category_scales"] = [list(map(float, scales["categories"][c]))
+                                               for c in spec["categories"]]
         else:
             spec["vocabulary"] = artifacts.text_vocabulary(field.name)
             spec["vocab_size"] = NUM_RESERVED_IDS + len(spec["vocabulary"])
@@ -99,14 +119,18 @@ class EventPreprocessor(keras.layers.Layer):
       event is missing), hour of day, day of week, and the age in hours before the
       reference time on half-log2 buckets `floor(2 * log2(1 + h))` (0 for later events).
 
-    Steps past each example's `length` get the padding id 0 in every output.
+    - continuous numeric (`continuous`): also `<name>/value`, the number standardised with
+      the training mean and std (of its category with `bucket_by`, of `sign(x) log1p(|x|)`
+      with `log`), clipped to +-5; 0 where missing, which the id marks as missing.
+
+    Steps past each example's `length` get the padding id 0 in every output (value 0).
 
     Args:
         features: list of dict. Feature specs from `feature_specs_from_artifacts`.
 
     Returns (from `call`):
-        Dict: each feature name to int32 ids [B, T] ([B, T, max_tokens] for text), plus
-        `padding_mask` bool [B, T].
+        Dict: each feature name to int32 ids [B, T] ([B, T, max_tokens] for text), float32
+        `<name>/value` [B, T] for continuous fields, and `padding_mask` bool [B, T].
 
     Example:
     ```python
@@ -121,6 +145,7 @@ class EventPreprocessor(keras.layers.Layer):
         self.features = [dict(spec) for spec in features]
         self._lookups = {}
         self._tables = {}
+        self._scales = {}
         for spec in self.features:
             if spec["kind"] in ("categorical", "text"):
                 # StringLookup gives 0 to OOV and i+1 to vocabulary[i]; shifted in call.
@@ -136,6 +161,10 @@ class EventPreprocessor(keras.layers.Layer):
                 width = max(len(row) for row in rows)
                 self._tables[spec["name"]] = np.array(
                     [row + [np.inf] * (width - len(row)) for row in rows], np.float32)
+            if spec.get("continuous"):
+                scales = [spec["scale"]] + (spec.get("category_scales") or [spec["scale"]]
+                                            if spec.get("bucket_by") else [])
+                self._scales[spec["name"]] = np.array(scales, np.float32)
 
     @classmethod
     def from_artifacts(cls, artifacts: Artifacts, **kwargs) -> EventPreprocessor:
@@ -157,6 +186,19 @@ class EventPreprocessor(keras.layers.Layer):
                          self._lookups[spec["name"]](categories))
         # Padding boundaries are +inf, never <= x, so the count is the bucket.
         return tf.reduce_sum(tf.cast(rows <= x[..., None], tf.int32), axis=-1)
+
+    def _standardised(self, spec: dict, x: tf.Tensor, categories: tf.Tensor | None,
+                      ) -> tf.Tensor:
+        """The number of a `continuous` field, standardised and clipped; 0 where NaN."""
+        known = ~tf.math.is_nan(x)
+        x = tf.where(known, x, 0.0)
+        if spec["log"]:
+            x = tf.sign(x) * tf.math.log1p(tf.abs(x))
+        table = tf.constant(self._scales[spec["name"]])
+        scale = table[0] if categories is None else tf.gather(
+            table, self._lookups[spec["name"]](categories))
+        z = tf.clip_by_value((x - scale[..., 0]) / scale[..., 1], -CLIP, CLIP)
+        return tf.where(known, z, 0.0)
 
     def _tokens(self, spec: dict, text: tf.Tensor) -> tf.Tensor:
         if spec["tokenizer"] == "char":
@@ -182,11 +224,15 @@ class EventPreprocessor(keras.layers.Layer):
             elif kind == "numeric":
                 x = tf.cast(inputs[seqex.field_feature(name)], tf.float32)
                 known = tf.where(tf.math.is_nan(x), 0.0, x)
-                if spec.get("bucket_by"):
-                    buckets = self._category_buckets(
-                        spec, known, inputs[seqex.field_feature(spec["bucket_by"])])
+                categories = inputs[seqex.field_feature(spec["bucket_by"])] \
+                    if spec.get("bucket_by") else None
+                if categories is not None:
+                    buckets = self._category_buckets(spec, known, categories)
                 else:
                     buckets = tf.raw_ops.Bucketize(input=known, boundaries=spec["boundaries"])
+                if spec.get("continuous"):
+                    outputs[value_input(name)] = tf.where(
+                        mask, self._standardised(spec, x, categories), 0.0)
                 ids = tf.where(tf.math.is_nan(x), MISSING_ID, buckets + NUM_RESERVED_IDS)
             elif kind == "text":
                 ids = self._tokens(spec, inputs[seqex.field_feature(name)])

@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from autorisk_tf.data.artifacts import PAD_ID
-from autorisk_tf.layers.event_preprocessor import PADDING_MASK
+from autorisk_tf.layers.event_preprocessor import PADDING_MASK, value_input
 from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 
 MERGES = ("add", "concat")
@@ -50,11 +50,26 @@ def masked_mean(x, mask, axis):
     return total / ops.maximum(ops.sum(weights, axis=axis), ops.cast(1, x.dtype))
 
 
+def embedding_specs(features: list[dict]) -> list[dict]:
+    """The part of feature specs a model needs: name, kind, vocab_size (and continuous).
+
+    Args:
+        features: list of dict. Feature specs from `feature_specs_from_artifacts`.
+
+    Returns:
+        The specs without vocabularies, boundaries or scales, which stay in the preprocessor.
+    """
+    keys = ("name", "kind", "vocab_size", "continuous")
+    return [{k: spec[k] for k in keys if k in spec} for spec in features]
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class FieldEmbedding(keras.layers.Layer):
     """Embeds every field of every event and merges them into one vector per event.
 
-    One table per categorical field, numeric bucket field and time feature. A text field's
+    One table per categorical field, numeric bucket field and time feature; a `continuous`
+    numeric field adds a learned vector times its standardised value (`<name>/value`) to
+    its bucket's vector. A text field's
     tokens are embedded and summarised per event, by a small Conv1D followed by a masked max
     over the tokens (`conv`) or by a masked average (`mean`). Fields are merged by `add`
     (every table has the model width) or `concat` (tables of `field_dim`, then a dense
@@ -93,8 +108,7 @@ class FieldEmbedding(keras.layers.Layer):
         if not features:
             raise ValueError("FieldEmbedding needs at least one feature")
         # Only what the embedding needs: vocabularies and boundaries stay in the preprocessor.
-        self.features = [{k: spec[k] for k in ("name", "kind", "vocab_size")}
-                         for spec in features]
+        self.features = embedding_specs(features)
         self.width = width
         self.merge = merge
         self.field_dim = field_dim
@@ -104,9 +118,13 @@ class FieldEmbedding(keras.layers.Layer):
         self.supports_masking = True
         out_dim = width if merge == "add" else field_dim
         self._tables, self._text_convs, self._text_projections = {}, {}, {}
+        self._values = {}
         for spec in self.features:
             name = key = spec["name"]
             text = spec["kind"] == "text"
+            if spec.get("continuous"):
+                self._values[name] = keras.layers.Dense(
+                    out_dim, use_bias=False, name=f"value_{key}", dtype=self.dtype_policy)
             self._tables[name] = keras.layers.Embedding(
                 spec["vocab_size"], text_dim if text else out_dim, name=f"embed_{key}",
                 dtype=self.dtype_policy)
@@ -130,6 +148,8 @@ class FieldEmbedding(keras.layers.Layer):
                 self._text_convs[name].build((None, None, self.text_dim))
             if name in self._text_projections:
                 self._text_projections[name].build((None, self.text_dim))
+            if name in self._values:
+                self._values[name].build((None, 1))
         if self._projection is not None:
             self._projection.build((None, None, self.field_dim * len(self.features)))
 
@@ -174,6 +194,9 @@ class FieldEmbedding(keras.layers.Layer):
                 vectors.append(self._summarise_text(spec["name"], ids))
             else:
                 vectors.append(self._lookup(spec, ids))
+            if spec["name"] in self._values:
+                value = ops.cast(inputs[value_input(spec["name"])], self.compute_dtype)
+                vectors[-1] = vectors[-1] + self._values[spec["name"]](value[..., None])
         if self.merge == "add":
             x = vectors[0]
             for vector in vectors[1:]:

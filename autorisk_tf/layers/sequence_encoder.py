@@ -9,7 +9,12 @@ from keras import ops
 
 from autorisk_tf.layers.encoder_block import EncoderBlock
 from autorisk_tf.layers.feed_forward import FFN_ACTIVATIONS
-from autorisk_tf.layers.field_embedding import FieldEmbedding, masked_max, masked_mean
+from autorisk_tf.layers.field_embedding import (
+    FieldEmbedding,
+    embedding_specs,
+    masked_max,
+    masked_mean,
+)
 from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 from autorisk_tf.layers.transformer_block import TransformerBlock
 
@@ -127,8 +132,7 @@ class SequenceEncoder(keras.layers.Layer):
         elif isinstance(config, dict):
             config = EncoderConfig.from_dict(config)
         self.config = config
-        self.features = [{k: spec[k] for k in ("name", "kind", "vocab_size")}
-                         for spec in features]
+        self.features = embedding_specs(features)
         self.supports_masking = True
         c = config
         self.embedding = FieldEmbedding(

@@ -14,6 +14,7 @@ import tensorflow as tf
 from keras import ops
 
 from autorisk_tf.data.artifacts import NUM_RESERVED_IDS
+from autorisk_tf.layers.field_embedding import embedding_specs
 from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 
 
@@ -66,8 +67,7 @@ class BagOfIdsHead(keras.layers.Layer):
 
     def __init__(self, features: list[dict], **kwargs):
         super().__init__(**kwargs)
-        self.features = [{k: spec[k] for k in ("name", "kind", "vocab_size")}
-                         for spec in features]
+        self.features = embedding_specs(features)
         self.classifiers = {spec["name"]: keras.layers.Dense(
             spec["vocab_size"], name=f"bag_{spec['name']}", dtype=self.dtype_policy)
             for spec in bag_fields(self.features)}

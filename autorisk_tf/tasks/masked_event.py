@@ -9,7 +9,8 @@ import tensorflow as tf
 from keras import ops
 
 from autorisk_tf.data.artifacts import MASK_ID, NUM_RESERVED_IDS, PAD_ID
-from autorisk_tf.layers.event_preprocessor import PADDING_MASK
+from autorisk_tf.layers.event_preprocessor import PADDING_MASK, value_input
+from autorisk_tf.layers.field_embedding import embedding_specs
 from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 
 TARGET_KINDS = ("categorical", "numeric")
@@ -62,7 +63,8 @@ def mask_events(ids: dict, features: list[dict], config: MaskingConfig, seed: tf
         seed: int64 tensor [2]. Seed of the stateless random choices.
 
     Returns:
-        `(inputs, targets)`: `inputs` is `ids` with the selected events hidden; `targets`
+        `(inputs, targets)`: `inputs` is `ids` with the selected events hidden (and the
+        values of continuous fields zeroed there); `targets`
         holds the original ids of every categorical and numeric field (and of text fields
         when predicted) and `masked_weights`, float [B, T], 1 at selected events.
     """
@@ -94,6 +96,8 @@ def mask_events(ids: dict, features: list[dict], config: MaskingConfig, seed: tf
         else:
             x = tf.where(use_mask, MASK_ID, tf.where(use_random, random_ids, x))
         inputs[name] = x
+        if spec.get("continuous"):  # the number would give its hidden bucket away
+            inputs[value_input(name)] = tf.where(selected, 0.0, ids[value_input(name)])
     return inputs, targets
 
 
@@ -121,8 +125,7 @@ class MaskedEventHead(keras.layers.Layer):
     def __init__(self, features: list[dict], predict_text: bool = True,
                  predict_time: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.features = [{k: spec[k] for k in ("name", "kind", "vocab_size")}
-                         for spec in features]
+        self.features = embedding_specs(features)
         self.predict_text = predict_text
         self.predict_time = predict_time
         self.targets = [spec for spec in self.features if spec["kind"] in TARGET_KINDS

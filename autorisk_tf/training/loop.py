@@ -29,9 +29,9 @@ from tensorflow.core.framework import summary_pb2
 from autorisk_tf.data import fileio, pipeline
 from autorisk_tf.data.artifacts import Artifacts
 from autorisk_tf.layers.event_preprocessor import (
-    PADDING_MASK,
     EventPreprocessor,
     feature_specs_from_artifacts,
+    model_input_names,
 )
 from autorisk_tf.layers.sequence_embedder import SequenceEmbedder
 from autorisk_tf.layers.sequence_encoder import SequenceEncoder
@@ -196,8 +196,8 @@ class Pretrainer:
 
     def _examples(self, batch, seed):
         """One global batch to the inputs of both tasks (before replicas take their rows)."""
-        ids = {name: value for name, value in batch.items()
-               if name in {spec["name"] for spec in self.feature_specs} or name == PADDING_MASK}
+        inputs = model_input_names(self.feature_specs)
+        ids = {name: value for name, value in batch.items() if name in inputs}
         masked, targets = mask_events(ids, self.feature_specs, self.config.masked_event, seed)
         first, second = split_pairs(ids, self.config.quick_thought,
                                     seed + tf.constant([7, 7], tf.int64))
