@@ -13,7 +13,9 @@ row of numbers per key:
   `days_since_first`, `events_per_active_day`, `mean_gap_days`;
 - every categorical field: `<f>_distinct`, `<f>_missing_share`, the count and share of each
   of its `--top_values` most frequent values over the whole input (`<f>_top<i>_count`,
-  `<f>_top<i>_share`, in the order of `feature_info.json`) and `<f>_other_share`;
+  `<f>_top<i>_share`, in the order of `feature_info.json`) and `<f>_other_share` (for a
+  multi-valued field every value of a cell counts, so shares are per event and may sum
+  over 1);
 - every numeric field: `<f>_mean`, `_sum`, `_min`, `_max`, `_std`, `_last` (NaN when the key
   has no value) and `_missing_share`;
 - every text field: `<f>_distinct` and `<f>_missing_share`;
@@ -38,7 +40,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from autorisk_tf.data import events
+from autorisk_tf.data import artifacts, events
 from autorisk_tf.data.schema import Schema, SchemaError, load_schema, parse_schema
 from beam import analysis, file_shuffle
 from beam.preprocess import (
@@ -137,6 +139,11 @@ def key_features(schema: Schema, history: list[tuple], top: dict[str, list[str]]
             continue
         counts = Counter(column)
         missing = counts.pop("", 0)
+        if getattr(field, "separator", ""):  # multi-valued: count every value of a cell
+            cells, counts = counts, Counter()
+            for cell, count in cells.items():
+                for value in artifacts.split_values(cell, field.separator):
+                    counts[value] += count
         row[f"{f}_distinct"] = float(len(counts))
         row[f"{f}_missing_share"] = missing / n
         if field.kind == "categorical":
@@ -147,7 +154,7 @@ def key_features(schema: Schema, history: list[tuple], top: dict[str, list[str]]
                 covered += count
                 row[f"{f}_top{i}_count"] = float(count)
                 row[f"{f}_top{i}_share"] = count / n
-            row[f"{f}_other_share"] = (n - missing - covered) / n
+            row[f"{f}_other_share"] = (sum(counts.values()) - covered) / n
     derived = events.time_features(ts, schema.time_features)
     if schema.time_features.hour:
         hours = np.bincount(derived["hour"], minlength=24) / n

@@ -152,7 +152,13 @@ class ParseEventsFn(beam.DoFn):
                     summary.add_category_samples(field.name, columns[field.bucket_by], numbers,
                                                  rng)
             elif field.kind == "categorical":
-                summary.categorical.setdefault(field.name, Counter()).update(column)
+                counts = summary.categorical.setdefault(field.name, Counter())
+                if field.separator:
+                    for cell, count in Counter(column).items():
+                        for value in artifacts.split_values(cell, field.separator):
+                            counts[value] += count
+                else:
+                    counts.update(column)
             else:
                 tokens = summary.text_tokens.setdefault(field.name, Counter())
                 for text, count in Counter(column).items():

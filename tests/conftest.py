@@ -149,6 +149,7 @@ fields:
   - {name: amount_by_type, column: amount, kind: numeric, num_buckets: 4, log: true,
      bucket_by: event_type, min_count: 40, continuous: true}
   - {name: item, kind: text, tokenizer: char, max_tokens: 6, min_count: 1}
+  - {name: tags, kind: categorical, separator: "|", max_values: 3, max_vocab: 4}
 time_features: {delta_buckets: 16, hour: true, day_of_week: true, utc_offset_hours: 2,
                 age_buckets: 12}
 labels:
@@ -162,7 +163,9 @@ def serving_rows(num_users=40, seed=3):
     """Raw event rows (dicts of CSV cells) of users made to test serving.
 
     Lengths 1 to 30 (many over `SERVING_MAX_LEN`), six event types (three are out of the
-    vocabulary), missing cells in every field, tied timestamps, rows not in time order.
+    vocabulary), zero to four tags per event (some empty, some out of the vocabulary, some
+    past `max_values`), missing cells in every field, tied timestamps, rows not in time
+    order.
     """
     import numpy as np
 
@@ -178,7 +181,9 @@ def serving_rows(num_users=40, seed=3):
                 if rng.random() < 0.3 else f"t{int(rng.integers(0, 2))}",
                 "amount": "" if rng.random() < 0.15 else f"{rng.lognormal(3, 1):.2f}",
                 "item": "" if rng.random() < 0.2 else "".join(
-                    rng.choice(list("abcdefgh"), int(rng.integers(1, 9))))})
+                    rng.choice(list("abcdefgh"), int(rng.integers(1, 9)))),
+                "tags": "|".join(rng.choice(["x", "y", "z", "w", "v", "u", ""],
+                                            int(rng.integers(0, 5))))})
     order = rng.permutation(len(rows))
     return [rows[i] for i in order]
 

@@ -95,7 +95,16 @@ def reference_ids(example, artifacts):
     out = {}
     for spec in feature_specs_from_artifacts(artifacts):
         name, kind = spec["name"], spec["kind"]
-        if kind == "categorical":
+        if kind == "categorical" and spec.get("multi"):
+            index = {v: i + art.NUM_RESERVED_IDS for i, v in enumerate(spec["vocabulary"])}
+            width = spec["max_values"]
+            rows = []
+            for cell in example[f"event/{name}"]:
+                values = art.split_values(cell, spec["separator"])[:width]
+                row = [index.get(v, art.OOV_ID) for v in values] or [art.MISSING_ID]
+                rows.append(row + [art.PAD_ID] * (width - len(row)))
+            out[name] = rows
+        elif kind == "categorical":
             index = {v: i + art.NUM_RESERVED_IDS for i, v in enumerate(spec["vocabulary"])}
             out[name] = [art.MISSING_ID if v == "" else index.get(v, art.OOV_ID)
                          for v in example[f"event/{name}"]]

@@ -49,6 +49,7 @@ def test_raw_batch_sorts_stably_and_keeps_the_most_recent_events(exported):
         "amount": np.array([[3, 1, 2, 4], [np.inf, 5, 0, 0]], np.float32),
         "amount_by_type": np.array([[3, 1, 2, 4], [np.inf, 5, 0, 0]], np.float32),
         "item": np.array([[b"", b"", b"", b""]] * 2),
+        "tags": np.array([[b"", b"", b"", b""]] * 2),
         "timestamp_ms": np.array([[3000, 1000, 1000, 9000], [7000, 6000, 0, 0]], np.int64),
         "length": np.array([4, 2], np.int64)}.items()}
     out = raw_batch.parse_raw_batch(inputs, schema, max_len=3)

@@ -103,7 +103,7 @@ def test_status_and_metadata(server):
     signatures = client.metadata()["metadata"]["signature_def"]["signature_def"]
     assert set(signatures) >= {"serving_default", "embed_examples"}
     assert set(signatures["serving_default"]["inputs"]) == {
-        "event_type", "amount", "amount_by_type", "item", "timestamp_ms", "length"}
+        "event_type", "amount", "amount_by_type", "item", "tags", "timestamp_ms", "length"}
     assert set(signatures["serving_default"]["outputs"]) == {"embedding", "length"}
 
 
@@ -158,7 +158,11 @@ def test_bad_requests_get_400_naming_the_problem(server, exported, case):
     name, make, word = case
     if kind != "export.serve" and name in ("empty sequence", "over-long"):
         pytest.skip("limits and empty-sequence checks are export.serve's own")
-    _, (ok,) = instances_from_rows(_rows(exported, ["u003"]), exported.schema)
+    # A user with a few events and no missing amount: plain JSON (no NaN) but for the fault.
+    complete = next(key for key in sorted({row["user_id"] for row in exported.rows})
+                    if len(_rows(exported, [key])) >= 3
+                    and all(row["amount"] for row in _rows(exported, [key])))
+    _, (ok,) = instances_from_rows(_rows(exported, [complete]), exported.schema)
     r = requests.post(f"{url}/v1/models/autorisk:predict", json=make(ok), timeout=30)
     assert r.status_code == 400
     assert word in r.json()["error"]

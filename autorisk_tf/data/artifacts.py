@@ -60,6 +60,21 @@ def tokenize(text: str, tokenizer: str) -> list[str]:
     return [token for token in _ASCII_WHITESPACE.split(text) if token]
 
 
+def split_values(cell: str, separator: str) -> list[str]:
+    """The values of a multi-valued categorical cell, as the preprocessing layer splits it.
+
+    Args:
+        cell: str. The raw cell ("" when missing).
+        separator: str. The field's separator; "" for a single-valued field.
+
+    Returns:
+        The non-empty values, in order (the cell itself when there is no separator).
+    """
+    if not separator:
+        return [cell] if cell else []
+    return [value for value in cell.split(separator) if value]
+
+
 def build_vocabulary(counts: Mapping[str, int], max_vocab: int,
                      min_count: int) -> list[tuple[str, int]]:
     """Keeps the most frequent values: count descending, then value, ascending.

@@ -47,12 +47,18 @@ class CategoricalField:
         column: str. Column of the raw table. Defaults to `name`.
         max_vocab: int. Most frequent values kept; the rest map to the OOV id.
         min_count: int. Values seen fewer times on the training split map to OOV.
+        separator: str. Non-empty for a multi-valued field (tags, genres, permissions):
+            each cell is split on it, every value is counted in the vocabulary, and the
+            model sums the embeddings of an event's values.
+        max_values: int. Values kept per event of a multi-valued field (the first ones).
     """
 
     name: str
     column: str
     max_vocab: int = 10_000
     min_count: int = 1
+    separator: str = ""
+    max_values: int = 8
     kind: str = "categorical"
 
 
@@ -262,7 +268,8 @@ class _Checker:
 
 _REQUIRED = object()
 _FIELD_KEYS = {
-    "categorical": ("name", "kind", "column", "max_vocab", "min_count"),
+    "categorical": ("name", "kind", "column", "max_vocab", "min_count", "separator",
+                    "max_values"),
     "numeric": ("name", "kind", "column", "num_buckets", "log", "bucket_by", "min_count",
                 "continuous"),
     "text": ("name", "kind", "column", "tokenizer", "max_tokens", "max_vocab", "min_count"),
@@ -285,7 +292,9 @@ def _parse_field(check: _Checker, item: Any, path: str) -> Field:
         return CategoricalField(
             name, column,
             max_vocab=check.get(item, "max_vocab", path, int, 10_000, minimum=1),
-            min_count=check.get(item, "min_count", path, int, 1, minimum=1))
+            min_count=check.get(item, "min_count", path, int, 1, minimum=1),
+            separator=check.get(item, "separator", path, str, ""),
+            max_values=check.get(item, "max_values", path, int, 8, minimum=1))
     if kind == "numeric":
         return NumericField(
             name, column,

@@ -55,6 +55,8 @@ def feature_specs_from_artifacts(artifacts: Artifacts) -> list[dict]:
         if field.kind == "categorical":
             spec["vocabulary"] = artifacts.vocabulary(field.name)
             spec["vocab_size"] = NUM_RESERVED_IDS + len(spec["vocabulary"])
+            if field.separator:
+                spec.update(multi=True, separator=field.separator, max_values=field.max_values)
         elif field.kind == "numeric":
             spec["boundaries"] = [float(b) for b in artifacts.boundaries[field.name]]
             most = len(spec["boundaries"])
@@ -115,6 +117,9 @@ class EventPreprocessor(keras.layers.Layer):
       without its own (rare, unknown or missing);
     - text: `tf.strings.unicode_split` (char) or `tf.strings.split` (whitespace), exactly as
       `artifacts.tokenize`; the first `max_tokens` tokens; an empty text is one missing token;
+    - multi-valued categorical (`separator`): the non-empty values of the split cell, as
+      `artifacts.split_values`, looked up like tokens: ids [B, T, max_values], the first
+      `max_values` values, one missing id for a cell without any;
     - time: seconds since the previous event on log2 buckets `floor(log2(1 + s))` (the first
       event is missing), hour of day, day of week, and the age in hours before the
       reference time on half-log2 buckets `floor(2 * log2(1 + h))` (0 for later events).
@@ -129,7 +134,8 @@ class EventPreprocessor(keras.layers.Layer):
         features: list of dict. Feature specs from `feature_specs_from_artifacts`.
 
     Returns (from `call`):
-        Dict: each feature name to int32 ids [B, T] ([B, T, max_tokens] for text), float32
+        Dict: each feature name to int32 ids [B, T] ([B, T, max_tokens] for text,
+        [B, T, max_values] for multi-valued categorical fields), float32
         `<name>/value` [B, T] for continuous fields, and `padding_mask` bool [B, T].
 
     Example:
@@ -201,15 +207,20 @@ class EventPreprocessor(keras.layers.Layer):
         return tf.where(known, z, 0.0)
 
     def _tokens(self, spec: dict, text: tf.Tensor) -> tf.Tensor:
-        if spec["tokenizer"] == "char":
+        if spec.get("multi"):
+            tokens = tf.strings.split(text, spec["separator"])
+            tokens = tf.ragged.boolean_mask(tokens, tokens != "")
+            width = spec["max_values"]
+        elif spec["tokenizer"] == "char":
             tokens = tf.strings.unicode_split(text, "UTF-8", errors="replace")
+            width = spec["max_tokens"]
         else:
             tokens = tf.strings.split(text)
-        tokens = tokens[..., : spec["max_tokens"]]
+            width = spec["max_tokens"]
+        tokens = tokens[..., :width]
         ids = tf.ragged.map_flat_values(self._lookup, spec["name"], tokens)
-        ids = ids.to_tensor(default_value=PAD_ID,
-                            shape=tf.concat([tf.shape(text), [spec["max_tokens"]]], 0))
-        empty = (text == "")[..., None] & (tf.range(spec["max_tokens"]) == 0)
+        ids = ids.to_tensor(default_value=PAD_ID, shape=tf.concat([tf.shape(text), [width]], 0))
+        empty = (ids[..., :1] == PAD_ID) & (tf.range(width) == 0)  # no token at all
         return tf.where(empty, MISSING_ID, ids)
 
     def call(self, inputs):
@@ -219,7 +230,7 @@ class EventPreprocessor(keras.layers.Layer):
         outputs = {}
         for spec in self.features:
             name, kind = spec["name"], spec["kind"]
-            if kind == "categorical":
+            if kind == "categorical" and not spec.get("multi"):
                 ids = self._lookup(name, inputs[seqex.field_feature(name)])
             elif kind == "numeric":
                 x = tf.cast(inputs[seqex.field_feature(name)], tf.float32)
@@ -234,7 +245,7 @@ class EventPreprocessor(keras.layers.Layer):
                     outputs[value_input(name)] = tf.where(
                         mask, self._standardised(spec, x, categories), 0.0)
                 ids = tf.where(tf.math.is_nan(x), MISSING_ID, buckets + NUM_RESERVED_IDS)
-            elif kind == "text":
+            elif kind in ("text", "categorical"):  # text, or multi-valued categorical
                 ids = self._tokens(spec, inputs[seqex.field_feature(name)])
                 outputs[name] = tf.where(mask[..., None], ids, PAD_ID)
                 continue

@@ -51,7 +51,7 @@ def masked_mean(x, mask, axis):
 
 
 def embedding_specs(features: list[dict]) -> list[dict]:
-    """The part of feature specs a model needs: name, kind, vocab_size (and continuous).
+    """The part of feature specs a model needs: name, kind, vocab_size, continuous, multi.
 
     Args:
         features: list of dict. Feature specs from `feature_specs_from_artifacts`.
@@ -59,8 +59,13 @@ def embedding_specs(features: list[dict]) -> list[dict]:
     Returns:
         The specs without vocabularies, boundaries or scales, which stay in the preprocessor.
     """
-    keys = ("name", "kind", "vocab_size", "continuous")
+    keys = ("name", "kind", "vocab_size", "continuous", "multi")
     return [{k: spec[k] for k in keys if k in spec} for spec in features]
+
+
+def per_token(spec: dict) -> bool:
+    """Whether a feature's ids have a values axis: [B, T, L] (text, multi-valued)."""
+    return spec["kind"] == "text" or bool(spec.get("multi"))
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -69,7 +74,8 @@ class FieldEmbedding(keras.layers.Layer):
 
     One table per categorical field, numeric bucket field and time feature; a `continuous`
     numeric field adds a learned vector times its standardised value (`<name>/value`) to
-    its bucket's vector. A text field's
+    its bucket's vector; a multi-valued categorical field (`multi`, ids [B, T, L]) sums
+    the vectors of an event's values. A text field's
     tokens are embedded and summarised per event, by a small Conv1D followed by a masked max
     over the tokens (`conv`) or by a masked average (`mean`). Fields are merged by `add`
     (every table has the model width) or `concat` (tables of `field_dim`, then a dense
@@ -159,7 +165,7 @@ class FieldEmbedding(keras.layers.Layer):
             return ops.cast(inputs[PADDING_MASK], "bool")
         spec = self.features[0]
         ids = inputs[spec["name"]]
-        return (ids[..., 0] if spec["kind"] == "text" else ids) != PAD_ID
+        return (ids[..., 0] if per_token(spec) else ids) != PAD_ID
 
     def _summarise_text(self, name, ids):
         tokens = self._tables[name](ids)  # [B, T, L, E]
@@ -192,6 +198,10 @@ class FieldEmbedding(keras.layers.Layer):
             ids = ops.cast(inputs[spec["name"]], "int32")
             if spec["kind"] == "text":
                 vectors.append(self._summarise_text(spec["name"], ids))
+            elif spec.get("multi"):
+                values = self._lookup(spec, ids)  # [B, T, L, D]
+                vectors.append(ops.sum(values * ops.cast(ids != PAD_ID, values.dtype)[..., None],
+                                       axis=2))
             else:
                 vectors.append(self._lookup(spec, ids))
             if spec["name"] in self._values:

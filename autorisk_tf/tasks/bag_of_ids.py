@@ -28,7 +28,7 @@ def bag_targets(ids: dict, features: list[dict]) -> dict:
     """Each field's distribution of vocabulary ids over every sequence of a batch.
 
     Args:
-        ids: dict. Unmasked ids [B, T] per field.
+        ids: dict. Unmasked ids [B, T] per field ([B, T, L] for multi-valued fields).
         features: list of dict. Feature specs; `bag_fields` of them are used.
 
     Returns:
@@ -39,7 +39,8 @@ def bag_targets(ids: dict, features: list[dict]) -> dict:
     out = {}
     for spec in bag_fields(features):
         size = spec["vocab_size"]
-        counts = tf.math.bincount(tf.cast(ids[spec["name"]], tf.int32), minlength=size,
+        flat = tf.reshape(ids[spec["name"]], [tf.shape(ids[spec["name"]])[0], -1])
+        counts = tf.math.bincount(tf.cast(flat, tf.int32), minlength=size,
                                   maxlength=size, axis=-1, dtype=tf.float32)
         counts = counts * tf.cast(tf.range(size) >= NUM_RESERVED_IDS, tf.float32)[None, :]
         total = tf.reduce_sum(counts, axis=-1, keepdims=True)

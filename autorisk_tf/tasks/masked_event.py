@@ -10,7 +10,7 @@ from keras import ops
 
 from autorisk_tf.data.artifacts import MASK_ID, NUM_RESERVED_IDS, PAD_ID
 from autorisk_tf.layers.event_preprocessor import PADDING_MASK, value_input
-from autorisk_tf.layers.field_embedding import embedding_specs
+from autorisk_tf.layers.field_embedding import embedding_specs, per_token
 from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 
 TARGET_KINDS = ("categorical", "numeric")
@@ -88,7 +88,7 @@ def mask_events(ids: dict, features: list[dict], config: MaskingConfig, seed: tf
         random_ids = tf.random.stateless_uniform(
             tf.shape(x), seed=seed + tf.constant([1, i], tf.int64), minval=low,
             maxval=spec["vocab_size"], dtype=tf.int32)
-        if kind == "text":
+        if per_token(spec):
             first = tf.range(tf.shape(x)[-1]) == 0
             hidden = tf.where(first, MASK_ID, PAD_ID)
             x = tf.where(use_mask[..., None], hidden, x)
@@ -99,6 +99,42 @@ def mask_events(ids: dict, features: list[dict], config: MaskingConfig, seed: tf
         if spec.get("continuous"):  # the number would give its hidden bucket away
             inputs[value_input(name)] = tf.where(selected, 0.0, ids[value_input(name)])
     return inputs, targets
+
+
+RECALL_K = 5
+
+
+def id_bag(ids: tf.Tensor, vocab_size: int) -> tf.Tensor:
+    """Multi-hot [M, V] of the ids [M, L] of text tokens or multi-valued categorical values.
+
+    The padding id is never set; missing and out-of-vocabulary ids are.
+    """
+    bag = tf.reduce_max(tf.one_hot(ids, vocab_size), axis=1)
+    return tf.concat([tf.zeros_like(bag[:, :1]), bag[:, 1:]], axis=1)
+
+
+def recall_at_k(logits: tf.Tensor, bag: tf.Tensor, k: int = RECALL_K) -> dict:
+    """Per-event recall@k of a multi-valued field, next to a most-frequent-values guess.
+
+    The vocabulary is ordered by training frequency, so the baseline guesses ids 4 to 4+k-1.
+
+    Args:
+        logits: float [M, V]. Scores of every id.
+        bag: float [M, V]. 1 at the event's ids (reserved ids are never true values).
+        k: int. Guesses per event.
+
+    Returns:
+        `{"recall@k": [M], "recall@k_frequency": [M]}`: true values among the guesses over
+        the event's true values (0 for an event without any).
+    """
+    bag = bag * tf.cast(tf.range(tf.shape(bag)[-1]) >= NUM_RESERVED_IDS, bag.dtype)
+    true = tf.reduce_sum(bag, axis=-1)
+    scores = tf.where(tf.range(tf.shape(logits)[-1]) >= NUM_RESERVED_IDS, logits, -1e9)
+    top = tf.math.top_k(scores, k=tf.minimum(k, tf.shape(scores)[-1])).indices
+    hits = tf.reduce_sum(tf.gather(bag, top, batch_dims=1), axis=-1)
+    frequent = tf.reduce_sum(bag[:, NUM_RESERVED_IDS:NUM_RESERVED_IDS + k], axis=-1)
+    safe = tf.maximum(true, 1.0)
+    return {f"recall@{k}": hits / safe, f"recall@{k}_frequency": frequent / safe}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -154,7 +190,8 @@ class MaskedEventHead(keras.layers.Layer):
         Returns:
             `(total_loss, metrics)`: the summed per-field losses, and a dict of
             `mlm/<field>/loss` and `mlm/<field>/accuracy` (accuracy as masked-sum numerators
-            over `num_masked`; text fields report the loss only).
+            over `num_masked`; text fields report the loss only, multi-valued fields
+            `recall@5` and `recall@5_frequency`, the most-frequent-values baseline).
         """
         selected = targets["masked_weights"] > 0
         hidden = tf.boolean_mask(sequence, selected)  # [M, D]
@@ -164,11 +201,13 @@ class MaskedEventHead(keras.layers.Layer):
             name = spec["name"]
             logits = ops.cast(self.classifiers[name](hidden), "float32")
             target = tf.boolean_mask(targets[name], selected)
-            if spec["kind"] == "text":
-                bag = tf.reduce_max(tf.one_hot(target, spec["vocab_size"]), axis=1)
-                bag = tf.concat([tf.zeros_like(bag[:, :1]), bag[:, 1:]], axis=1)  # no pad
+            if per_token(spec):
+                bag = id_bag(target, spec["vocab_size"])
                 loss = tf.reduce_sum(tf.reduce_mean(
                     tf.nn.sigmoid_cross_entropy_with_logits(bag, logits), axis=-1))
+                if spec["kind"] == "categorical":
+                    for key, hits in recall_at_k(logits, bag).items():
+                        metrics[f"mlm/{name}/{key}"] = tf.reduce_sum(hits) / denominator
             else:
                 loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
                     target, logits))

@@ -33,10 +33,11 @@ from autorisk_tf.layers.event_preprocessor import (
     feature_specs_from_artifacts,
     model_input_names,
 )
+from autorisk_tf.layers.field_embedding import per_token
 from autorisk_tf.layers.sequence_embedder import SequenceEmbedder
 from autorisk_tf.layers.sequence_encoder import SequenceEncoder
 from autorisk_tf.tasks.bag_of_ids import BagOfIdsHead, bag_targets
-from autorisk_tf.tasks.masked_event import MaskedEventHead, mask_events
+from autorisk_tf.tasks.masked_event import MaskedEventHead, id_bag, mask_events, recall_at_k
 from autorisk_tf.tasks.quick_thought import QuickThoughtHead, split_pairs
 from autorisk_tf.tasks.slice_contrastive import SliceContrastiveHead, sample_slices
 from autorisk_tf.training.config import TrainConfig
@@ -398,8 +399,10 @@ class Pretrainer:
         Returns:
             `mlm/<field>/accuracy` and `mlm/<field>/majority` (the share of the most
             frequent target at the same masked events: the majority-class baseline) for
-            every categorical and numeric field, `qt/accuracy`, `qt/chance` (1 / batch
-            size, averaged over batches) and `events_masked`.
+            every categorical and numeric field, `mlm/<field>/recall@5` and
+            `mlm/<field>/recall@5_frequency` (the most frequent values guessed) for
+            multi-valued fields, `qt/accuracy`, `qt/chance` (1 / batch size, averaged over
+            batches) and `events_masked`.
         """
         import numpy as np
 
@@ -408,7 +411,9 @@ class Pretrainer:
         examples = pipeline.with_seeds(batches, self.config.input.seed + 1).map(self._examples)
         if max_batches:
             examples = examples.take(max_batches)
-        fields = [s for s in self.mlm_head.targets if s["kind"] != "text"]
+        fields = [s for s in self.mlm_head.targets if not per_token(s)]
+        multi = [s for s in self.mlm_head.targets if s["kind"] == "categorical" and per_token(s)]
+        sums = {}  # events masked, and recall@k numerators of multi-valued fields
         correct = dict.fromkeys((s["name"] for s in fields), 0)
         counts = {s["name"]: np.zeros(s["vocab_size"], np.int64) for s in fields}
         qt_hits, qt_chance, batches_seen = 0.0, 0.0, 0
@@ -423,15 +428,23 @@ class Pretrainer:
                                                 -1, output_type=tf.int32) for s in fields}
             targets = {s["name"]: tf.boolean_mask(example["targets"][s["name"]], selected)
                        for s in fields}
+            recall = {"events": tf.reduce_sum(tf.cast(selected, tf.float32))}
+            for s in multi:
+                target = tf.boolean_mask(example["targets"][s["name"]], selected)
+                scores = self.mlm_head.classifiers[s["name"]](hidden)
+                for key, hits in recall_at_k(scores, id_bag(target, s["vocab_size"])).items():
+                    recall[f"mlm/{s['name']}/{key}"] = tf.reduce_sum(hits)
             first = self.encoder(example["first"], training=False)["embedding"]
             second = self.encoder(example["second"], training=False)["embedding"]
             a, b = self.qt_head(first), self.qt_head(second)
             hits = tf.argmax(tf.matmul(a, b, transpose_b=True), 1, output_type=tf.int32)
             accuracy = tf.reduce_mean(tf.cast(hits == tf.range(tf.shape(a)[0]), tf.float32))
-            return predictions, targets, accuracy, tf.shape(a)[0]
+            return predictions, targets, recall, accuracy, tf.shape(a)[0]
 
         for example in examples:
-            predictions, targets, accuracy, size = run(example)
+            predictions, targets, recall, accuracy, size = run(example)
+            for name, value in recall.items():
+                sums[name] = sums.get(name, 0.0) + float(value)
             for name in correct:
                 target = targets[name].numpy()
                 correct[name] += int((predictions[name].numpy() == target).sum())
@@ -439,9 +452,10 @@ class Pretrainer:
             qt_hits += float(accuracy)
             qt_chance += 1.0 / int(size)
             batches_seen += 1
-        total = max(int(next(iter(counts.values())).sum()), 1) if counts else 1
+        total = max(int(sums.pop("events", 0)), 1)
         result = {"events_masked": total, "qt/accuracy": qt_hits / max(batches_seen, 1),
                   "qt/chance": qt_chance / max(batches_seen, 1)}
+        result.update({name: hits / total for name, hits in sums.items()})
         for name in correct:
             result[f"mlm/{name}/accuracy"] = correct[name] / total
             result[f"mlm/{name}/majority"] = float(counts[name].max()) / total
