@@ -122,7 +122,20 @@ def _read_jsonl(handle) -> Iterator[RawRow]:
             yield RawRow(line, text, reason=events.MALFORMED_JSON,
                          detail=f"a line must hold a JSON object, not {type(row).__name__}")
             continue
+        if "\\u" in text and _has_lone_surrogate(row):
+            yield RawRow(line, text, reason=events.INVALID_UTF8,
+                         detail="a \\u escape decodes to a lone surrogate (not UTF-8)")
+            continue
         yield RawRow(line, text, row=row)
+
+
+def _has_lone_surrogate(row: dict) -> bool:
+    """Whether a JSON escape such as backslash-ud800 left a string no UTF-8 can hold."""
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _header(handle, split) -> tuple[list[str], int]:

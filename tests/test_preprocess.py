@@ -296,3 +296,17 @@ def test_label_files_have_their_own_format_and_delimiter(tmp_path):
              "--labels_delimiter", ";", "--output_dir", str(tmp_path / "out")])
     example = Run(str(tmp_path / "out"), str(tmp_path / "schema.yaml")).one("u1")
     assert example["label/is_risk"] == 1.0 and example["label/band"] == "x"
+
+
+def test_a_lone_surrogate_from_a_json_escape_is_a_dead_letter_not_a_crash(preprocess):
+    rows = [{"user_id": "u1", "item": "ok"}, {"user_id": "u1", "item": "bad \\ud800"},
+            {"user_id": "u\\udfff", "item": ""}, {"user_id": "u2", "item": "\\ud83d\\ude00"}]
+    rows = [f'{{"user_id": "{row["user_id"]}", "ts": {1767225600 + i}, "event_type": "pay", '
+            f'"amount": 1, "item": "{row["item"]}"}}' for i, row in enumerate(rows)]
+    run = preprocess({"e.jsonl": "\n".join(rows) + "\n"},
+                     args=["--split", "1,0,0", "--max_rejected_fraction", "0.9"])
+    assert run.stats["rows_in"] == 4 and run.stats["rows_used"] == 2
+    assert run.stats["rejected_by_reason"] == {"invalid_utf8": 2}
+    assert sorted(d["line"] for d in run.dead_letters) == [2, 3]
+    assert "lone surrogate" in run.dead_letters[0]["detail"]
+    assert list(run.one("u2")["event/item"]) == ["😀"]  # a proper surrogate pair is kept
