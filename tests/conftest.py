@@ -1,5 +1,6 @@
 """Shared helpers: write small raw tables, run the Beam job on them, read what it wrote."""
 
+import contextlib
 import glob
 import json
 import os
@@ -126,17 +127,49 @@ def pretraining_data(tmp_path_factory):
     return _simulate_and_preprocess(tmp_path_factory.mktemp("pretraining"), 1500)
 
 
+@contextlib.contextmanager
+def _run_lock(name, tmp_path_factory):
+    """A folder shared by the `pytest -n` workers of this run, held under an exclusive lock.
+
+    Yields the folder, or None in a plain (single-process) run.
+    """
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run_id:
+        yield None
+        return
+    import fcntl
+
+    shared = tmp_path_factory.getbasetemp().parent / f"{name}-{run_id}"
+    shared.mkdir(exist_ok=True)
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield shared
+
+
 @pytest.fixture(scope="session")
 def pretrained(pretraining_data, tmp_path_factory):
-    """The small config trained for its 300 steps: (trainer, random-weight embedder)."""
+    """The small config trained for its 300 steps: (trainer, random-weight embedder).
+
+    Under `pytest -n` the first worker that needs it trains it; the others wait, copy its
+    folder and restore the last checkpoint (the data is the same: same seed, same job).
+    """
+    import shutil
+
     from autorisk_tf.data.artifacts import Artifacts
     from autorisk_tf.training import Pretrainer, load_config
 
     artifacts = Artifacts.load(f"{pretraining_data}/artifacts")
-    trainer = Pretrainer(artifacts, load_config(SMALL), str(tmp_path_factory.mktemp("run")))
+    run = tmp_path_factory.mktemp("run")
+    with _run_lock("pretrained", tmp_path_factory) as shared:
+        trained = shared and shared / "run"
+        if trained and trained.exists():
+            shutil.copytree(trained, run, dirs_exist_ok=True)
+        trainer = Pretrainer(artifacts, load_config(SMALL), str(run))
+        trainer.fit(f"{pretraining_data}/train/*.tfrecord", verbose=0)  # restores, if copied
+        if trained and not trained.exists():
+            shutil.copytree(run, trained)
     untrained = Pretrainer(artifacts, load_config(SMALL, {"input.seed": 1}),
                            str(tmp_path_factory.mktemp("untrained")))
-    trainer.fit(f"{pretraining_data}/train/*.tfrecord", verbose=0)
     return trainer, untrained.embedder()
 
 
