@@ -39,10 +39,9 @@ setup(
     extras_require={
         # The evaluation report's UMAP maps and figures (python -m autorisk_tf.report).
         "report": REPORT,
-        # Tests (two processes with pytest-xdist): the report's figures, Playwright to open
-        # the page in Chromium (the browser
-        # itself is Debian's `chromium`; that test skips without it), Hypothesis to fuzz the
-        # row parser.
+        # Tests: pytest-xdist to run them in two processes, the report's figures, Playwright
+        # to open the page in Chromium (the browser itself is Debian's `chromium`; that test
+        # skips without it), Hypothesis to fuzz the row parser.
         "dev": [
             "pytest==9.2.0",
             "pytest-xdist==3.8.0",
