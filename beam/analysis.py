@@ -1,10 +1,16 @@
-"""Mergeable summaries for the analysis of the training split and the run statistics.
+"""The analysis of the training split and the run statistics, as Beam combines.
 
-Parsing emits one `FileSummary` per input file; `MergeFileSummaries` combines them into the
-vocabularies' counts, a bounded uniform sample of every numeric field (bottom-k by random
-priority, so memory does not grow with the input) and the row counts. Building sequences emits
-one `SequenceSummary` per key; `MergeSequenceSummaries` combines them into users, examples,
-events used and truncated per split and the histogram of history lengths.
+Vocabularies are counted the way Beam and tf.Transform do it, so no single accumulator holds
+every distinct value: parsing emits `((table, value), count)` per chunk of rows, `TopValues`
+sums them with `CombinePerKey` (one small accumulator per value) and keeps each table's most
+frequent values with `Top.PerKey` (at most `n` per table). A table is `vocab/<field>` or
+`tokens/<field>` (`vocab_table`, `token_table`).
+
+Parsing also emits one `FileSummary` per input file; `MergeFileSummaries` combines them into
+a bounded uniform sample of every numeric field (bottom-k by random priority, so memory does
+not grow with the input) and the row counts. Building sequences emits one `SequenceSummary`
+per key; `MergeSequenceSummaries` combines them into users, examples, events used and
+truncated per split and the histogram of history lengths.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from collections import Counter
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.metrics import Metrics
 
 from autorisk_tf.data import artifacts, events
 from autorisk_tf.data.schema import Schema
@@ -31,8 +38,6 @@ class FileSummary:
     blank_lines: int = 0
     last_timestamp_ms: int | None = None  # of the accepted events
     rejected: Counter = dataclasses.field(default_factory=Counter)
-    categorical: dict = dataclasses.field(default_factory=dict)  # field -> Counter
-    text_tokens: dict = dataclasses.field(default_factory=dict)  # field -> Counter
     numeric: dict = dataclasses.field(default_factory=dict)  # field -> (priorities, values)
     # `bucket_by` fields: field -> {category: (priorities, values)} and {category: count}.
     numeric_by: dict = dataclasses.field(default_factory=dict)
@@ -80,10 +85,6 @@ class FileSummary:
             (t for t in (self.last_timestamp_ms, other.last_timestamp_ms) if t is not None),
             default=None)
         self.rejected.update(other.rejected)
-        for mine, theirs in ((self.categorical, other.categorical),
-                             (self.text_tokens, other.text_tokens)):
-            for field, counts in theirs.items():
-                mine.setdefault(field, Counter()).update(counts)
         for field, (p, v) in other.numeric.items():
             old_p, old_v = self.numeric.get(field, (np.empty(0), np.empty(0)))
             self.numeric[field] = _bottom_k(np.concatenate([old_p, p]),
@@ -105,6 +106,65 @@ def _bottom_k(priorities: np.ndarray, values: np.ndarray,
         return priorities, values
     keep = np.argpartition(priorities, size)[:size]
     return priorities[keep], values[keep]
+
+
+def vocab_table(field: str) -> str:
+    """The `TopValues` table of a categorical field's values."""
+    return f"vocab/{field}"
+
+
+def token_table(field: str) -> str:
+    """The `TopValues` table of a text field's tokens."""
+    return f"tokens/{field}"
+
+
+def _most_frequent_first(item: tuple[int, str]) -> tuple:
+    """Orders `(count, value)` so that `Top` keeps higher counts, then smaller values.
+
+    Negated code points reverse the string order; the trailing 1 (above every negated code
+    point) makes a value rank before the longer values it is a prefix of.
+    """
+    count, value = item
+    return count, tuple(-ord(c) for c in value) + (1,)
+
+
+class TopValues(beam.PTransform):
+    """`((table, value), count)` elements to `{table: [(value, count), ...]}`, one dict.
+
+    Counts are summed per value (`CombinePerKey`), the empty value (missing) is dropped and
+    each table keeps its `n` most frequent values (`Top.PerKey`), count descending then value
+    ascending: the order and ties of `artifacts.build_vocabulary`.
+
+    Args:
+        n: int. Values kept per table (the largest `max_vocab` of the tables).
+    """
+
+    def __init__(self, n: int):
+        super().__init__()
+        self._n = n
+
+    def expand(self, counts):
+        sizes = Metrics.distribution("analysis", "values_per_table_after_top")
+        per_value = Metrics.counter("analysis", "value_accumulators")
+
+        def by_table(item):
+            (table, value), count = item
+            per_value.inc()
+            return table, (count, value)
+
+        def as_list(item):
+            table, top = item
+            sizes.update(len(top))
+            return table, [(value, count) for count, value in top]
+
+        return (counts
+                | "SumPerValue" >> beam.CombinePerKey(sum)
+                | "DropMissing" >> beam.Filter(lambda item: item[0][1] != "")
+                | "ByTable" >> beam.Map(by_table)
+                | "TopPerTable" >> beam.combiners.Top.PerKey(max(self._n, 1),
+                                                               key=_most_frequent_first)
+                | "AsList" >> beam.Map(as_list)
+                | "AsDict" >> beam.combiners.ToDict())
 
 
 class MergeFileSummaries(beam.CombineFn):
@@ -182,15 +242,17 @@ def length_percentiles(lengths: Counter) -> dict:
 
 
 def build_artifacts(schema: Schema, files: FileSummary, sequences: SequenceSummary,
-                    labels: FileSummary | None, options: dict) -> artifacts.Artifacts:
+                    labels: FileSummary | None, options: dict,
+                    top: dict) -> artifacts.Artifacts:
     """Turns the merged summaries into artifacts, and checks that every row is accounted for.
 
     Args:
         schema: Schema. The event schema.
-        files: FileSummary. Merged summary of the event files (training split counts).
+        files: FileSummary. Merged summary of the event files (numeric samples).
         sequences: SequenceSummary. Merged summary of the built sequences.
         labels: FileSummary or None. Merged summary of the label table.
         options: dict. The run's options, recorded in the stats.
+        top: dict. `TopValues` of the training split's values and tokens.
 
     Returns:
         The artifacts.
@@ -199,12 +261,12 @@ def build_artifacts(schema: Schema, files: FileSummary, sequences: SequenceSumma
         RuntimeError: rows in != rows used + truncated + rejected (a bug, never bad input).
     """
     vocabularies = {
-        f.name: artifacts.build_vocabulary(files.categorical.get(f.name, {}), f.max_vocab,
-                                           f.min_count)
+        f.name: artifacts.build_vocabulary(dict(top.get(vocab_table(f.name), [])),
+                                           f.max_vocab, f.min_count)
         for f in schema.fields_of_kind("categorical")}
     text_vocabularies = {
-        f.name: artifacts.build_vocabulary(files.text_tokens.get(f.name, {}), f.max_vocab,
-                                           f.min_count)
+        f.name: artifacts.build_vocabulary(dict(top.get(token_table(f.name), [])),
+                                           f.max_vocab, f.min_count)
         for f in schema.fields_of_kind("text")}
     boundaries = {
         f.name: artifacts.quantile_boundaries(

@@ -44,6 +44,7 @@ from autorisk_tf.data import artifacts, events
 from autorisk_tf.data.schema import Schema, SchemaError, load_schema, parse_schema
 from beam import analysis, file_shuffle
 from beam.preprocess import (
+    COUNTS,
     DEAD_LETTER,
     LOCAL_RUNNER,
     SUMMARY,
@@ -89,16 +90,22 @@ def feature_columns(schema: Schema, top_values: int) -> list[str]:
     return names
 
 
-def top_values_of(files: analysis.FileSummary, schema: Schema, top_values: int,
-                  ) -> dict[str, list[str]]:
-    """The most frequent non-missing values of each categorical field (ties by value)."""
-    top = {}
-    for field in schema.fields:
-        if field.kind == "categorical":
-            counts = files.categorical.get(field.name, Counter())
-            ranked = sorted(((-n, v) for v, n in counts.items() if v != ""))
-            top[field.name] = [v for _, v in ranked[:top_values]]
-    return top
+def top_values_of(top: dict, schema: Schema, top_values: int) -> dict[str, list[str]]:
+    """The most frequent non-missing values of each categorical field (ties by value).
+
+    Args:
+        top: dict. `analysis.TopValues` of the input's values.
+        schema: Schema. The event schema.
+        top_values: int. Values kept per field.
+
+    Returns:
+        `{field: [value, ...]}`, most frequent first.
+    """
+    result = {}
+    for field in schema.fields_of_kind("categorical"):
+        ranked = sorted((-n, v) for v, n in top.get(analysis.vocab_table(field.name), []))
+        result[field.name] = [v for _, v in ranked[:top_values]]
+    return result
 
 
 def key_features(schema: Schema, history: list[tuple], top: dict[str, list[str]],
@@ -192,12 +199,12 @@ class KeyFeaturesFn(beam.DoFn):
 
 
 def _feature_info(files: analysis.FileSummary, schema_text: str, top_values: int,
-                  as_of_ms: int | None) -> dict:
+                  as_of_ms: int | None, top: dict) -> dict:
     schema = parse_schema(schema_text)
     if as_of_ms is None:
         as_of_ms = files.last_timestamp_ms if files.last_timestamp_ms is not None else 0
     return {"columns": feature_columns(schema, top_values), "as_of_ms": int(as_of_ms),
-            "top_values": top_values_of(files, schema, top_values)}
+            "top_values": top_values_of(top, schema, top_values)}
 
 
 class WriteInfoFn(beam.DoFn):
@@ -252,10 +259,12 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Sc
               | "SpreadFiles" >> beam.Reshuffle()
               | "ParseEvents" >> beam.ParDo(ParseEventsFn(text, args.input_format, _ALL_KEYS,
                                                           spill=spill))
-              .with_outputs(DEAD_LETTER, SUMMARY, main="events"))
+              .with_outputs(DEAD_LETTER, SUMMARY, COUNTS, main="events"))
     files = parsed[SUMMARY] | "MergeFileSummaries" >> beam.CombineGlobally(
         analysis.MergeFileSummaries())
-    info = files | "FeatureInfo" >> beam.Map(_feature_info, text, args.top_values, as_of_ms)
+    top = parsed[COUNTS] | "TopValues" >> analysis.TopValues(args.top_values)
+    info = files | "FeatureInfo" >> beam.Map(_feature_info, text, args.top_values, as_of_ms,
+                                             beam.pvalue.AsSingleton(top))
     compute = KeyFeaturesFn(text, args.top_values)
     if spill is None:
         built = ({"events": parsed.events} | "GroupByKey" >> beam.CoGroupByKey()

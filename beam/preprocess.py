@@ -44,6 +44,7 @@ from beam import analysis, file_shuffle, sources
 
 DEAD_LETTER = "dead_letter"
 SUMMARY = "summary"
+COUNTS = "counts"  # ((table, value), count) of the training split, see analysis.TopValues
 _ORDER_BITS = 40  # an event's input order: file index << 40 | line
 # The in-process runner. Plain DirectRunner first tries to download the Prism runner binary,
 # which fails (slowly) without network.
@@ -64,8 +65,9 @@ class ParseEventsFn(beam.DoFn):
     """Parses one event file into `(key, [events])` batches, dead letters and a summary.
 
     Events of the same key within a chunk of rows are batched into one element, so the
-    shuffle moves far fewer elements than rows. Counts for the vocabularies and samples for
-    the bucket boundaries are taken from rows whose key falls in the training split.
+    shuffle moves far fewer elements than rows. Counts for the vocabularies (the `COUNTS`
+    output, per chunk of rows) and samples for the bucket boundaries are taken from rows
+    whose key falls in the training split.
 
     Args:
         schema_text: str. The schema YAML (a string pickles anywhere).
@@ -128,13 +130,13 @@ class ParseEventsFn(beam.DoFn):
             pending += 1
             if pending >= self._chunk_rows:
                 yield from _emit(batches, writer)
-                self._summarise(summary, train_values, rng)
+                yield from self._summarise(summary, train_values, rng)
                 batches, is_train, pending = defaultdict(list), {}, 0
                 train_values = [[] for _ in schema.fields]
         yield from _emit(batches, writer)
         if writer:
             writer.close()
-        self._summarise(summary, train_values, rng)
+        yield from self._summarise(summary, train_values, rng)
         summary.last_timestamp_ms = last_ms
         self._rows.inc(summary.rows_in)
         self._rejected.inc(sum(summary.rejected.values()))
@@ -143,6 +145,11 @@ class ParseEventsFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(SUMMARY, summary)
 
     def _summarise(self, summary, train_values, rng):
+        """Samples a chunk's numbers into `summary`; yields its value and token counts.
+
+        The counts are `COUNTS` elements `((table, value), count)`, one per distinct value
+        of the chunk.
+        """
         columns = dict(zip(self._schema.field_names, train_values, strict=True))
         for field, column in zip(self._schema.fields, train_values, strict=True):
             if field.kind == "numeric":
@@ -151,19 +158,20 @@ class ParseEventsFn(beam.DoFn):
                 if field.bucket_by:
                     summary.add_category_samples(field.name, columns[field.bucket_by], numbers,
                                                  rng)
-            elif field.kind == "categorical":
-                counts = summary.categorical.setdefault(field.name, Counter())
-                if field.separator:
-                    for cell, count in Counter(column).items():
-                        for value in artifacts.split_values(cell, field.separator):
-                            counts[value] += count
-                else:
-                    counts.update(column)
+                continue
+            counts, cells = Counter(), Counter(column)
+            if field.kind == "categorical":
+                table = analysis.vocab_table(field.name)
+                for cell, count in cells.items():
+                    for value in artifacts.split_values(cell, field.separator):
+                        counts[value] += count
             else:
-                tokens = summary.text_tokens.setdefault(field.name, Counter())
-                for text, count in Counter(column).items():
+                table = analysis.token_table(field.name)
+                for text, count in cells.items():
                     for token, n in Counter(artifacts.tokenize(text, field.tokenizer)).items():
-                        tokens[token] += n * count
+                        counts[token] += n * count
+            for value, count in counts.items():
+                yield beam.pvalue.TaggedOutput(COUNTS, ((table, value), count))
 
 
 def _emit(items: dict, writer: file_shuffle.SpillWriter | None):
@@ -321,9 +329,9 @@ class WriteArtifactsFn(beam.DoFn):
         self._schema_text = schema_text
         self._options = options
 
-    def process(self, artifacts_dir, files, sequences, labels=None):
+    def process(self, artifacts_dir, files, sequences, top, labels=None):
         built = analysis.build_artifacts(parse_schema(self._schema_text), files, sequences,
-                                         labels, self._options)
+                                         labels, self._options, top)
         built.save(artifacts_dir)
         yield built.stats
 
@@ -465,7 +473,7 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Sc
         | "SpreadFiles" >> beam.Reshuffle()
         | "ParseEvents" >> beam.ParDo(ParseEventsFn(text, args.input_format, fractions,
                                                     spill=spill))
-        .with_outputs(DEAD_LETTER, SUMMARY, main="events"))
+        .with_outputs(DEAD_LETTER, SUMMARY, COUNTS, main="events"))
     grouped = {"events": parsed.events, "labels": pipeline | "NoLabels" >> beam.Create([])}
     dead_letters = [parsed[DEAD_LETTER]]
     label_summary = None
@@ -513,11 +521,13 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Sc
     if args.as_of:
         options["as_of_ms"] = events.parse_timestamp_ms(args.as_of, schema.timestamp_format)
     side = {"labels": label_summary} if label_summary is not None else {}
+    top = parsed[COUNTS] | "Vocabularies" >> analysis.TopValues(max(
+        [f.max_vocab for f in schema.fields if f.kind != "numeric"], default=1))
     return (pipeline
             | "ArtifactsDir" >> beam.Create([f"{out}/artifacts"])
             | "WriteArtifacts" >> beam.ParDo(
                 WriteArtifactsFn(text, options), beam.pvalue.AsSingleton(files),
-                beam.pvalue.AsSingleton(sequences), **side))
+                beam.pvalue.AsSingleton(sequences), beam.pvalue.AsSingleton(top), **side))
 
 
 def _check_args(args: argparse.Namespace) -> None:

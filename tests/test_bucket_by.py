@@ -91,14 +91,24 @@ def test_rare_and_missing_categories_use_the_global_boundaries(lab_run):
     assert art.MISSING_ID in own[names == "sodium"].tolist()  # the empty value
 
 
-def test_ids_match_the_python_reference_and_survive_save_and_config(lab_run, tmp_path):
+def reloaded(run, folder):
+    """The run's artifacts saved and loaded again, and a preprocessor rebuilt from its config.
+
+    Returns:
+        `(artifacts, layer)`.
+    """
     import keras
 
-    lab_run.artifacts.save(str(tmp_path))
-    loaded = art.Artifacts.load(str(tmp_path))
-    assert loaded.category_boundaries == lab_run.artifacts.category_boundaries
+    run.artifacts.save(str(folder))
+    loaded = art.Artifacts.load(str(folder))
     layer = EventPreprocessor.from_artifacts(loaded)
-    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    return loaded, keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(layer))
+
+
+def test_ids_match_the_python_reference_and_survive_save_and_config(lab_run, tmp_path):
+    loaded, clone = reloaded(lab_run, tmp_path)
+    assert loaded.category_boundaries == lab_run.artifacts.category_boundaries
     pattern = f"{lab_run.output_dir}/train/*.tfrecord"
     examples = list(reader.read_sequences(pattern, loaded.schema))
     batch = next(iter(reader.make_dataset(pattern, loaded.schema, batch_size=len(examples))))

@@ -1,6 +1,5 @@
 """Continuous numeric input: scales in the artifacts, values in-graph, embedding and masking."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,13 +7,12 @@ import tensorflow as tf
 from autorisk_tf.data import artifacts as art
 from autorisk_tf.data import reader
 from autorisk_tf.layers.event_preprocessor import (
-    EventPreprocessor,
     feature_specs_from_artifacts,
     value_input,
 )
 from autorisk_tf.layers.field_embedding import FieldEmbedding
 from autorisk_tf.tasks.masked_event import MaskingConfig, mask_events
-from tests.test_bucket_by import TESTS, _lab_csv
+from tests.test_bucket_by import TESTS, _lab_csv, reloaded
 
 SCHEMA = """\
 key: patient
@@ -63,11 +61,8 @@ def test_scales_are_the_mean_and_std_per_category_and_after_the_log(lab):
 
 
 def test_values_are_standardised_in_graph_and_zero_where_missing_or_padded(lab, tmp_path):
-    lab.artifacts.save(str(tmp_path))
-    loaded = art.Artifacts.load(str(tmp_path))
+    loaded, layer = reloaded(lab, tmp_path)
     assert loaded.numeric_scales == lab.artifacts.numeric_scales
-    layer = EventPreprocessor.from_artifacts(loaded)
-    layer = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     pattern = f"{lab.output_dir}/train/*.tfrecord"
     batch = next(iter(reader.make_dataset(pattern, loaded.schema, batch_size=64)))
     out = layer(batch)

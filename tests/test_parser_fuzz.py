@@ -28,12 +28,16 @@ SETTINGS = settings(max_examples=60, deadline=None,
 def _parse(path):
     fn = preprocess.ParseEventsFn(SCHEMA, "auto", (0.8, 0.1, 0.1), chunk_rows=3)
     fn.setup()
-    used, dead, summaries = 0, [], []
+    used, outputs = 0, {preprocess.DEAD_LETTER: [], preprocess.SUMMARY: [],
+                        preprocess.COUNTS: []}
     for out in fn.process((0, str(path))):
         if hasattr(out, "tag"):
-            (dead if out.tag == preprocess.DEAD_LETTER else summaries).append(out.value)
+            outputs[out.tag].append(out.value)
         else:
             used += len(out[1])
+    dead, summaries = outputs[preprocess.DEAD_LETTER], outputs[preprocess.SUMMARY]
+    for (table, value), count in outputs[preprocess.COUNTS]:
+        assert table.startswith(("vocab/", "tokens/")) and isinstance(value, str) and count > 0
     (summary,) = summaries
     assert summary.rows_in == used + len(dead)
     assert sum(summary.rejected.values()) == len(dead)
