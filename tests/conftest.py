@@ -127,6 +127,21 @@ def pretraining_data(tmp_path_factory):
     return _simulate_and_preprocess(tmp_path_factory.mktemp("pretraining"), 1500)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Orders the files so that two processes (`pytest -n 2 --dist loadfile`) rarely wait.
+
+    `test_training.py` first: its process trains the session's encoder (`pretrained`) at
+    once, while the other process runs the files that do not need it; the other files that
+    need it come last, when it is trained. The order within a file is kept.
+    """
+    needs = {item.path for item in items if "pretrained" in item.fixturenames}
+
+    def rank(item):
+        return 0 if item.path.name == "test_training.py" else 2 if item.path in needs else 1
+
+    items.sort(key=rank)
+
+
 @contextlib.contextmanager
 def _run_lock(name, tmp_path_factory):
     """A folder shared by the `pytest -n` workers of this run, held under an exclusive lock.
