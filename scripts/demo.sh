@@ -45,6 +45,26 @@ for i in range(min(5, int(ex["length"]))):
           ex["event/amount"][i], ex["event/item"][i])
 PY
 
+echo "== 3a. richer schema options on the same events: amounts bucketed per event type and fed"
+echo "   as numbers too (bucket_by, continuous), item names as a multi-valued field of words"
+sed -e 's/- {name: amount, kind: numeric, num_buckets: 32, log: true}/- {name: amount, kind: numeric, num_buckets: 32, log: true, bucket_by: event_type, min_count: 50, continuous: true}\n  - {name: item_words, column: item, kind: categorical, separator: " ", max_values: 4}/' \
+  autorisk_tf/schemas/simulated.yaml > "$OUT/simulated_options.yaml"
+$PY -m beam.preprocess --input "$OUT/raw/events/*.csv" --schema "$OUT/simulated_options.yaml" \
+  --output_dir "$OUT/data_options" --max_len 1024 2>/dev/null
+$PY - "$OUT" 2>/dev/null <<'PY'
+import sys
+from autorisk_tf.data import artifacts
+art = artifacts.Artifacts.load(f"{sys.argv[1]}/data_options/artifacts")
+scales = art.numeric_scales["amount"]
+print(f"global amount boundaries: {len(art.boundaries['amount'])}; own per event type:")
+for kind, bounds in art.category_boundaries["amount"].items():
+    mean, std = scales["categories"][kind]
+    print(f"  {kind:<16} {len(bounds)} boundaries, median {bounds[len(bounds) // 2]:>9.2f};"
+          f" log1p(amount) mean {mean:.2f} std {std:.2f}")
+print("item_words, most frequent:", ", ".join(f"{w} ({n})"
+                                             for w, n in art.vocabularies["item_words"][:6]))
+PY
+
 echo "== 3b. hand-made features per user, the GBDT feature pool (python -m beam.features)"
 $PY -m beam.features --input "$OUT/raw/events/*.csv" \
   --schema autorisk_tf/schemas/simulated.yaml --output_dir "$OUT/features" 2>/dev/null
