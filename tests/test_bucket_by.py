@@ -134,13 +134,16 @@ def test_category_boundaries_are_the_quantiles_of_each_category():
 
 @pytest.mark.parametrize("field, message", [
     ("{name: v, kind: numeric, bucket_by: nope}", "s.yaml:5: fields[1].bucket_by: 'nope' is not"
-                                                  " a categorical field of this schema"),
-    ("{name: v, kind: numeric, bucket_by: w}", "fields[1].bucket_by: 'w' is not a categorical"),
+                                                  " a single-valued categorical field of this "
+                                                  "schema \\(those are: c\\)"),
+    ("{name: v, kind: numeric, bucket_by: w}", "fields[1].bucket_by: 'w' is not a single"),
+    ("{name: v, kind: numeric, bucket_by: tags}", "fields[1].bucket_by: 'tags' is not a single"),
     ("{name: v, kind: numeric, bucket_by: c, min_count: 0}", "fields[1].min_count: must be at"
                                                              " least 1"),
 ])
 def test_bucket_by_must_name_a_categorical_field(field, message):
     text = ("key: k\ntimestamp: {column: t}\nfields:\n  - {name: c, kind: categorical}\n"
-            f"  - {field}\n  - {{name: w, kind: numeric}}\n")
+            f"  - {field}\n  - {{name: w, kind: numeric}}\n"
+            "  - {name: tags, kind: categorical, separator: '|'}\n")
     with pytest.raises(SchemaError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_schema(text, source="s.yaml")

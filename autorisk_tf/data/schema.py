@@ -357,13 +357,13 @@ def parse_schema(text: str, source: str = "<schema>") -> Schema:
             check.fail(item, "column", f"fields[{i}].column", "the key column is not a field")
         seen[field.name] = i
         fields.append(field)
-    kinds = {field.name: field.kind for field in fields}
+    single = [f.name for f in fields if f.kind == "categorical" and not f.separator]
     for i, (item, field) in enumerate(zip(items, fields, strict=True)):
         by = getattr(field, "bucket_by", "")
-        if by and kinds.get(by) != "categorical":
+        if by and by not in single:
             check.fail(item, "bucket_by", f"fields[{i}].bucket_by",
-                       f"'{by}' is not a categorical field of this schema (categorical: "
-                       f"{', '.join(n for n, k in kinds.items() if k == 'categorical') or 'none'})")
+                       f"'{by}' is not a single-valued categorical field of this schema "
+                       f"(those are: {', '.join(single) or 'none'})")
     tf_map = check.mapping(doc, "time_features", "time_features",
                            ("delta_buckets", "hour", "day_of_week", "utc_offset_hours",
                             "age_buckets"))
