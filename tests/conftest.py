@@ -8,6 +8,11 @@ import os
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two test processes share the cores: one kernel thread each instead of one per core in
+    # each (set before TensorFlow or a BLAS starts; subprocesses of tests inherit it).
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SCHEMA = """\
 key: user_id
