@@ -132,6 +132,16 @@ def test_category_boundaries_are_the_quantiles_of_each_category():
     assert ids.numpy().tolist() == [[6, 4, 4, 7, art.MISSING_ID]]
 
 
+def test_without_any_category_of_its_own_every_event_uses_the_global_boundaries():
+    layer = EventPreprocessor([{
+        "name": "v", "kind": "numeric", "boundaries": [1.0, 2.0], "bucket_by": "c",
+        "categories": [], "category_boundaries": [], "vocab_size": 7}])
+    ids = layer({"length": tf.constant([3]), "time/timestamp_ms": tf.zeros((1, 3), tf.int64),
+                 "event/v": tf.constant([[0.5, 1.5, 2.5]]),
+                 "event/c": tf.constant([["", "x", ""]])})["v"]
+    assert ids.numpy().tolist() == [[4, 5, 6]]
+
+
 @pytest.mark.parametrize("field, message", [
     ("{name: v, kind: numeric, bucket_by: nope}", "s.yaml:5: fields[1].bucket_by: 'nope' is not"
                                                   " a single-valued categorical field of this "

@@ -122,8 +122,7 @@ class EventPreprocessor(keras.layers.Layer):
       `max_values` values, one missing id for a cell without any;
     - time: seconds since the previous event on log2 buckets `floor(log2(1 + s))` (the first
       event is missing), hour of day, day of week, and the age in hours before the
-      reference time on half-log2 buckets `floor(2 * log2(1 + h))` (0 for later events).
-
+      reference time on half-log2 buckets `floor(2 * log2(1 + h))` (0 for later events);
     - continuous numeric (`continuous`): also `<name>/value`, the number standardised with
       the training mean and std (of its category with `bucket_by`, of `sign(x) log1p(|x|)`
       with `log`), clipped to +-5; 0 where missing, which the id marks as missing.
@@ -163,7 +162,9 @@ class EventPreprocessor(keras.layers.Layer):
                 self._lookups[spec["name"]] = keras.layers.StringLookup(
                     vocabulary=spec["categories"] or [""], num_oov_indices=1,
                     name=f"categories_{spec['name']}")
-                rows = [spec["boundaries"]] + (spec["category_boundaries"] or [[]])
+                # Without own categories the lookup's one entry is "": global boundaries too.
+                rows = [spec["boundaries"]] + (spec["category_boundaries"]
+                                               or [spec["boundaries"]])
                 width = max(len(row) for row in rows)
                 self._tables[spec["name"]] = np.array(
                     [row + [np.inf] * (width - len(row)) for row in rows], np.float32)
