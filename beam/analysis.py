@@ -47,9 +47,7 @@ class FileSummary:
         """Adds values to the bounded sample of a numeric field."""
         values = values[np.isfinite(values)]
         priorities = rng.random(values.size)
-        old_p, old_v = self.numeric.get(field, (np.empty(0), np.empty(0)))
-        self.numeric[field] = _bottom_k(np.concatenate([old_p, priorities]),
-                                        np.concatenate([old_v, values]))
+        _add_sample(self.numeric, field, priorities, values, NUMERIC_SAMPLE_SIZE)
 
     def add_category_samples(self, field: str, categories: list, values: np.ndarray,
                              rng: np.random.Generator):
@@ -73,9 +71,7 @@ class FileSummary:
                 continue
             mine = values[index == i]
             counts[name] += mine.size
-            old_p, old_v = samples.get(name, (np.empty(0), np.empty(0)))
-            samples[name] = _bottom_k(np.concatenate([old_p, rng.random(mine.size)]),
-                                      np.concatenate([old_v, mine]), CATEGORY_SAMPLE_SIZE)
+            _add_sample(samples, name, rng.random(mine.size), mine, CATEGORY_SAMPLE_SIZE)
 
     def merge(self, other: FileSummary) -> FileSummary:
         """Adds another summary into this one and returns self."""
@@ -86,26 +82,25 @@ class FileSummary:
             default=None)
         self.rejected.update(other.rejected)
         for field, (p, v) in other.numeric.items():
-            old_p, old_v = self.numeric.get(field, (np.empty(0), np.empty(0)))
-            self.numeric[field] = _bottom_k(np.concatenate([old_p, p]),
-                                            np.concatenate([old_v, v]))
+            _add_sample(self.numeric, field, p, v, NUMERIC_SAMPLE_SIZE)
         for field, samples in other.numeric_by.items():
             mine = self.numeric_by.setdefault(field, {})
             for name, (p, v) in samples.items():
-                old_p, old_v = mine.get(name, (np.empty(0), np.empty(0)))
-                mine[name] = _bottom_k(np.concatenate([old_p, p]), np.concatenate([old_v, v]),
-                                       CATEGORY_SAMPLE_SIZE)
+                _add_sample(mine, name, p, v, CATEGORY_SAMPLE_SIZE)
             self.numeric_by_count.setdefault(field, Counter()).update(
                 other.numeric_by_count[field])
         return self
 
 
-def _bottom_k(priorities: np.ndarray, values: np.ndarray,
-              size: int = NUMERIC_SAMPLE_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    if priorities.size <= size:
-        return priorities, values
-    keep = np.argpartition(priorities, size)[:size]
-    return priorities[keep], values[keep]
+def _add_sample(samples: dict, key, priorities: np.ndarray, values: np.ndarray, size: int):
+    """Merges values into `samples[key]`, a bottom-`size` sample by random priority."""
+    old_p, old_v = samples.get(key, (np.empty(0), np.empty(0)))
+    priorities = np.concatenate([old_p, priorities])
+    values = np.concatenate([old_v, values])
+    if priorities.size > size:
+        keep = np.argpartition(priorities, size)[:size]
+        priorities, values = priorities[keep], values[keep]
+    samples[key] = (priorities, values)
 
 
 def vocab_table(field: str) -> str:

@@ -146,11 +146,8 @@ def key_features(schema: Schema, history: list[tuple], top: dict[str, list[str]]
             continue
         counts = Counter(column)
         missing = counts.pop("", 0)
-        if getattr(field, "separator", ""):  # multi-valued: count every value of a cell
-            cells, counts = counts, Counter()
-            for cell, count in cells.items():
-                for value in artifacts.split_values(cell, field.separator):
-                    counts[value] += count
+        if field.kind == "categorical":  # every value of a multi-valued cell counts
+            counts = artifacts.count_values(counts, field.separator)
         row[f"{f}_distinct"] = float(len(counts))
         row[f"{f}_missing_share"] = missing / n
         if field.kind == "categorical":

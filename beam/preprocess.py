@@ -159,14 +159,12 @@ class ParseEventsFn(beam.DoFn):
                     summary.add_category_samples(field.name, columns[field.bucket_by], numbers,
                                                  rng)
                 continue
-            counts, cells = Counter(), Counter(column)
+            cells = Counter(column)
             if field.kind == "categorical":
                 table = analysis.vocab_table(field.name)
-                for cell, count in cells.items():
-                    for value in artifacts.split_values(cell, field.separator):
-                        counts[value] += count
+                counts = artifacts.count_values(cells, field.separator)
             else:
-                table = analysis.token_table(field.name)
+                table, counts = analysis.token_table(field.name), Counter()
                 for text, count in cells.items():
                     for token, n in Counter(artifacts.tokenize(text, field.tokenizer)).items():
                         counts[token] += n * count

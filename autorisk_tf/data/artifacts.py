@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -73,6 +74,23 @@ def split_values(cell: str, separator: str) -> list[str]:
     if not separator:
         return [cell] if cell else []
     return [value for value in cell.split(separator) if value]
+
+
+def count_values(cells: Mapping[str, int], separator: str) -> Counter:
+    """Counts of each value of categorical cells (every value of a multi-valued cell).
+
+    Args:
+        cells: Mapping. Raw cell to how often it occurs.
+        separator: str. The field's separator; "" for a single-valued field.
+
+    Returns:
+        Value to count ("" is never counted).
+    """
+    counts = Counter()
+    for cell, count in cells.items():
+        for value in split_values(cell, separator):
+            counts[value] += count
+    return counts
 
 
 def build_vocabulary(counts: Mapping[str, int], max_vocab: int,
