@@ -51,7 +51,9 @@ from beam.preprocess import (
     ParseEventsFn,
     UsageError,
     check_input_columns,
+    local_runner_args,
     match_inputs,
+    sorted_history,
 )
 
 DAY_MS = 86_400_000
@@ -108,13 +110,14 @@ def top_values_of(top: dict, schema: Schema, top_values: int) -> dict[str, list[
     return result
 
 
-def key_features(schema: Schema, history: list[tuple], top: dict[str, list[str]],
+def key_features(schema: Schema, ts: np.ndarray, columns: list, top: dict[str, list[str]],
                  top_values: int, as_of_ms: int) -> dict[str, float]:
     """The features of one key's events.
 
     Args:
         schema: Schema. The event schema.
-        history: list of `(timestamp_ms, order, values)`. The key's events, any order.
+        ts: int64 array [n]. The key's event times, sorted (`preprocess.sorted_history`).
+        columns: per field, its n values in that order.
         top: dict. Top values of each categorical field (`top_values_of`).
         top_values: int. Top values counted per categorical field.
         as_of_ms: int. Reference time of `recency_days`.
@@ -122,9 +125,7 @@ def key_features(schema: Schema, history: list[tuple], top: dict[str, list[str]]
     Returns:
         `{column: value}` for every name of `feature_columns`.
     """
-    history = sorted(history, key=lambda e: (e[0], e[1]))
-    n = len(history)
-    ts = np.fromiter((e[0] for e in history), dtype=np.int64, count=n)
+    n = len(ts)
     days = np.unique(ts // DAY_MS)
     row = {"n_events": float(n), "n_active_days": float(days.size),
            "recency_days": (as_of_ms - ts[-1]) / DAY_MS,
@@ -132,7 +133,6 @@ def key_features(schema: Schema, history: list[tuple], top: dict[str, list[str]]
            "days_since_first": (as_of_ms - ts[0]) / DAY_MS,
            "events_per_active_day": n / days.size,
            "mean_gap_days": float(np.diff(ts).mean() / DAY_MS) if n > 1 else float("nan")}
-    columns = list(zip(*(e[2] for e in history), strict=True))
     for field, column in zip(schema.fields, columns, strict=True):
         f = field.name
         if field.kind == "numeric":
@@ -186,13 +186,14 @@ class KeyFeaturesFn(beam.DoFn):
 
     def process(self, element, info):
         key, grouped = element
-        history = [event for batch in grouped["events"] for event in batch]
-        if not history:
+        batches = list(grouped["events"])
+        if not batches:
             return
-        row = key_features(self._schema, history, info["top_values"], self._top_values,
+        ts, columns = sorted_history(batches, self._schema)
+        row = key_features(self._schema, ts, columns, info["top_values"], self._top_values,
                            info["as_of_ms"])
         yield {"key": key, **row}
-        yield beam.pvalue.TaggedOutput(SUMMARY, len(history))
+        yield beam.pvalue.TaggedOutput(SUMMARY, len(ts))
 
 
 def _feature_info(files: analysis.FileSummary, schema_text: str, top_values: int,
@@ -318,8 +319,7 @@ def run(argv=None, save_main_session=True) -> dict:
             raise UsageError(f"--as_of {args.as_of!r}: {e.detail}") from None
     paths = match_inputs(args.input)
     check_input_columns(paths, args.input_format, schema)
-    if not any(a.startswith("--runner") for a in beam_args):
-        beam_args = [f"--runner={LOCAL_RUNNER}", *beam_args]
+    beam_args = local_runner_args(beam_args, paths)
     options = PipelineOptions(beam_args)
     options.view_as(SetupOptions).save_main_session = save_main_session
     local = any(a.endswith(LOCAL_RUNNER) or a.endswith("DirectRunner") for a in beam_args)

@@ -1,29 +1,34 @@
 """A group-by-key through partitioned temporary files: bounded memory on local runners.
 
 Beam's in-process runner keeps a whole GroupByKey in memory, so local memory would grow with
-the input. In `--shuffle files` mode the parse step appends each `(key, value)` to one of P
-files chosen by a stable hash of the key, and a second step groups one partition at a time,
-so memory stays near one partition (the input size / P) plus the longest history. Works on
-any filesystem Beam knows; Dataflow keeps Beam's own shuffle (`--shuffle beam`).
+the input. In `--shuffle files` mode the parse step appends its rows to one of P files chosen
+by a stable hash of the key, and a second step groups one partition at a time, so memory
+stays near one partition (the input size / P) plus the longest history. Works on any
+filesystem Beam knows; Dataflow keeps Beam's own shuffle (`--shuffle beam`).
 
-The files are JSON Lines (`[key, value]` per line, ASCII-escaped, NaN kept), a data format:
-reading a spill file left in a shared bucket can never run code, as unpickling could.
+The files are Arrow IPC streams, one column per value (strings or float64, NaN kept): a data
+format, so reading a spill file left in a shared bucket can never run code, as unpickling
+could. Grouping sorts a partition by key, timestamp and input order in Arrow (C++), so each
+key's events come out in time order as one columnar batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import zlib
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 EVENTS = "events"
 LABELS = "labels"
+KEY = "key"
 # Input bytes per partition: about 0.5 GB of Python objects for CSV input.
 BYTES_PER_PARTITION = 16 * 2**20
 
@@ -46,7 +51,7 @@ class Spill:
 
     def pattern(self, kind: str, partition: int) -> str:
         """Glob of a partition's files of one kind."""
-        return f"{self.directory}/{kind}-p{partition:05d}-*.jsonl"
+        return f"{self.directory}/{kind}-p{partition:05d}-*.arrows"
 
 
 def partitions_for(paths: list[str]) -> int:
@@ -56,8 +61,21 @@ def partitions_for(paths: list[str]) -> int:
     return max(1, math.ceil(total / BYTES_PER_PARTITION))
 
 
+def arrow_schema(columns: Sequence[tuple[str, str]]) -> pa.Schema:
+    """The spill schema: the key, then named columns of kind `str`, `float` or `int`.
+
+    Args:
+        columns: sequence of `(name, kind)`.
+
+    Returns:
+        A `pyarrow.Schema` with a string `key` column first.
+    """
+    types = {"str": pa.string(), "float": pa.float64(), "int": pa.int64()}
+    return pa.schema([(KEY, pa.string())] + [(name, types[kind]) for name, kind in columns])
+
+
 class SpillWriter:
-    """Appends `(key, value)` records to the partition files of one producer.
+    """Appends rows to the partition files of one producer.
 
     File names depend only on the producer's tag, so a retried bundle overwrites its own
     files instead of adding duplicates.
@@ -66,46 +84,110 @@ class SpillWriter:
         spill: Spill. The shuffle's folder and partition count.
         kind: str. `events` or `labels`.
         tag: str. Names the producer (such as the input file index).
+        schema: pyarrow.Schema. The rows' columns (`arrow_schema`).
     """
 
-    def __init__(self, spill: Spill, kind: str, tag: str):
-        self._spill, self._kind, self._tag = spill, kind, tag
+    def __init__(self, spill: Spill, kind: str, tag: str, schema: pa.Schema):
+        self._spill, self._kind, self._tag, self._schema = spill, kind, tag, schema
+        self._partitions: dict[str, int] = {}
         self._files = {}
 
-    def add(self, key: str, value) -> None:
-        """Appends one record to its key's partition file."""
-        partition = self._spill.partition(key)
-        handle = self._files.get(partition)
-        if handle is None:
-            path = f"{self._spill.directory}/{self._kind}-p{partition:05d}-{self._tag}.jsonl"
-            handle = self._files[partition] = FileSystems.create(path)
-        handle.write(json.dumps([key, value]).encode("ascii") + b"\n")
+    def write(self, keys: list[str], columns: Sequence[Sequence]) -> None:
+        """Appends rows to their keys' partition files.
+
+        Args:
+            keys: list of str. Each row's key.
+            columns: one sequence per non-key column of the schema, each as long as `keys`.
+        """
+        if not keys:
+            return
+        partition_of = self._partitions
+        for key in set(keys).difference(partition_of):
+            partition_of[key] = self._spill.partition(key)
+        parts = np.fromiter((partition_of[k] for k in keys), dtype=np.int64, count=len(keys))
+        batch = pa.RecordBatch.from_arrays(
+            [pa.array(column, type=field.type) for column, field in
+             zip([keys, *columns], self._schema, strict=True)], schema=self._schema)
+        order = np.argsort(parts, kind="stable")
+        bounds = np.searchsorted(parts[order], np.arange(self._spill.partitions + 1))
+        for partition in range(self._spill.partitions):
+            start, end = bounds[partition], bounds[partition + 1]
+            if start < end:
+                self._stream(partition).write_batch(batch.take(pa.array(order[start:end])))
+
+    def _stream(self, partition: int):
+        stream = self._files.get(partition)
+        if stream is None:
+            path = f"{self._spill.directory}/{self._kind}-p{partition:05d}-{self._tag}.arrows"
+            handle = FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
+            stream = self._files[partition] = (pa.ipc.new_stream(handle, self._schema), handle)
+        return stream[0]
 
     def close(self) -> None:
         """Closes every file written."""
-        for handle in self._files.values():
+        for stream, handle in self._files.values():
+            stream.close()
             handle.close()
         self._files = {}
 
 
-def _records(pattern: str) -> Iterator[list]:
-    """The `[key, value]` records of every file of a partition (tuples come back as lists)."""
-    for metadata in FileSystems.match([pattern])[0].metadata_list:
-        with FileSystems.open(metadata.path) as handle:
-            for line in handle:
-                yield json.loads(line)
+def read_table(spill: Spill, kind: str, partition: int) -> pa.Table | None:
+    """Every row of one kind in one partition, or None when no producer wrote any.
 
-
-def read_partition(spill: Spill, partition: int) -> dict[str, dict[str, list]]:
-    """Groups one partition: `{key: {"events": [batches], "labels": [values]}}`.
-
-    The same shape as `CoGroupByKey` gives, so the sequence builder serves both shuffles.
+    Raises:
+        pyarrow.ArrowInvalid: a file in the folder is not an Arrow stream.
     """
-    grouped = defaultdict(lambda: {EVENTS: [], LABELS: []})
-    for kind in (EVENTS, LABELS):
-        for key, value in _records(spill.pattern(kind, partition)):
-            grouped[key][kind].append(value)
-    return grouped
+    tables = []
+    for metadata in FileSystems.match([spill.pattern(kind, partition)])[0].metadata_list:
+        with FileSystems.open(metadata.path,
+                              compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            tables.append(pa.ipc.open_stream(handle).read_all())
+    return pa.concat_tables(tables) if tables else None
+
+
+def _column(table: pa.Table, name: str):
+    """A column as numpy (numbers) or a list of str (strings)."""
+    column = table.column(name)
+    if pa.types.is_string(column.type):
+        return column.to_pylist()
+    return column.to_numpy()
+
+
+def read_partition(spill: Spill, partition: int) -> Iterator[tuple[str, dict]]:
+    """Groups one partition: `(key, {"events": [batch], "labels": [(file, line, labels)]})`.
+
+    Keys come in order. A key's events are one batch `(timestamps, orders, columns)`, sorted
+    by timestamp then input order (columns in the events schema's order, after `timestamp`
+    and `order`); a key with labels and no events has an empty list. The shape `CoGroupByKey`
+    gives with batches, so the per-key DoFns serve both shuffles.
+    """
+    labels = defaultdict(list)
+    table = read_table(spill, LABELS, partition)
+    if table is not None:
+        names = table.column_names[3:]
+        for row in zip(*(table.column(n).to_pylist() for n in table.column_names),
+                       strict=True):
+            labels[row[0]].append((row[1], row[2], dict(zip(names, row[3:], strict=True))))
+    spans, columns = {}, []
+    table = read_table(spill, EVENTS, partition)
+    if table is not None and table.num_rows:
+        table = table.sort_by([(KEY, "ascending"), (table.column_names[1], "ascending"),
+                               (table.column_names[2], "ascending")])
+        keys = table.column(KEY).combine_chunks().dictionary_encode()
+        codes = keys.indices.to_numpy()
+        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+        ends = np.r_[starts[1:], len(codes)]
+        names = keys.dictionary.to_pylist()
+        spans = {names[codes[s]]: (s, e) for s, e in zip(starts, ends, strict=True)}
+        columns = [_column(table, name) for name in table.column_names[1:]]
+    for key in sorted(spans.keys() | labels.keys()):
+        span = spans.get(key)
+        batches = []
+        if span is not None:
+            start, end = span
+            timestamps, orders, *values = (c[start:end] for c in columns)
+            batches.append((timestamps, orders, values))
+        yield key, {EVENTS: batches, LABELS: labels.get(key, [])}
 
 
 class GroupPartitionFn(beam.DoFn):
@@ -129,9 +211,8 @@ class GroupPartitionFn(beam.DoFn):
 
     def process(self, partition, *extra):
         side = extra[:self._side_inputs]
-        grouped = read_partition(self._spill, partition)
-        for key in sorted(grouped):
-            yield from self._build.process((key, grouped[key]), *side)
+        for key, group in read_partition(self._spill, partition):
+            yield from self._build.process((key, group), *side)
 
 
 def remove(spill: Spill) -> None:

@@ -27,6 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import operator
+import os
 import sys
 import zlib
 from collections import Counter, defaultdict
@@ -49,6 +51,9 @@ _ORDER_BITS = 40  # an event's input order: file index << 40 | line
 # The in-process runner. Plain DirectRunner first tries to download the Prism runner binary,
 # which fails (slowly) without network.
 LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
+# Local input from this size up runs in one worker process per core (worker start-up costs
+# a few seconds, more than a small input takes).
+PARALLEL_INPUT_BYTES = 64 * 2**20
 
 
 class UsageError(ValueError):
@@ -62,20 +67,22 @@ def _dead_letter(source: str, path: str, line: int, reason: str, detail: str,
 
 
 class ParseEventsFn(beam.DoFn):
-    """Parses one event file into `(key, [events])` batches, dead letters and a summary.
+    """Parses one event file into per-key event batches, dead letters and a summary.
 
-    Events of the same key within a chunk of rows are batched into one element, so the
-    shuffle moves far fewer elements than rows. Counts for the vocabularies (the `COUNTS`
-    output, per chunk of rows) and samples for the bucket boundaries are taken from rows
+    Rows are parsed in chunks. The events of one key within a chunk become one columnar
+    batch `(timestamps, orders, columns)` (`orders` keeps the input order of equal
+    timestamps), so the shuffle moves far fewer elements than rows; with the file shuffle a
+    whole chunk goes to the partition files at once. Counts for the vocabularies (the
+    `COUNTS` output, per chunk) and samples for the bucket boundaries are taken from rows
     whose key falls in the training split.
 
     Args:
         schema_text: str. The schema YAML (a string pickles anywhere).
         fmt: str. Input format or `auto`.
         fractions: tuple of float. Split fractions.
-        chunk_rows: int. Rows per batch of emitted events.
-        spill: file_shuffle.Spill or None. Write the batches to partition files instead of
-            emitting them (the `files` shuffle).
+        chunk_rows: int. Rows per chunk.
+        spill: file_shuffle.Spill or None. Write the chunks to partition files instead of
+            emitting batches (the `files` shuffle).
     """
 
     def __init__(self, schema_text: str, fmt: str, fractions: tuple, chunk_rows: int = 50_000,
@@ -94,23 +101,23 @@ class ParseEventsFn(beam.DoFn):
 
     def process(self, element):
         file_index, path = element
-        schema = self._schema
         fmt = sources.detect_format(path) if self._fmt == "auto" else self._fmt
         summary = analysis.FileSummary()
         rng = np.random.default_rng([file_index])
-        batches, is_train = defaultdict(list), {}
-        train_values = [[] for _ in schema.fields]
-        pending, last_ms = 0, None
-        writer = self._spill and file_shuffle.SpillWriter(self._spill, file_shuffle.EVENTS,
-                                                          f"f{file_index:05d}")
-        for raw in sources.read_rows(path, fmt, schema.csv_delimiter):
+        writer = self._spill and file_shuffle.SpillWriter(
+            self._spill, file_shuffle.EVENTS, f"f{file_index:05d}", events_spill_schema(
+                self._schema))
+        base = file_index << _ORDER_BITS
+        chunk = ([], [], [], [])  # keys, timestamps, orders, rows
+        parse = self._parser.parse
+        for raw in sources.read_rows(path, fmt, self._schema.csv_delimiter):
             if raw.blank:
                 summary.blank_lines += 1
                 continue
             summary.rows_in += 1
             if raw.row is not None:
                 try:
-                    key, ts_ms, values = self._parser.parse(raw.row)
+                    key, ts_ms, values = parse(raw.row)
                 except events.RejectedRow as e:
                     raw.reason, raw.detail = e.reason, e.detail
             if raw.reason:
@@ -118,31 +125,43 @@ class ParseEventsFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, _dead_letter(
                     "events", path, raw.line, raw.reason, raw.detail, sources.raw_text(raw)))
                 continue
-            batches[key].append((ts_ms, (file_index << _ORDER_BITS) | raw.line, values))
-            if last_ms is None or ts_ms > last_ms:
-                last_ms = ts_ms
-            train = is_train.get(key)
-            if train is None:
-                train = is_train[key] = events.split_of(key, self._fractions) == 0
-            if train:
-                for column, value in zip(train_values, values, strict=True):
-                    column.append(value)
-            pending += 1
-            if pending >= self._chunk_rows:
-                yield from _emit(batches, writer)
-                yield from self._summarise(summary, train_values, rng)
-                batches, is_train, pending = defaultdict(list), {}, 0
-                train_values = [[] for _ in schema.fields]
-        yield from _emit(batches, writer)
+            chunk[0].append(key)
+            chunk[1].append(ts_ms)
+            chunk[2].append(base | raw.line)
+            chunk[3].append(values)
+            if len(chunk[0]) >= self._chunk_rows:
+                yield from self._flush(chunk, summary, rng, writer)
+                chunk = ([], [], [], [])
+        yield from self._flush(chunk, summary, rng, writer)
         if writer:
             writer.close()
-        yield from self._summarise(summary, train_values, rng)
-        summary.last_timestamp_ms = last_ms
         self._rows.inc(summary.rows_in)
         self._rejected.inc(sum(summary.rejected.values()))
         logging.info("parsed %s: %d rows, %d rejected", path, summary.rows_in,
                      sum(summary.rejected.values()))
         yield beam.pvalue.TaggedOutput(SUMMARY, summary)
+
+    def _flush(self, chunk, summary, rng, writer):
+        """Summarises a chunk's training rows; writes or yields its events by key."""
+        keys, timestamps, orders, rows = chunk
+        if not keys:
+            return
+        latest = max(timestamps)
+        if summary.last_timestamp_ms is None or latest > summary.last_timestamp_ms:
+            summary.last_timestamp_ms = latest
+        train = {key: events.split_of(key, self._fractions) == 0 for key in set(keys)}
+        train_rows = [row for key, row in zip(keys, rows, strict=True) if train[key]]
+        yield from self._summarise(summary, _columns(train_rows, len(self._schema.fields)),
+                                   rng)
+        if writer:
+            writer.write(keys, [timestamps, orders, *_columns(rows, len(self._schema.fields))])
+            return
+        index = defaultdict(list)
+        for i, key in enumerate(keys):
+            index[key].append(i)
+        for key, rows_of_key in index.items():
+            yield key, ([timestamps[i] for i in rows_of_key], [orders[i] for i in rows_of_key],
+                        _columns([rows[i] for i in rows_of_key], len(self._schema.fields)))
 
     def _summarise(self, summary, train_values, rng):
         """Samples a chunk's numbers into `summary`; yields its value and token counts.
@@ -172,13 +191,55 @@ class ParseEventsFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(COUNTS, ((table, value), count))
 
 
-def _emit(items: dict, writer: file_shuffle.SpillWriter | None):
-    """Yields `(key, value)` items, or appends them to the shuffle files when spilling."""
-    if writer is None:
-        yield from items.items()
-        return
-    for key, value in items.items():
-        writer.add(key, value)
+def _columns(rows: list[tuple], width: int) -> list[list]:
+    """Rows of `width` values to `width` columns (empty ones when there is no row)."""
+    return [list(map(operator.itemgetter(i), rows)) for i in range(width)]
+
+
+def events_spill_schema(schema: Schema):
+    """The file shuffle's columns for events: timestamp, input order, then each field."""
+    return file_shuffle.arrow_schema(
+        [("timestamp", "int"), ("order", "int")]
+        + [(f"f{i}", "float" if field.kind == "numeric" else "str")
+           for i, field in enumerate(schema.fields)])
+
+
+def labels_spill_schema(schema: Schema):
+    """The file shuffle's columns for labels: file, line, then each label."""
+    return file_shuffle.arrow_schema(
+        [("file", "str"), ("line", "int")]
+        + [(label.name, "str" if label.kind == "categorical" else "float")
+           for label in schema.labels])
+
+
+def sorted_history(batches, schema: Schema) -> tuple[np.ndarray, list]:
+    """A key's events from its batches, sorted by timestamp, ties by input order.
+
+    Args:
+        batches: iterable of `(timestamps, orders, columns)`. The key's event batches, in any
+            order (one per chunk from `ParseEventsFn`, or one sorted batch per key from the
+            file shuffle).
+        schema: Schema. The event schema (the columns follow its fields).
+
+    Returns:
+        `(timestamps, columns)`: an int64 array [n], and per field its n values in that
+        order (a float64 array for numeric fields, a list of str otherwise).
+    """
+    batches = list(batches)
+    timestamps = np.concatenate([np.asarray(b[0], np.int64) for b in batches])
+    orders = np.concatenate([np.asarray(b[1], np.int64) for b in batches])
+    order = np.lexsort((orders, timestamps))
+    shuffled = bool(np.any(order != np.arange(order.size)))
+    columns = []
+    for i, field in enumerate(schema.fields):
+        if field.kind == "numeric":
+            values = np.concatenate([np.asarray(b[2][i], np.float64) for b in batches])
+            columns.append(values[order] if shuffled else values)
+        else:
+            values = [v for b in batches for v in b[2][i]] if len(batches) > 1 else list(
+                batches[0][2][i])
+            columns.append([values[j] for j in order] if shuffled else values)
+    return timestamps[order] if shuffled else timestamps, columns
 
 
 class ParseLabelsFn(beam.DoFn):
@@ -190,14 +251,16 @@ class ParseLabelsFn(beam.DoFn):
         spill: file_shuffle.Spill or None. Write the labels to partition files instead of
             emitting them (the `files` shuffle).
         delimiter: str. CSV delimiter of the label files.
+        chunk_rows: int. Label rows per write to the partition files.
     """
 
     def __init__(self, schema_text: str, fmt: str, spill: file_shuffle.Spill | None = None,
-                 delimiter: str = ","):
+                 delimiter: str = ",", chunk_rows: int = 50_000):
         self._schema_text = schema_text
         self._fmt = fmt
         self._spill = spill
         self._delimiter = delimiter
+        self._chunk_rows = chunk_rows
 
     def setup(self):
         self._schema = parse_schema(self._schema_text)
@@ -207,7 +270,9 @@ class ParseLabelsFn(beam.DoFn):
         fmt = sources.detect_format(path) if self._fmt == "auto" else self._fmt
         summary = analysis.FileSummary()
         writer = self._spill and file_shuffle.SpillWriter(
-            self._spill, file_shuffle.LABELS, f"l{zlib.crc32(path.encode('utf-8')):08x}")
+            self._spill, file_shuffle.LABELS, f"l{zlib.crc32(path.encode('utf-8')):08x}",
+            labels_spill_schema(schema))
+        keys, rows = [], []
         for raw in sources.read_rows(path, fmt, delimiter=self._delimiter):
             if raw.blank:
                 summary.blank_lines += 1
@@ -229,8 +294,17 @@ class ParseLabelsFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, _dead_letter(
                     "labels", path, raw.line, raw.reason, raw.detail, sources.raw_text(raw)))
                 continue
-            yield from _emit({str(key).strip(): (path, raw.line, labels)}, writer)
+            key = str(key).strip()
+            if not writer:
+                yield key, (path, raw.line, labels)
+                continue
+            keys.append(key)
+            rows.append((path, raw.line, *labels.values()))
+            if len(keys) >= self._chunk_rows:
+                writer.write(keys, _columns(rows, 2 + len(schema.labels)))
+                keys, rows = [], []
         if writer:
+            writer.write(keys, _columns(rows, 2 + len(schema.labels)))
             writer.close()
         yield beam.pvalue.TaggedOutput(SUMMARY, summary)
 
@@ -294,11 +368,8 @@ class BuildSequencesFn(beam.DoFn):
             summary.label_keys_without_events += 1
             yield beam.pvalue.TaggedOutput(SUMMARY, summary)
             return
-        history = [event for batch in batches for event in batch]
-        history.sort(key=lambda event: (event[0], event[1]))  # stable for equal timestamps
-        n = len(history)
-        timestamps = np.fromiter((e[0] for e in history), dtype=np.int64, count=n)
-        columns = list(zip(*(e[2] for e in history), strict=True))
+        timestamps, columns = sorted_history(batches, self._schema)
+        n = len(timestamps)
         derived = events.time_features(timestamps, self._schema.time_features)
         split = analysis.SPLITS[events.split_of(key, self._fractions)]
         slices = window_slices(n, self._max_len, self._stride)
@@ -528,6 +599,35 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Sc
                 beam.pvalue.AsSingleton(sequences), beam.pvalue.AsSingleton(top), **side))
 
 
+def local_runner_args(beam_args: list[str], paths: list[str]) -> list[str]:
+    """Beam arguments with the local defaults added.
+
+    The default runner is the in-process one; inputs of at least `PARALLEL_INPUT_BYTES` get
+    one worker process per core (at most two per input file, at most 8).
+
+    Args:
+        beam_args: list of str. The pipeline options given on the command line.
+        paths: list of str. The input files (their total size picks the worker count).
+
+    Returns:
+        The arguments, unchanged when they name a runner, a worker count or a running mode.
+    """
+    if any(a.startswith("--runner") for a in beam_args):
+        return beam_args
+    beam_args = [f"--runner={LOCAL_RUNNER}", *beam_args]
+    if any(a.startswith(("--direct_num_workers", "--direct_running_mode")) for a in beam_args):
+        return beam_args
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if (cores or 1) > 1 and _input_bytes(paths) >= PARALLEL_INPUT_BYTES:
+        beam_args += ["--direct_running_mode=multi_processing",
+                      f"--direct_num_workers={min(cores, len(paths) * 2, 8)}"]
+    return beam_args
+
+
+def _input_bytes(paths: list[str]) -> int:
+    return sum(m.size_in_bytes for m in FileSystems.match(paths) for m in m.metadata_list)
+
+
 def _check_args(args: argparse.Namespace) -> None:
     if args.max_len < 1:
         raise UsageError(f"--max_len must be positive, got {args.max_len}")
@@ -574,8 +674,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
     if args.labels:
         check_input_columns(match_inputs(args.labels), args.labels_format, schema,
                             labels=True, delimiter=args.labels_delimiter)
-    if not any(a.startswith("--runner") for a in beam_args):
-        beam_args = [f"--runner={LOCAL_RUNNER}", *beam_args]
+    beam_args = local_runner_args(beam_args, paths)
     options = PipelineOptions(beam_args)
     options.view_as(SetupOptions).save_main_session = save_main_session
     pipeline = test_pipeline or beam.Pipeline(options=options)

@@ -26,7 +26,7 @@ _EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".jsonl": "jsonl",
                ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class RawRow:
     """One row of a raw table.
 
@@ -182,7 +182,7 @@ def _row_from_cells(line: int, text: str, header: list[str], cells: list[str]) -
     if len(cells) != len(header):
         return RawRow(line, text, reason=events.WRONG_COLUMN_COUNT,
                       detail=f"{len(cells)} columns, the header has {len(header)}")
-    return RawRow(line, text, row=dict(zip(header, cells, strict=True)))
+    return RawRow(line, text, dict(zip(header, cells, strict=False)))  # lengths checked
 
 
 def _read_csv(handle, delimiter: str) -> Iterator[RawRow]:

@@ -34,7 +34,7 @@ def _parse(path):
         if hasattr(out, "tag"):
             outputs[out.tag].append(out.value)
         else:
-            used += len(out[1])
+            used += len(out[1][0])  # a batch: (timestamps, orders, columns)
     dead, summaries = outputs[preprocess.DEAD_LETTER], outputs[preprocess.SUMMARY]
     for (table, value), count in outputs[preprocess.COUNTS]:
         assert table.startswith(("vocab/", "tokens/")) and isinstance(value, str) and count > 0

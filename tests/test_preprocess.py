@@ -232,6 +232,27 @@ def test_file_shuffle_equals_beam_shuffle_and_cleans_up(tmp_path):
     assert files_run.artifacts.boundaries == beam_run.artifacts.boundaries
 
 
+def test_local_runs_use_one_worker_process_per_core_for_large_inputs(tmp_path, monkeypatch):
+    small, large = tmp_path / "small.csv", tmp_path / "large.csv"
+    small.write_bytes(b"x" * 100)
+    large.write_bytes(b"x" * 200)
+    monkeypatch.setattr(job, "PARALLEL_INPUT_BYTES", 150)
+    monkeypatch.setattr(job.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert job.local_runner_args([], [str(small)]) == [f"--runner={job.LOCAL_RUNNER}"]
+    assert job.local_runner_args(["--x=1"], [str(small), str(large)]) == [
+        f"--runner={job.LOCAL_RUNNER}", "--x=1", "--direct_running_mode=multi_processing",
+        "--direct_num_workers=4"]
+    assert job.local_runner_args([], [str(large)])[-1] == "--direct_num_workers=2"  # 2 a file
+    chosen = ["--direct_num_workers=1"]
+    assert job.local_runner_args(chosen, [str(small), str(large)]) == [
+        f"--runner={job.LOCAL_RUNNER}", *chosen]
+    assert job.local_runner_args(["--runner=DataflowRunner"], [str(large)]) == [
+        "--runner=DataflowRunner"]
+    monkeypatch.setattr(job.os, "sched_getaffinity", lambda pid: {0})
+    assert job.local_runner_args([], [str(small), str(large)]) == [
+        f"--runner={job.LOCAL_RUNNER}"]
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "beam.preprocess", *args],
                           capture_output=True, text=True, timeout=300)

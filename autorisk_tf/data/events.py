@@ -33,6 +33,7 @@ REASONS = (WRONG_COLUMN_COUNT, INVALID_UTF8, MALFORMED_JSON, MALFORMED_CSV, MISS
            MISSING_TIMESTAMP, BAD_TIMESTAMP, BAD_NUMBER, BAD_LABEL, DUPLICATE_LABEL_KEY)
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_NAIVE_EPOCH = datetime.datetime(1970, 1, 1)
 _MS_THRESHOLD = 1e11  # in `auto` format, larger epoch numbers are milliseconds
 
 
@@ -83,7 +84,7 @@ def parse_timestamp_ms(value: Any, fmt: str = "auto") -> int:
             text = str(value).strip()
             if fmt in ("epoch_s", "epoch_ms"):
                 return _epoch_number_ms(float(text), fmt)
-            if fmt == "auto":
+            if fmt == "auto" and ":" not in text:  # no number holds a colon
                 try:
                     return _epoch_number_ms(float(text), fmt)
                 except ValueError:
@@ -92,9 +93,7 @@ def parse_timestamp_ms(value: Any, fmt: str = "auto") -> int:
                 moment = datetime.datetime.strptime(text, fmt)
             else:
                 moment = datetime.datetime.fromisoformat(text)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=datetime.UTC)
-        delta = moment - _EPOCH
+        delta = moment - (_NAIVE_EPOCH if moment.tzinfo is None else _EPOCH)  # naive: UTC
         return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
     except (ValueError, OverflowError, TypeError) as e:
         raise RejectedRow(BAD_TIMESTAMP, f"{value!r}: {e}") from None

@@ -173,6 +173,8 @@ def _int64_list(values) -> bytes:
         rows[:, 6 + i] = (remaining & np.uint64(0x7F)).astype(np.uint8)
         remaining >>= np.uint64(7)
         more = remaining > 0
+        if not more.any():
+            break
         rows[more, 6 + i] |= 0x80
         lengths += more
     rows[:, 0], rows[:, 1] = 0x0A, lengths + 4
