@@ -6,9 +6,16 @@ sums them with `CombinePerKey` (one small accumulator per value) and keeps each 
 frequent values with `Top.PerKey` (at most `n` per table). A table is `vocab/<field>` or
 `tokens/<field>` (`vocab_table`, `token_table`).
 
-Parsing also emits one `FileSummary` per input file; `MergeFileSummaries` combines them into
-a bounded uniform sample of every numeric field (bottom-k by random priority, so memory does
-not grow with the input) and the row counts. Building sequences emits one `SequenceSummary`
+Numbers are summarised per key too: parsing emits `((field, category), values)` per chunk of
+rows (category "" for the whole field, and one per category of a `bucket_by` field), and
+`NumberSummaries` combines them per key (`CombinePerKey`, so no accumulator holds two keys):
+every value up to `EXACT_VALUES` values, beyond that Beam's `ApproximateQuantiles` sketch of
+`SKETCH_POINTS` evenly spaced quantiles (rank error at most `QUANTILE_EPSILON` times the
+count); and the count, mean and variance, merged exactly. Bucket boundaries are the
+quantiles of those values (`artifacts.quantile_boundaries`).
+
+Parsing also emits one `FileSummary` per input file (row counts, rejections, the latest
+timestamp); `MergeFileSummaries` adds them up. Building sequences emits one `SequenceSummary`
 per key; `MergeSequenceSummaries` combines them into users, examples, events used and
 truncated per split and the histogram of history lengths.
 """
@@ -16,7 +23,9 @@ truncated per split and the histogram of history lengths.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter
+from collections.abc import Iterator
 
 import apache_beam as beam
 import numpy as np
@@ -25,8 +34,9 @@ from apache_beam.metrics import Metrics
 from autorisk_tf.data import artifacts, events
 from autorisk_tf.data.schema import Schema
 
-NUMERIC_SAMPLE_SIZE = 100_000
-CATEGORY_SAMPLE_SIZE = 10_000  # per category of a `bucket_by` field
+EXACT_VALUES = 10_000  # a key's values are kept exactly up to this many
+SKETCH_POINTS = 1001  # then quantiles of Beam's sketch: min, 999 inner, max
+QUANTILE_EPSILON = 5e-3  # worst case; holds at most about 40k values per key
 SPLITS = ("train", "valid", "test")
 
 
@@ -38,40 +48,6 @@ class FileSummary:
     blank_lines: int = 0
     last_timestamp_ms: int | None = None  # of the accepted events
     rejected: Counter = dataclasses.field(default_factory=Counter)
-    numeric: dict = dataclasses.field(default_factory=dict)  # field -> (priorities, values)
-    # `bucket_by` fields: field -> {category: (priorities, values)} and {category: count}.
-    numeric_by: dict = dataclasses.field(default_factory=dict)
-    numeric_by_count: dict = dataclasses.field(default_factory=dict)
-
-    def add_numeric_sample(self, field: str, values: np.ndarray, rng: np.random.Generator):
-        """Adds values to the bounded sample of a numeric field."""
-        values = values[np.isfinite(values)]
-        priorities = rng.random(values.size)
-        _add_sample(self.numeric, field, priorities, values, NUMERIC_SAMPLE_SIZE)
-
-    def add_category_samples(self, field: str, categories: list, values: np.ndarray,
-                             rng: np.random.Generator):
-        """Adds values to the bounded per-category samples of a `bucket_by` field.
-
-        Args:
-            field: str. The numeric field.
-            categories: list of str. The `bucket_by` field's value of each event ("" is
-                missing: such values count for the global boundaries only).
-            values: array of float. The numeric values, NaN for missing.
-            rng: np.random.Generator. Draws the sampling priorities.
-        """
-        finite = np.isfinite(values)
-        names, index = np.unique(np.asarray(categories, dtype=object)[finite],
-                                 return_inverse=True)
-        values = values[finite]
-        samples = self.numeric_by.setdefault(field, {})
-        counts = self.numeric_by_count.setdefault(field, Counter())
-        for i, name in enumerate(names):
-            if name == "":
-                continue
-            mine = values[index == i]
-            counts[name] += mine.size
-            _add_sample(samples, name, rng.random(mine.size), mine, CATEGORY_SAMPLE_SIZE)
 
     def merge(self, other: FileSummary) -> FileSummary:
         """Adds another summary into this one and returns self."""
@@ -81,26 +57,161 @@ class FileSummary:
             (t for t in (self.last_timestamp_ms, other.last_timestamp_ms) if t is not None),
             default=None)
         self.rejected.update(other.rejected)
-        for field, (p, v) in other.numeric.items():
-            _add_sample(self.numeric, field, p, v, NUMERIC_SAMPLE_SIZE)
-        for field, samples in other.numeric_by.items():
-            mine = self.numeric_by.setdefault(field, {})
-            for name, (p, v) in samples.items():
-                _add_sample(mine, name, p, v, CATEGORY_SAMPLE_SIZE)
-            self.numeric_by_count.setdefault(field, Counter()).update(
-                other.numeric_by_count[field])
         return self
 
 
-def _add_sample(samples: dict, key, priorities: np.ndarray, values: np.ndarray, size: int):
-    """Merges values into `samples[key]`, a bottom-`size` sample by random priority."""
-    old_p, old_v = samples.get(key, (np.empty(0), np.empty(0)))
-    priorities = np.concatenate([old_p, priorities])
-    values = np.concatenate([old_v, values])
-    if priorities.size > size:
-        keep = np.argpartition(priorities, size)[:size]
-        priorities, values = priorities[keep], values[keep]
-    samples[key] = (priorities, values)
+def number_batches(field: str, values: np.ndarray,
+                   categories: list[str] | None = None) -> Iterator[tuple[tuple, list]]:
+    """The `NumberSummaries` inputs of one chunk of a numeric field.
+
+    Args:
+        field: str. The numeric field's name.
+        values: float array. The chunk's values, NaN where missing (skipped).
+        categories: list of str or None. The `bucket_by` field's value of each event ("" is
+            missing: such values count for the whole field only).
+
+    Yields:
+        `((field, ""), values)` for the whole field, then `((field, category), values)` per
+        category present; values as lists of float.
+    """
+    finite = np.isfinite(values)
+    if not finite.any():
+        return
+    yield (field, ""), values[finite].tolist()
+    if categories is None:
+        return
+    names, index = np.unique(np.asarray(categories, dtype=object)[finite],
+                             return_inverse=True)
+    values = values[finite]
+    for i, name in enumerate(names):
+        if name != "":
+            yield (field, name), values[index == i].tolist()
+
+
+class MergeMoments(beam.CombineFn):
+    """`[values]` batches to `(count, mean, m2)` (sum of squared deviations), merged exactly.
+
+    Args:
+        log: bool. Measure `sign(x) * log1p(|x|)` instead of x.
+    """
+
+    def __init__(self, log: bool):
+        self._log = log
+
+    def create_accumulator(self):
+        return 0, 0.0, 0.0
+
+    def add_input(self, accumulator, values):
+        array = np.asarray(values, dtype=np.float64)
+        if self._log:
+            array = artifacts.log_transform(array)
+        if not array.size:
+            return accumulator
+        mean = float(array.mean())
+        return self.merge_accumulators(
+            [accumulator, (array.size, mean, float(((array - mean) ** 2).sum()))])
+
+    def merge_accumulators(self, accumulators):
+        n, mean, m2 = 0, 0.0, 0.0
+        for other_n, other_mean, other_m2 in accumulators:
+            if not other_n:
+                continue
+            total = n + other_n
+            delta = other_mean - mean
+            mean += delta * other_n / total
+            m2 += other_m2 + delta * delta * n * other_n / total
+            n = total
+        return n, mean, m2
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+class QuantileSketch(beam.CombineFn):
+    """`[values]` batches to their sorted values, or to approximate quantiles.
+
+    Beyond `EXACT_VALUES` values the accumulator is Beam's `ApproximateQuantiles` state, and
+    the output its `SKETCH_POINTS` points (rank error at most `QUANTILE_EPSILON` times the
+    count).
+    """
+
+    def __init__(self):
+        self._sketch = beam.transforms.stats.ApproximateQuantilesCombineFn.create(
+            SKETCH_POINTS, epsilon=QUANTILE_EPSILON, input_batched=True)
+
+    def create_accumulator(self):
+        return [], None  # every value so far, or the sketch's state once there are too many
+
+    def add_input(self, accumulator, values):
+        exact, state = accumulator
+        if state is not None:
+            return exact, self._sketch.add_input(state, values)
+        exact = exact + list(values)
+        if len(exact) <= EXACT_VALUES:
+            return exact, None
+        return [], self._sketch.add_input(self._sketch.create_accumulator(), exact)
+
+    def merge_accumulators(self, accumulators):
+        accumulators = list(accumulators)
+        exact = [v for values, _ in accumulators for v in values]
+        states = [state for _, state in accumulators if state is not None]
+        if not states:
+            return self.add_input(self.create_accumulator(), exact)
+        state = self._sketch.merge_accumulators(states)
+        return [], self._sketch.add_input(state, exact) if exact else state
+
+    def extract_output(self, accumulator):
+        exact, state = accumulator
+        return sorted(exact) if state is None else self._sketch.extract_output(state)
+
+
+class NumberSummaries(beam.PTransform):
+    """`((field, category), values)` batches to `{(field, category): NumberSummary}`.
+
+    Args:
+        log_fields: set of str. Fields whose moments are measured after the log transform.
+    """
+
+    def __init__(self, log_fields: set[str]):
+        super().__init__()
+        self._log_fields = set(log_fields)
+
+    def expand(self, batches):
+        log_fields = self._log_fields
+        by_log = batches | "ByLog" >> beam.Partition(
+            lambda item, _: int(item[0][0] in log_fields), 2)
+        moments = [part | f"Moments{i}" >> beam.CombinePerKey(MergeMoments(log=bool(i)))
+                   for i, part in enumerate(by_log)]
+
+        def summary(item):
+            key, grouped = item
+            (count, mean, m2), = grouped["moments"]
+            (quantiles,) = grouped["quantiles"]
+            return key, NumberSummary(count, mean, math.sqrt(m2 / count), list(quantiles))
+
+        return ({"quantiles": batches | "Quantiles" >> beam.CombinePerKey(QuantileSketch()),
+                 "moments": moments | "AllMoments" >> beam.Flatten()}
+                | "Join" >> beam.CoGroupByKey()
+                | "Summary" >> beam.Map(summary)
+                | "AsDict" >> beam.combiners.ToDict())
+
+
+@dataclasses.dataclass
+class NumberSummary:
+    """The values of one numeric field (or of one category of its `bucket_by` field).
+
+    Args:
+        count: int. Finite values in the training split.
+        mean: float. Their mean (after the log transform for `log` fields).
+        std: float. Their standard deviation (likewise).
+        quantiles: list of float. Every value, sorted, up to `EXACT_VALUES` values; beyond
+            that `SKETCH_POINTS` evenly spaced quantiles, min and max included.
+    """
+
+    count: int
+    mean: float
+    std: float
+    quantiles: list
 
 
 def vocab_table(field: str) -> str:
@@ -237,17 +348,18 @@ def length_percentiles(lengths: Counter) -> dict:
 
 
 def build_artifacts(schema: Schema, files: FileSummary, sequences: SequenceSummary,
-                    labels: FileSummary | None, options: dict,
-                    top: dict) -> artifacts.Artifacts:
+                    labels: FileSummary | None, options: dict, top: dict,
+                    numbers: dict) -> artifacts.Artifacts:
     """Turns the merged summaries into artifacts, and checks that every row is accounted for.
 
     Args:
         schema: Schema. The event schema.
-        files: FileSummary. Merged summary of the event files (numeric samples).
+        files: FileSummary. Merged summary of the event files.
         sequences: SequenceSummary. Merged summary of the built sequences.
         labels: FileSummary or None. Merged summary of the label table.
         options: dict. The run's options, recorded in the stats.
         top: dict. `TopValues` of the training split's values and tokens.
+        numbers: dict. `NumberSummaries` of the training split's numbers.
 
     Returns:
         The artifacts.
@@ -263,23 +375,25 @@ def build_artifacts(schema: Schema, files: FileSummary, sequences: SequenceSumma
         f.name: artifacts.build_vocabulary(dict(top.get(token_table(f.name), [])),
                                            f.max_vocab, f.min_count)
         for f in schema.fields_of_kind("text")}
-    boundaries = {
-        f.name: artifacts.quantile_boundaries(
-            np.sort(files.numeric.get(f.name, (None, np.empty(0)))[1]), f.num_buckets, f.log)
-        for f in schema.fields_of_kind("numeric")}
+    none = NumberSummary(0, 0.0, 0.0, [])
+    numeric = schema.fields_of_kind("numeric")
+    boundaries = {f.name: artifacts.quantile_boundaries(
+        numbers.get((f.name, ""), none).quantiles, f.num_buckets, f.log) for f in numeric}
+    own = {f.name: {name: summary for (field, name), summary in sorted(numbers.items())
+                    if field == f.name and name and summary.count >= f.min_count}
+           for f in numeric if f.bucket_by}
     category_boundaries = {
-        f.name: {name: artifacts.quantile_boundaries(np.sort(values), f.num_buckets, f.log)
-                 for name, (_, values) in sorted(files.numeric_by.get(f.name, {}).items())
-                 if files.numeric_by_count[f.name][name] >= f.min_count}
-        for f in schema.fields_of_kind("numeric") if f.bucket_by}
+        field: {name: artifacts.quantile_boundaries(summary.quantiles, f.num_buckets, f.log)
+                for name, summary in own[field].items()}
+        for field, f in ((f.name, f) for f in numeric if f.bucket_by)}
     numeric_scales = {}
-    for f in schema.fields_of_kind("numeric"):
+    for f in numeric:
         if f.continuous:
-            mean, std = artifacts.mean_and_std(files.numeric.get(f.name, (None, []))[1], f.log)
-            own = files.numeric_by.get(f.name, {})
+            whole = numbers.get((f.name, ""), none)
+            mean, std = artifacts.standardisation(whole.count, whole.mean, whole.std)
             numeric_scales[f.name] = {"mean": mean, "std": std, "categories": {
-                name: artifacts.mean_and_std(own[name][1], f.log)
-                for name in category_boundaries.get(f.name, {})}}
+                name: artifacts.standardisation(s.count, s.mean, s.std)
+                for name, s in own.get(f.name, {}).items()}}
     rejected = sum(files.rejected.values())
     stats = {
         "rows_in": files.rows_in,
@@ -294,7 +408,7 @@ def build_artifacts(schema: Schema, files: FileSummary, sequences: SequenceSumma
         "users_by_split": {s: sequences.users.get(s, 0) for s in SPLITS},
         "examples_by_split": {s: sequences.examples.get(s, 0) for s in SPLITS},
         "history_length": length_percentiles(sequences.lengths),
-        "numeric_sample_size": {f: int(v[1].size) for f, v in files.numeric.items()},
+        "numeric_values": {f.name: numbers.get((f.name, ""), none).count for f in numeric},
         "options": options,
         # Ages of events (time_features.age_buckets) are measured to this time.
         "reference_time_ms": options.get("as_of_ms") or files.last_timestamp_ms,

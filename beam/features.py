@@ -47,6 +47,7 @@ from beam.preprocess import (
     COUNTS,
     DEAD_LETTER,
     LOCAL_RUNNER,
+    NUMBERS,
     SUMMARY,
     ParseEventsFn,
     UsageError,
@@ -257,7 +258,7 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Sc
               | "SpreadFiles" >> beam.Reshuffle()
               | "ParseEvents" >> beam.ParDo(ParseEventsFn(text, args.input_format, _ALL_KEYS,
                                                           spill=spill))
-              .with_outputs(DEAD_LETTER, SUMMARY, COUNTS, main="events"))
+              .with_outputs(DEAD_LETTER, SUMMARY, COUNTS, NUMBERS, main="events"))
     files = parsed[SUMMARY] | "MergeFileSummaries" >> beam.CombineGlobally(
         analysis.MergeFileSummaries())
     top = parsed[COUNTS] | "TopValues" >> analysis.TopValues(args.top_values)

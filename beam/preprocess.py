@@ -47,6 +47,7 @@ from beam import analysis, file_shuffle, sources
 DEAD_LETTER = "dead_letter"
 SUMMARY = "summary"
 COUNTS = "counts"  # ((table, value), count) of the training split, see analysis.TopValues
+NUMBERS = "numbers"  # ((field, category), [values]) of the training split, see NumberSummaries
 _ORDER_BITS = 40  # an event's input order: file index << 40 | line
 # The in-process runner. Plain DirectRunner first tries to download the Prism runner binary,
 # which fails (slowly) without network.
@@ -73,8 +74,8 @@ class ParseEventsFn(beam.DoFn):
     batch `(timestamps, orders, columns)` (`orders` keeps the input order of equal
     timestamps), so the shuffle moves far fewer elements than rows; with the file shuffle a
     whole chunk goes to the partition files at once. Counts for the vocabularies (the
-    `COUNTS` output, per chunk) and samples for the bucket boundaries are taken from rows
-    whose key falls in the training split.
+    `COUNTS` output) and the numbers for the bucket boundaries and scales (the `NUMBERS`
+    output), per chunk, are taken from rows whose key falls in the training split.
 
     Args:
         schema_text: str. The schema YAML (a string pickles anywhere).
@@ -103,7 +104,6 @@ class ParseEventsFn(beam.DoFn):
         file_index, path = element
         fmt = sources.detect_format(path) if self._fmt == "auto" else self._fmt
         summary = analysis.FileSummary()
-        rng = np.random.default_rng([file_index])
         writer = self._spill and file_shuffle.SpillWriter(
             self._spill, file_shuffle.EVENTS, f"f{file_index:05d}", events_spill_schema(
                 self._schema))
@@ -130,9 +130,9 @@ class ParseEventsFn(beam.DoFn):
             chunk[2].append(base | raw.line)
             chunk[3].append(values)
             if len(chunk[0]) >= self._chunk_rows:
-                yield from self._flush(chunk, summary, rng, writer)
+                yield from self._flush(chunk, summary, writer)
                 chunk = ([], [], [], [])
-        yield from self._flush(chunk, summary, rng, writer)
+        yield from self._flush(chunk, summary, writer)
         if writer:
             writer.close()
         self._rows.inc(summary.rows_in)
@@ -141,7 +141,7 @@ class ParseEventsFn(beam.DoFn):
                      sum(summary.rejected.values()))
         yield beam.pvalue.TaggedOutput(SUMMARY, summary)
 
-    def _flush(self, chunk, summary, rng, writer):
+    def _flush(self, chunk, summary, writer):
         """Summarises a chunk's training rows; writes or yields its events by key."""
         keys, timestamps, orders, rows = chunk
         if not keys:
@@ -151,8 +151,7 @@ class ParseEventsFn(beam.DoFn):
             summary.last_timestamp_ms = latest
         train = {key: events.split_of(key, self._fractions) == 0 for key in set(keys)}
         train_rows = [row for key, row in zip(keys, rows, strict=True) if train[key]]
-        yield from self._summarise(summary, _columns(train_rows, len(self._schema.fields)),
-                                   rng)
+        yield from self._summarise(_columns(train_rows, len(self._schema.fields)))
         if writer:
             writer.write(keys, [timestamps, orders, *_columns(rows, len(self._schema.fields))])
             return
@@ -163,20 +162,19 @@ class ParseEventsFn(beam.DoFn):
             yield key, ([timestamps[i] for i in rows_of_key], [orders[i] for i in rows_of_key],
                         _columns([rows[i] for i in rows_of_key], len(self._schema.fields)))
 
-    def _summarise(self, summary, train_values, rng):
-        """Samples a chunk's numbers into `summary`; yields its value and token counts.
+    def _summarise(self, train_values):
+        """Yields a chunk's value and token counts and its numbers.
 
         The counts are `COUNTS` elements `((table, value), count)`, one per distinct value
-        of the chunk.
+        of the chunk; the numbers are `NUMBERS` elements (`analysis.number_batches`).
         """
         columns = dict(zip(self._schema.field_names, train_values, strict=True))
         for field, column in zip(self._schema.fields, train_values, strict=True):
             if field.kind == "numeric":
-                numbers = np.asarray(column, np.float64)
-                summary.add_numeric_sample(field.name, numbers, rng)
-                if field.bucket_by:
-                    summary.add_category_samples(field.name, columns[field.bucket_by], numbers,
-                                                 rng)
+                for batch in analysis.number_batches(
+                        field.name, np.asarray(column, np.float64),
+                        columns[field.bucket_by] if field.bucket_by else None):
+                    yield beam.pvalue.TaggedOutput(NUMBERS, batch)
                 continue
             cells = Counter(column)
             if field.kind == "categorical":
@@ -398,9 +396,9 @@ class WriteArtifactsFn(beam.DoFn):
         self._schema_text = schema_text
         self._options = options
 
-    def process(self, artifacts_dir, files, sequences, top, labels=None):
+    def process(self, artifacts_dir, files, sequences, top, numbers, labels=None):
         built = analysis.build_artifacts(parse_schema(self._schema_text), files, sequences,
-                                         labels, self._options, top)
+                                         labels, self._options, top, numbers)
         built.save(artifacts_dir)
         yield built.stats
 
@@ -542,7 +540,7 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Sc
         | "SpreadFiles" >> beam.Reshuffle()
         | "ParseEvents" >> beam.ParDo(ParseEventsFn(text, args.input_format, fractions,
                                                     spill=spill))
-        .with_outputs(DEAD_LETTER, SUMMARY, COUNTS, main="events"))
+        .with_outputs(DEAD_LETTER, SUMMARY, COUNTS, NUMBERS, main="events"))
     grouped = {"events": parsed.events, "labels": pipeline | "NoLabels" >> beam.Create([])}
     dead_letters = [parsed[DEAD_LETTER]]
     label_summary = None
@@ -592,11 +590,14 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Sc
     side = {"labels": label_summary} if label_summary is not None else {}
     top = parsed[COUNTS] | "Vocabularies" >> analysis.TopValues(max(
         [f.max_vocab for f in schema.fields if f.kind != "numeric"], default=1))
+    numbers = parsed[NUMBERS] | "Numbers" >> analysis.NumberSummaries(
+        {f.name for f in schema.fields_of_kind("numeric") if f.log})
     return (pipeline
             | "ArtifactsDir" >> beam.Create([f"{out}/artifacts"])
             | "WriteArtifacts" >> beam.ParDo(
                 WriteArtifactsFn(text, options), beam.pvalue.AsSingleton(files),
-                beam.pvalue.AsSingleton(sequences), beam.pvalue.AsSingleton(top), **side))
+                beam.pvalue.AsSingleton(sequences), beam.pvalue.AsSingleton(top),
+                beam.pvalue.AsSingleton(numbers), **side))
 
 
 def local_runner_args(beam_args: list[str], paths: list[str]) -> list[str]:

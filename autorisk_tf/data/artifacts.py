@@ -110,28 +110,26 @@ def build_vocabulary(counts: Mapping[str, int], max_vocab: int,
     return kept[:max_vocab]
 
 
-def _log_transform(x: np.ndarray) -> np.ndarray:
+def log_transform(x: np.ndarray) -> np.ndarray:
+    """`sign(x) * log1p(|x|)`: the scale of `log` numeric fields."""
     return np.sign(x) * np.log1p(np.abs(x))
 
 
-def mean_and_std(values: Iterable[float], log: bool) -> list[float]:
-    """The standardisation of a `continuous` numeric field, from a sample of its values.
+def standardisation(count: int, mean: float, std: float) -> list[float]:
+    """The stored `[mean, std]` of a `continuous` numeric field (or of one category of it).
 
     Args:
-        values: iterable of float. Sample of the field; NaN (missing) is ignored.
-        log: bool. Measure `sign(x) * log1p(|x|)` instead of x.
+        count: int. Values measured.
+        mean: float. Their mean (after the log transform for `log` fields).
+        std: float. Their standard deviation.
 
     Returns:
-        `[mean, std]`; `[0, 1]` without values, and std 1 where the values are constant.
+        `[mean, std]` to 10 significant digits; `[0, 1]` without values, and std 1 where the
+        values are constant.
     """
-    array = np.asarray(list(values), dtype=np.float64)
-    array = array[np.isfinite(array)]
-    if log:
-        array = _log_transform(array)
-    if array.size == 0:
+    if not count:
         return [0.0, 1.0]
-    std = float(array.std())
-    return [float(f"{array.mean():.10g}"), float(f"{std:.10g}") if std > 0 else 1.0]
+    return [float(f"{mean:.10g}"), float(f"{std:.10g}") if std > 0 else 1.0]
 
 
 def _inverse_log_transform(y: np.ndarray) -> np.ndarray:
@@ -156,7 +154,7 @@ def quantile_boundaries(values: Iterable[float], num_buckets: int, log: bool) ->
     if array.size == 0:
         return []
     if log:
-        array = _log_transform(array)
+        array = log_transform(array)
     points = np.quantile(array, np.arange(1, num_buckets) / num_buckets)
     if log:
         points = _inverse_log_transform(points)
