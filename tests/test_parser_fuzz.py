@@ -5,6 +5,7 @@ used (in an emitted batch) or a dead letter with a reason and detail: the counts
 """
 
 import json
+import math
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,7 +30,7 @@ def _parse(path):
     fn = preprocess.ParseEventsFn(SCHEMA, "auto", (0.8, 0.1, 0.1), chunk_rows=3)
     fn.setup()
     used, outputs = 0, {preprocess.DEAD_LETTER: [], preprocess.SUMMARY: [],
-                        preprocess.COUNTS: []}
+                        preprocess.COUNTS: [], preprocess.NUMBERS: []}
     for out in fn.process((0, str(path))):
         if hasattr(out, "tag"):
             outputs[out.tag].append(out.value)
@@ -38,6 +39,9 @@ def _parse(path):
     dead, summaries = outputs[preprocess.DEAD_LETTER], outputs[preprocess.SUMMARY]
     for (table, value), count in outputs[preprocess.COUNTS]:
         assert table.startswith(("vocab/", "tokens/")) and isinstance(value, str) and count > 0
+    for (field, category), values in outputs[preprocess.NUMBERS]:
+        assert field == "amount" and category == "" and values
+        assert all(isinstance(v, float) and math.isfinite(v) for v in values)
     (summary,) = summaries
     assert summary.rows_in == used + len(dead)
     assert sum(summary.rejected.values()) == len(dead)
