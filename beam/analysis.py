@@ -146,7 +146,7 @@ class QuantileSketch(beam.CombineFn):
         exact, state = accumulator
         if state is not None:
             return exact, self._sketch.add_input(state, values)
-        exact = exact + list(values)
+        exact.extend(values)
         if len(exact) <= EXACT_VALUES:
             return exact, None
         return [], self._sketch.add_input(self._sketch.create_accumulator(), exact)
