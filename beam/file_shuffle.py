@@ -54,11 +54,15 @@ class Spill:
         return f"{self.directory}/{kind}-p{partition:05d}-*.arrows"
 
 
+def input_bytes(paths: list[str]) -> int:
+    """The total size of some files (local or any filesystem Beam knows)."""
+    return sum(m.size_in_bytes for m in FileSystems.match(paths)
+               for m in m.metadata_list) if paths else 0
+
+
 def partitions_for(paths: list[str]) -> int:
     """Partitions for some input files: one per BYTES_PER_PARTITION of input, at least 1."""
-    total = sum(m.size_in_bytes for m in FileSystems.match(paths)
-                for m in m.metadata_list) if paths else 0
-    return max(1, math.ceil(total / BYTES_PER_PARTITION))
+    return max(1, math.ceil(input_bytes(paths) / BYTES_PER_PARTITION))
 
 
 def arrow_schema(columns: Sequence[tuple[str, str]]) -> pa.Schema:

@@ -619,14 +619,10 @@ def local_runner_args(beam_args: list[str], paths: list[str]) -> list[str]:
     if any(a.startswith(("--direct_num_workers", "--direct_running_mode")) for a in beam_args):
         return beam_args
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if (cores or 1) > 1 and _input_bytes(paths) >= PARALLEL_INPUT_BYTES:
+    if (cores or 1) > 1 and file_shuffle.input_bytes(paths) >= PARALLEL_INPUT_BYTES:
         beam_args += ["--direct_running_mode=multi_processing",
                       f"--direct_num_workers={min(cores, len(paths) * 2, 8)}"]
     return beam_args
-
-
-def _input_bytes(paths: list[str]) -> int:
-    return sum(m.size_in_bytes for m in FileSystems.match(paths) for m in m.metadata_list)
 
 
 def _check_args(args: argparse.Namespace) -> None:
