@@ -85,3 +85,35 @@ def test_small_tables_read_by_one_hot_large_by_gather_same_values():
     assert not isinstance(small, tf.IndexedSlices) and isinstance(large, tf.IndexedSlices)
     np.testing.assert_allclose(ops.convert_to_numpy(small).sum(),
                                D * (D - 1) / 2 * ids["padding_mask"].sum(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("text_summary", ["conv", "mean"])
+def test_repeated_texts_are_summarised_once_with_the_same_values_and_gradients(text_summary):
+    keras.utils.set_random_seed(2)
+    spec = [{"name": "item", "kind": "text", "vocab_size": 30}]
+    layer = FieldEmbedding(spec, D, text_dim=E, text_summary=text_summary)
+    rows = random_ids(spec, [3], 3)["item"][0]  # three distinct token rows
+    # 2 x 5 events: the three rows repeated in another order, and two padded events
+    order = [[0, 1, 0, 2, 1], [2, 2, 0, -1, -1]]
+    ids = np.stack([[rows[i] if i >= 0 else np.zeros_like(rows[0]) for i in row]
+                    for row in order])
+    weights = tf.random.normal((2, 5, D), seed=3)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer({"item": ids}) * weights)
+    grads = tape.gradient(loss, layer.trainable_variables)
+    # The reference: every event through the layer on its own (nothing to share).
+    reference = np.zeros((2, 5, D), "float32")
+    want = [np.zeros(v.shape, "float32") for v in layer.trainable_variables]
+    for b in range(2):
+        for t in range(5):
+            with tf.GradientTape() as tape:
+                alone = layer({"item": ids[b:b + 1, t:t + 1]})[0, 0]
+                part = tf.reduce_sum(alone * weights[b, t])
+            reference[b, t] = alone.numpy()
+            for total, g in zip(want, tape.gradient(part, layer.trainable_variables),
+                                strict=True):
+                total += 0 if g is None else tf.convert_to_tensor(g).numpy()
+    np.testing.assert_allclose(layer({"item": ids}).numpy(), reference, atol=1e-6)
+    assert np.all(reference[1, 3:] == 0)
+    for got, expected in zip(grads, want, strict=True):
+        np.testing.assert_allclose(tf.convert_to_tensor(got).numpy(), expected, atol=1e-5)

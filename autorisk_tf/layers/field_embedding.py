@@ -168,21 +168,23 @@ class FieldEmbedding(keras.layers.Layer):
         return (ids[..., 0] if per_token(spec) else ids) != PAD_ID
 
     def _summarise_text(self, name, ids):
-        tokens = self._tables[name](ids)  # [B, T, L, E]
-        token_mask = ids != PAD_ID
+        # Each distinct token row of the batch is summarised once, then gathered back to its
+        # events: item names repeat across events (a simulated batch of 8,032 events holds
+        # 248 distinct ones) and every padded event is the same empty row.
+        shape = ops.shape(ids)
+        rows, index = ops.unique(ops.reshape(ids, (-1, shape[2])), sorted=False,
+                                 return_inverse=True, axis=0)
+        tokens = self._tables[name](rows)  # [U, L, E]
+        token_mask = rows != PAD_ID
         if name in self._text_convs:
-            shape = ops.shape(tokens)
-            flat = ops.reshape(tokens, (-1, shape[2], self.text_dim))
-            flat_mask = ops.reshape(token_mask, (-1, shape[2]))
-            flat = flat * ops.cast(flat_mask, flat.dtype)[..., None]
-            flat = self._text_convs[name](flat)
-            summary = masked_max(flat, flat_mask, axis=1)
-            summary = ops.reshape(summary, (shape[0], shape[1], self.text_dim))
+            tokens = tokens * ops.cast(token_mask, tokens.dtype)[..., None]
+            summary = masked_max(self._text_convs[name](tokens), token_mask, axis=1)
         else:
-            summary = masked_mean(tokens, token_mask, axis=2)
+            summary = masked_mean(tokens, token_mask, axis=1)
         if name in self._text_projections:
             summary = self._text_projections[name](summary)
-        return summary
+        summary = ops.take(summary, index, axis=0)
+        return ops.reshape(summary, (shape[0], shape[1], ops.shape(summary)[-1]))
 
     def _lookup(self, spec, ids):
         table = self._tables[spec["name"]]
