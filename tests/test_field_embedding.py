@@ -114,6 +114,8 @@ def test_repeated_texts_are_summarised_once_with_the_same_values_and_gradients(t
                                 strict=True):
                 total += 0 if g is None else tf.convert_to_tensor(g).numpy()
     np.testing.assert_allclose(layer({"item": ids}).numpy(), reference, atol=1e-6)
+    compiled = tf.function(lambda x: layer({"item": x}), jit_compile=True)  # XLA has Unique
+    np.testing.assert_allclose(compiled(ids).numpy(), reference, atol=1e-6)
     assert np.all(reference[1, 3:] == 0)
     for got, expected in zip(grads, want, strict=True):
         np.testing.assert_allclose(tf.convert_to_tensor(got).numpy(), expected, atol=1e-5)

@@ -206,7 +206,7 @@ def test_precision_and_xla_options_train(pretraining_data, tmp_path, overrides):
     import keras
 
     artifacts = Artifacts.load(f"{pretraining_data}/artifacts")
-    config = load_config(SMALL, {"training.steps": 3, "model.width": 16, "model.num_blocks": 1,
+    config = load_config(SMALL, {"training.steps": 2, "model.width": 16, "model.num_blocks": 1,
                                  "model.ffn_dim": 16, "model.text_dim": 8,
                                  "curriculum.quick_thought_start": 1, **overrides})
     policy = keras.config.dtype_policy().name

@@ -42,18 +42,11 @@ class PairConfig:
 
 
 def compact_events(ids: dict, keep: tf.Tensor) -> dict:
-    """Moves the kept events of each row to the front (order kept) and pads the rest.
-
-    The steps after the longest row's last kept event are cut off (at least one step is
-    kept), so the encoder does not run over columns that are padding in every row.
-    """
+    """Moves the kept events of each row to the front (order kept) and pads the rest."""
     steps = tf.shape(keep)[1]
     position = tf.range(steps)[None, :]
     order = tf.argsort(tf.where(keep, position, position + steps), axis=1, stable=True)
-    counts = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1, keepdims=True)
-    width = tf.maximum(tf.reduce_max(counts), 1)
-    order = order[:, :width]
-    new_mask = position[:, :width] < counts
+    new_mask = position < tf.reduce_sum(tf.cast(keep, tf.int32), axis=1, keepdims=True)
     out = {}
     for name, value in ids.items():
         if name == PADDING_MASK:
@@ -76,8 +69,8 @@ def split_pairs(ids: dict, config: PairConfig, seed: tf.Tensor) -> tuple[dict, d
         seed: int64 tensor [2]. Seed of the stateless random choices.
 
     Returns:
-        `(first, second)`: two id dicts; each row's events are split between them, in
-        order, left-aligned, padded to the longest half of the batch.
+        `(first, second)`: two id dicts of the same shapes; each row's events are split
+        between them, in order, left-aligned.
     """
     mask = tf.cast(ids[PADDING_MASK], tf.bool)
     steps = {name: v for name, v in ids.items()

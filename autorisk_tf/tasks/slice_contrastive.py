@@ -68,7 +68,7 @@ def sample_slices(ids: dict, config: SliceConfig, seed: tf.Tensor) -> dict:
 
     Returns:
         Id dict of B*K rows, user-major (row `b * K + k` is slice k of sequence b), each
-        slice left-aligned and padded to the longest slice of the batch.
+        slice left-aligned and padded to T.
     """
     mask = tf.cast(ids[PADDING_MASK], tf.bool)
     steps = {name: v for name, v in ids.items()
