@@ -1,10 +1,13 @@
 """Pre-training benchmark: throughput and time to a fixed masked-event loss.
 
-Two parts, every configuration in its own process, the Transformer baseline in the same run:
+Four parts, every configuration in its own process, the Transformer baseline in the same run:
 
 1. Throughput: the Pretrainer's masked-event train step (3 blocks, D=128, FFN 256, batch 8)
    on batches of exactly N events per sequence (ids drawn from the simulated data's
-   vocabularies) at N = 512, 2048, 4096: events/s and sequences/s (median step after warm-up).
+   vocabularies, texts from its distinct item names) at N = 512, 2048, 4096: events/s,
+   sequences/s (median step after warm-up) and the step in 4096x4096 matmuls measured in
+   the same run. `--baseline DIR` also times the library of an older checkout on the same
+   batches (`vs_baseline`: its step time over ours).
 2. Convergence: the same model trained on simulated users (max_len 512) until its smoothed
    masked-event training loss first reaches `--target_loss`; wall-clock seconds and steps.
 3. Multi-worker: two local worker processes (MultiWorkerMirroredStrategy over TF_CONFIG,
@@ -19,6 +22,7 @@ Two parts, every configuration in its own process, the Transformer baseline in t
   python benchmarks/train_bench.py [--lengths 512,2048,4096] [--target_loss 5.5]
       [--convergence_steps 400] [--precision float32] [--seeds 0,1,2]
       [--parts throughput,convergence,multi_worker,few_labels] [--note TEXT]
+      [--baseline /tmp/older-checkout]
 """
 
 import argparse
@@ -31,7 +35,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+# A `--baseline` child imports the library of another checkout (this script's code).
+sys.path.insert(0, os.environ.get("TRAIN_BENCH_LIBRARY", ROOT))
 
 MODEL = {"width": 128, "num_blocks": 3, "ffn_dim": 256, "num_heads": 4, "kernel_size": 7,
          "block_size": 64}
@@ -48,8 +53,30 @@ def _config(block_type, batch, steps, precision, seed=0):
                      "log_every": 10**6, "precision": precision}})
 
 
+def _text_rows(data, trainer, batches=20):
+    """Distinct token rows of each text field in the first training batches of `data`."""
+    import numpy as np
+
+    from autorisk_tf.data import pipeline
+
+    texts = [spec["name"] for spec in trainer.feature_specs if spec["kind"] == "text"]
+    rows = {name: [] for name in texts}
+    for batch in pipeline.id_batches(f"{data}/train/*.tfrecord", trainer.artifacts.schema,
+                                     trainer.preprocessor, trainer.config.input,
+                                     training=False).take(batches):
+        for name in texts:
+            ids = batch[name].numpy()
+            rows[name].append(ids[batch["padding_mask"].numpy().astype(bool)])
+    return {name: np.unique(np.concatenate(value), axis=0) for name, value in rows.items()}
+
+
 def throughput(data, block_type, length, batch, steps, precision):
-    """Median masked-event train step on [batch, length] synthetic id batches."""
+    """Median masked-event train step on [batch, length] synthetic id batches.
+
+    Categorical and numeric ids are drawn uniformly from their vocabularies; each event's
+    text is one of the distinct token rows of the data's first training batches, drawn
+    uniformly (item names repeat across events, as in real logs).
+    """
     import tempfile
 
     import numpy as np
@@ -63,22 +90,29 @@ def throughput(data, block_type, length, batch, steps, precision):
                          _config(block_type, batch, 10**6, precision), tempfile.mkdtemp())
     rng = np.random.default_rng(0)
     ids = {"padding_mask": np.ones((batch, length), bool)}
+    texts = _text_rows(data, trainer)
     for spec in trainer.feature_specs:
-        shape = (batch, length) + ((spec["max_tokens"],) if spec["kind"] == "text" else ())
-        ids[spec["name"]] = rng.integers(4, spec["vocab_size"], shape).astype("int32")
+        if spec["kind"] == "text":
+            pool = texts[spec["name"]]
+            ids[spec["name"]] = pool[rng.integers(0, len(pool), (batch, length))]
+        else:
+            ids[spec["name"]] = rng.integers(4, spec["vocab_size"], (batch, length))
+        ids[spec["name"]] = ids[spec["name"]].astype("int32")
     batches = pipeline.with_seeds(tf.data.Dataset.from_tensors(ids).repeat(), 0)
     examples = batches.map(trainer._examples)
     iterator = iter(trainer.strategy.experimental_distribute_dataset(examples))
-    step = trainer._make_step(False)
-    float(step(iterator, tf.constant(0.0))["loss"])  # trace and warm up
+    step = trainer._make_step(False, False)
+    off = tf.constant(0.0)
+    float(step(iterator, off, off)["loss"])  # trace and warm up
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        float(step(iterator, tf.constant(0.0))["loss"])
+        float(step(iterator, off, off)["loss"])
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
     return {"seconds": seconds, "events_per_s": batch * length / seconds,
-            "sequences_per_s": batch / seconds}
+            "sequences_per_s": batch / seconds,
+            "distinct_texts": {name: len(pool) for name, pool in texts.items()}}
 
 
 def convergence(data, block_type, batch, steps, target, precision):
@@ -185,10 +219,23 @@ def _prepare(work_dir):
     return data
 
 
-def _child(args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
-                         cwd=ROOT, env=env)
+def _matmul_gflops():
+    """GFLOP/s of a float32 4096x4096 matmul on this machine now (`encoder_bench`'s)."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from encoder_bench import matmul_gflops
+
+    return matmul_gflops()
+
+
+def _in_matmuls(seconds, gflops):
+    """`seconds` as a number of 4096x4096 matmuls at `gflops`."""
+    return round(seconds / (2 * 4096**3 / gflops / 1e9), 2)
+
+
+def _child(args, library=ROOT):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TRAIN_BENCH_LIBRARY": library}
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), *args],
+                         capture_output=True, text=True, cwd=library, env=env)
     if out.returncode:
         return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -213,6 +260,10 @@ def main():
                         help="parts to run; the others' rows are kept from --json")
     parser.add_argument("--work_dir", default=os.path.join(ROOT, "bench_out"))
     parser.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "train_bench.json"))
+    parser.add_argument("--baseline", default=None,
+                        help="another checkout (a git worktree of an older commit): its "
+                             "library's throughput rows run in the same invocation, and "
+                             "`vs_baseline` is its step time over ours")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -245,9 +296,22 @@ def main():
         for row in rows:  # files from before rows carried their own time
             row.setdefault("measured", earlier.get("time_of_run"))
     kept = len(rows)
+    if "throughput" in parts:
+        gflops = _matmul_gflops()  # the yardstick, measured next to the steps
     for length in [int(n) for n in args.lengths.split(",")] if "throughput" in parts else []:
         for block_type in BLOCK_TYPES:
-            result = _child(["--worker", "throughput", data, block_type, str(length), *common])
+            command = ["--worker", "throughput", data, block_type, str(length), *common]
+            result = _child(command)
+            if "seconds" in result:
+                result["step_in_matmuls"] = _in_matmuls(result["seconds"], gflops)
+                result["matmul_gflops"] = round(gflops, 1)
+            if args.baseline and "seconds" in result:
+                old = _child(command, os.path.abspath(args.baseline))
+                if "seconds" in old:
+                    result["baseline_seconds"] = old["seconds"]
+                    result["vs_baseline"] = round(old["seconds"] / result["seconds"], 2)
+                else:
+                    result["baseline_error"] = old.get("error")
             rows.append({"part": "throughput", "model": block_type, "length": length, **result})
             print(json.dumps(rows[-1]), flush=True)
     for block_type in BLOCK_TYPES if "convergence" in parts else []:
@@ -257,14 +321,10 @@ def main():
         print(json.dumps(rows[-1]), flush=True)
 
     if "multi_worker" in parts:
-        sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-        from encoder_bench import matmul_gflops
-
-        gflops = matmul_gflops()  # the yardstick, measured next to the steps
+        gflops = _matmul_gflops()  # the yardstick, measured next to the steps
         try:
             result = multi_worker(data, args.work_dir, args.multi_worker_steps)
-            result["step_in_matmuls"] = round(
-                result["step_seconds"] / (2 * 4096**3 / gflops / 1e9), 2)
+            result["step_in_matmuls"] = _in_matmuls(result["step_seconds"], gflops)
         except RuntimeError as e:
             result = {"error": str(e)}
         result["matmul_gflops"] = round(gflops, 1)
@@ -279,19 +339,23 @@ def main():
             rows.append({"part": "few_labels", "seed": seed, **result})
         print(json.dumps(result), flush=True)
 
-    print("\n| length | model | step s | events/s | sequences/s | speed-up vs Transformer |")
-    print("|---:|---|---:|---:|---:|---:|")
+    print("\n| length | model | step s | step in matmuls | events/s | sequences/s | "
+          "speed-up vs Transformer | baseline step s | vs baseline |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         if row["part"] != "throughput":
             continue
         base = next(r for r in rows if r["part"] == "throughput"
                     and r["model"] == "transformer" and r["length"] == row["length"])
         if "error" in row:
-            print(f"| {row['length']} | {row['model']} | {row['error']} | | | |")
+            print(f"| {row['length']} | {row['model']} | {row['error']} | | | | | | |")
             continue
         ratio = (f"{base['seconds'] / row['seconds']:.2f}" if "seconds" in base else "")
         print(f"| {row['length']} | {row['model']} | {row['seconds']:.3f} | "
-              f"{row['events_per_s']:,.0f} | {row['sequences_per_s']:.1f} | {ratio} |")
+              f"{row.get('step_in_matmuls', '')} | {row['events_per_s']:,.0f} | "
+              f"{row['sequences_per_s']:.1f} | {ratio} | "
+              f"{row.get('baseline_seconds', 0) and round(row['baseline_seconds'], 3) or ''} | "
+              f"{row.get('vs_baseline', '')} |")
     print(f"\n| model | steps to loss {args.target_loss} | seconds to loss | "
           f"smoothed loss after {args.convergence_steps} steps | seconds for all steps |")
     print("|---|---:|---:|---:|---:|")
