@@ -132,7 +132,7 @@ def _final_weights(model_dir):
 def test_killed_run_resumes_from_its_last_checkpoint(pretraining_data, tmp_path):
     # Dropout on: the restored run must also draw the same dropout masks as the straight one.
     extra = ["--checkpoint_every", "4", "--set", "model.dropout=0.2"]
-    _train(pretraining_data, tmp_path / "straight", steps=12, extra=extra)
+    _train_in_process(pretraining_data, tmp_path / "straight", steps=12, extra=extra)
     process = _train(pretraining_data, tmp_path / "killed", steps=12, extra=extra, wait=False)
     checkpoints = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 300
@@ -181,7 +181,8 @@ def test_two_workers_match_a_single_worker(pretraining_data, tmp_path):
         np.testing.assert_array_equal(value, other[name], err_msg=name)
     for a, b in zip(single, multi, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
-    initial = _final_weights_at_init(pretraining_data, tmp_path)
+    _train_in_process(pretraining_data, tmp_path / "zero", steps=0, extra=extra)
+    initial = _final_weights(tmp_path / "zero")
     moved = max(np.abs(a - b).max() for a, b in zip(single, initial, strict=True))
     assert moved > 1e-3  # the steps moved the weights well past the tolerance above
 
@@ -194,9 +195,19 @@ def _checkpoint_values(directory):
             if "save_counter" not in name}
 
 
-def _final_weights_at_init(data, tmp_path):
-    _train(data, tmp_path / "zero", steps=0)
-    return _final_weights(tmp_path / "zero")
+def _train_in_process(data, model_dir, steps, extra=()):
+    """What `_train(data, model_dir, steps, extra)` does, in this process (no TF start-up)."""
+    import yaml
+
+    sets = [*TINY, *extra]
+    overrides = {key: yaml.safe_load(value) for key, value in (
+        item.split("=", 1) for flag, item in zip(sets, sets[1:], strict=False)
+        if flag == "--set")}
+    if "--checkpoint_every" in sets:
+        overrides["training.checkpoint_every"] = int(sets[sets.index("--checkpoint_every") + 1])
+    config = load_config(None, {**overrides, "input.batch_size": 8, "training.steps": steps})
+    Pretrainer(Artifacts.load(f"{data}/artifacts"), config, str(model_dir)).fit(
+        f"{data}/train/*.tfrecord", verbose=0)
 
 
 # mixed_float16 trains in test_loss_scaling_halves_the_scale_and_skips_an_overflowing_step.
