@@ -169,8 +169,8 @@ class FieldEmbedding(keras.layers.Layer):
 
     def _summarise_text(self, name, ids):
         # Each distinct token row of the batch is summarised once, then gathered back to its
-        # events: item names repeat across events (a simulated batch of 8,032 events holds
-        # 248 distinct ones) and every padded event is the same empty row.
+        # events: item names repeat across events, and every padded event is the same empty
+        # row (`benchmarks/train_bench.py` measures the step with and without this).
         shape = ops.shape(ids)
         rows, index = ops.unique(ops.reshape(ids, (-1, shape[2])), sorted=False,
                                  return_inverse=True, axis=0)
