@@ -29,6 +29,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -260,6 +261,9 @@ def main(argv=None) -> int:
         lr_runs, gbdt_runs, encoders = [], [], {}
         for seed in seeds:
             model_dir = os.path.join(folder, f"run_seed{seed}")
+            # Every run trains from scratch: a folder left by an earlier run would otherwise
+            # be resumed from its checkpoint (and a finished one not trained at all).
+            shutil.rmtree(model_dir, ignore_errors=True)
             trainer = Pretrainer(artifacts, load_config(args.config, {
                 **overrides, "input.seed": seed}), model_dir)
             tic = time.time()
