@@ -110,17 +110,22 @@ class Finetuner:
         train_split: str. Split of the training users.
         batch_size: int. Sequences per batch.
         learning_rate: float. Adam learning rate.
+        probe: bool. Start each pre-trained run's head from a logistic regression on the
+            encoder's embeddings of its training users (`finetune.probe_head`: linear
+            probing, then fine-tuning); runs from scratch, whose embeddings carry nothing
+            to probe, start from the head's initial weights either way.
     """
 
     def __init__(self, embedder, data: str, schema, label: str,
                  test_keys: Sequence[str] | None = None, test_split: str = "test",
                  train_split: str = "train", batch_size: int = 32,
-                 learning_rate: float = 1e-3):
+                 learning_rate: float = 1e-3, probe: bool = True):
         from autorisk_tf.data import fileio
         from autorisk_tf.finetune import SequenceClassifier, compile_classifier, labelled_batches
 
         self._embedder, self._schema, self._label = embedder, schema, label
         self._batch_size, self._learning_rate = batch_size, learning_rate
+        self._probe = probe
         self._train = fileio.join(data, train_split, "*.tfrecord")
         self._batches = labelled_batches
         self.model = SequenceClassifier(copy_embedder(embedder, True, 0), None,
@@ -148,6 +153,8 @@ class Finetuner:
         """
         import keras
 
+        from autorisk_tf.finetune import probe_head
+
         start = copy_embedder(self._embedder, pretrained, seed)
         self.model.embedder.set_weights(start.get_weights())
         for variable, value in zip(self.model.head.weights + self.model.norm.weights,
@@ -156,6 +163,10 @@ class Finetuner:
         for variable in self.model.optimizer.variables:  # iterations, moments, learning rate
             variable.assign(np.zeros(variable.shape, variable.dtype))
         self.model.optimizer.learning_rate = self._learning_rate
+        if self._probe and pretrained:
+            probe_head(self.model, self._batches(
+                self._train, self._schema, self._label, None, self._batch_size, False, seed,
+                keys=list(train_keys)))
         keras.utils.set_random_seed(seed)
         train = self._batches(self._train, self._schema, self._label, None, self._batch_size,
                               True, seed, keys=list(train_keys))

@@ -134,7 +134,7 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
              max_train_labels: int | None = None, seed: int = 0, verbose: int = 1,
              train_keys: list[str] | None = None, valid_keys: list[str] | None = None,
              train_split: str = "train", valid_split: str = "valid",
-             validation_freq: int = 1) -> tuple[SequenceClassifier, dict]:
+             validation_freq: int = 1, probe: bool = False) -> tuple[SequenceClassifier, dict]:
     """Trains a classifier head (and the encoder unless frozen) on one label.
 
     Args:
@@ -155,6 +155,9 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
         valid_split: str. Split validated on. Defaults to `valid`.
         validation_freq: int. Validate every this many epochs (and after the last).
             Defaults to 1.
+        probe: bool. Start the head from a logistic regression on the encoder's embeddings
+            of the training rows (`probe_head`; linear probing, then fine-tuning), not from
+            random weights. Defaults to False.
 
     Returns:
         `(classifier, metrics)` with `valid_auc` (macro one-vs-rest for categorical labels)
@@ -172,6 +175,9 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
                                   max_train_labels, train_keys)
     valid_data = labelled_batches(valid, schema, label, classes, batch_size, False, seed,
                                   keys=valid_keys)
+    if probe:
+        probe_head(model, labelled_batches(train, schema, label, classes, batch_size, False,
+                                           seed, max_train_labels, train_keys))
     compile_classifier(model, learning_rate)
     history = model.fit(train_data, validation_data=valid_data, epochs=epochs, verbose=verbose,
                         validation_freq=[e for e in range(1, epochs + 1)
@@ -180,6 +186,54 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
     return model, {"valid_auc": float(history.history["val_auc"][-1]),
                    "valid_auc_by_epoch": [float(v) for v in history.history["val_auc"]],
                    "train_labels": count}
+
+
+def probe_head(model: SequenceClassifier, batches, c: float = 0.1) -> None:
+    """Sets a classifier's head to a logistic regression on the frozen embeddings.
+
+    The first step of linear probing then fine-tuning (LP-FT; Kumar et al., "Fine-Tuning
+    can Distort Pretrained Features and Underperform Out-of-Distribution", ICLR 2022): with
+    a random head, the first fine-tuning steps send large, arbitrary gradients into a
+    pre-trained encoder before the head is any good. Resets the layer norm to identity (its
+    initial weights) and fits the head with scikit-learn on the normalised embeddings,
+    dropout off: a binary regression for a sigmoid head, a multinomial one for a softmax
+    head (classes missing from the rows keep zero weights and a large negative bias).
+
+    Args:
+        model: SequenceClassifier. A built classifier.
+        batches: tf.data.Dataset. `(raw inputs, label)` batches of the training rows: label
+            [b, 1] float for a binary head, [b] class indices for a categorical one.
+        c: float. Inverse L2 strength of the regression. Defaults to 0.1.
+    """
+    import numpy as np
+
+    from autorisk_tf.evaluate import logistic_regression
+
+    model.norm.gamma.assign(np.ones(model.norm.gamma.shape, "float32"))
+    model.norm.beta.assign(np.zeros(model.norm.beta.shape, "float32"))
+    xs, ys = [], []
+    for inputs, y in batches:
+        embedding = model.embedder(inputs, training=False)["embedding"]
+        xs.append(np.asarray(model.norm(keras.ops.cast(embedding, "float32"))))
+        ys.append(np.asarray(y).reshape(-1).astype(int))
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    outputs = model.head.kernel.shape[1]
+    kernel = np.zeros((x.shape[1], outputs), "float32")
+    bias = np.zeros(outputs, "float32")
+    seen = np.unique(y)
+    if len(seen) > 1:
+        regression = logistic_regression(c, standardise=False).fit(x, y)
+        if outputs == 1:
+            kernel[:, 0], bias[0] = regression.coef_[0], regression.intercept_[0]
+        else:
+            bias[:] = -1e4
+            if len(seen) == 2:  # one coefficient vector: the log-odds of the second class
+                kernel[:, seen[1]], bias[seen] = regression.coef_[0], [0.0, regression.
+                                                                        intercept_[0]]
+            else:
+                kernel[:, seen], bias[seen] = regression.coef_.T, regression.intercept_
+    model.head.kernel.assign(kernel)
+    model.head.bias.assign(bias)
 
 
 def compile_classifier(model: SequenceClassifier, learning_rate: float) -> None:
@@ -221,6 +275,9 @@ def define_flags() -> None:
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
     flags.DEFINE_bool("freeze_encoder", False, "Train the head only.")
     flags.DEFINE_bool("from_scratch", False, "Re-initialise the encoder (supervised baseline).")
+    flags.DEFINE_bool("probe_head", True, "Start the head from a logistic regression on the "
+                      "pre-trained embeddings, then fine-tune (LP-FT); off with "
+                      "--from_scratch.")
     flags.DEFINE_integer("max_train_labels", None, "Use only the first N labelled sequences.")
     flags.DEFINE_integer("seed", 0, "Seed of weights and shuffling.")
 
@@ -247,7 +304,8 @@ def main(argv) -> None:
         embedder = copy_embedder(embedder, pretrained=False, seed=FLAGS.seed)
     model, metrics = finetune(embedder, FLAGS.data, schema, FLAGS.label, FLAGS.epochs,
                               FLAGS.batch_size, FLAGS.learning_rate, FLAGS.freeze_encoder,
-                              FLAGS.max_train_labels, FLAGS.seed)
+                              FLAGS.max_train_labels, FLAGS.seed,
+                              probe=FLAGS.probe_head and not FLAGS.from_scratch)
     tf.io.gfile.makedirs(FLAGS.output_dir)
     model.save(fileio.join(FLAGS.output_dir, "classifier.keras"))
     fileio.write_text(fileio.join(FLAGS.output_dir, "metrics.json"),

@@ -2,7 +2,8 @@
 
   python benchmarks/real_data_bench.py [--tasks country_non_uk,bought_after,bought_again]
       [--seeds 0,1,2] [--config autorisk_tf/configs/real.yaml] [--set section.key=value]
-      [--finetune_labels 100,300,1000,all] [--finetune_seeds 0] [--data_root ../shared/data]
+      [--finetune_labels 100,300,1000,all] [--finetune_seeds 0] [--finetune_draws 3]
+      [--data_root ../shared/data]
 
 Per task (`../shared/data/README.md`), with the project's own commands' code:
 
@@ -15,8 +16,10 @@ Per task (`../shared/data/README.md`), with the project's own commands' code:
 4. ours, for each pre-training seed: embeddings + LR; embeddings + hand-made features with
    GBDT (the lift over GBDT on the features alone, out-of-fold scores, bootstrap 95%
    interval); the wall time of the pre-training;
-5. fine-tuning the pre-trained encoder against the same encoder from scratch with 100, 300,
-   1,000 and all labels of the training folds, AUC on held-out fold 0.
+5. fine-tuning the pre-trained encoder (its head first fitted by logistic regression on
+   the embeddings: linear probing, then fine-tuning) against the same encoder from
+   scratch with 100, 300, 1,000 and all labels of the training folds, AUC on held-out
+   fold 0, mean over 3 seeded label draws.
 
 AUC is the mean over 5 stratified folds (`random_state=0`) of the labelled customers.
 Prints a table and writes `benchmarks/real_data_bench.json` (rows of earlier runs for other
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import shutil
@@ -188,6 +192,9 @@ def main(argv=None) -> int:
                         help="Label counts of the fine-tuning comparison; empty skips it.")
     parser.add_argument("--finetune_seeds", default="0",
                         help="Pre-training seeds whose encoders are fine-tuned.")
+    parser.add_argument("--finetune_draws", type=int, default=3,
+                        help="Label draws per label count (seeds 0..N-1 of the draw, the "
+                             "new weights and the shuffling); each row is their mean.")
     parser.add_argument("--finetune_epochs", type=int, default=0,
                         help="0: enough epochs for about 300 steps, between 3 and 30.")
     parser.add_argument("--data_root", default=os.path.join(ROOT, "..", "shared", "data"))
@@ -298,7 +305,7 @@ def main(argv=None) -> int:
         if sizes:
             rows.extend(finetune_rows(task, data, artifacts.schema, spec["label"], keys, y,
                                       {s: encoders[s] for s in finetune_seeds if s in encoders},
-                                      sizes, args.finetune_epochs))
+                                      sizes, args.finetune_epochs, args.finetune_draws))
         for row in rows:
             row["measured"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
             row["config"] = config.to_dict()
@@ -323,10 +330,13 @@ def main(argv=None) -> int:
     return 0
 
 
-def finetune_rows(task, data, schema, label, keys, y, encoders, sizes, epochs) -> list[dict]:
+def finetune_rows(task, data, schema, label, keys, y, encoders, sizes, epochs,
+                  draws) -> list[dict]:
     """Pre-trained encoder fine-tuned vs the same encoder from scratch, by label count.
 
-    Training labels are drawn (stratified, seed 0) from folds 1-4; AUC on fold 0.
+    Training labels are drawn (stratified, seeds 0 to draws-1) from folds 1-4; AUC on fold
+    0. A pre-trained run starts its head from a logistic regression on the embeddings
+    (`few_labels.Finetuner`'s linear probe); a run from scratch from random weights.
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -338,17 +348,17 @@ def finetune_rows(task, data, schema, label, keys, y, encoders, sizes, epochs) -
                for seed, embedder in encoders.items()}
     rows = []
     for size in sizes:
-        chosen = few_labels.draw_labels(train_idx, y, size, seed=0)
-        n = len(chosen)
+        chosen = {d: few_labels.draw_labels(train_idx, y, size, seed=d) for d in range(draws)}
+        n = len(chosen[0])
         run_epochs = epochs or few_labels.finetune_epochs(n, steps=300)
         for start in ("pretrained", "scratch"):
             runs = []
-            for seed, runner in runners.items():
+            for (seed, runner), draw in itertools.product(runners.items(), range(draws)):
                 tic = time.time()
-                auc = runner.auc(start == "pretrained", [keys[i] for i in chosen], run_epochs,
-                                 seed)
-                runs.append({"seed": seed, "auc": round(auc, 4), "epochs": run_epochs,
-                             "seconds": round(time.time() - tic, 1)})
+                auc = runner.auc(start == "pretrained", [keys[i] for i in chosen[draw]],
+                                 run_epochs, draw)
+                runs.append({"seed": seed, "draw": draw, "auc": round(auc, 4),
+                             "epochs": run_epochs, "seconds": round(time.time() - tic, 1)})
             row = _summary(task, f"finetune_{start}_{size}", runs, labels=n)
             print(f"  fine-tune {start:<10} {size:>5} labels ({run_epochs} epochs): AUC "
                   f"{row['auc']:.4f}", flush=True)

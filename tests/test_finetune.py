@@ -78,3 +78,61 @@ def test_keys_restrict_training_and_validation_rows(pretrained, pretraining_data
     assert metrics["train_labels"] == 60
     assert len(metrics["valid_auc_by_epoch"]) == 1  # validated after the last epoch only
     assert 0.0 <= metrics["valid_auc"] <= 1.0
+
+
+def _normed_embeddings(model, batches):
+    xs, ys = [], []
+    for inputs, y in batches:
+        embedding = model.embedder(inputs, training=False)["embedding"]
+        xs.append(np.asarray(model.norm(keras.ops.cast(embedding, "float32"))))
+        ys.append(np.asarray(y).reshape(-1))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+@pytest.mark.parametrize("label", ["is_risk", "profile"])
+def test_probed_head_is_the_logistic_regression_of_the_embeddings(label, pretrained,
+                                                                   pretraining_data):
+    from sklearn.metrics import roc_auc_score
+
+    from autorisk_tf.evaluate import logistic_regression
+    from autorisk_tf.finetune import (
+        SequenceClassifier,
+        class_names,
+        labelled_batches,
+        probe_head,
+    )
+
+    trainer, _ = pretrained
+    schema = trainer.artifacts.schema
+    train = f"{pretraining_data}/train/*.tfrecord"
+    classes = class_names(train, schema, label) if label == "profile" else None
+    model = SequenceClassifier(_copy(trainer.embedder()), classes)
+    model.build()
+    batches = labelled_batches(train, schema, label, classes, 64, False, 0, max_labels=300)
+    probe_head(model, batches)
+    x, y = _normed_embeddings(model, batches)
+    expected = logistic_regression(0.1, standardise=False).fit(x, y).predict_proba(x)
+    got = np.concatenate([np.asarray(model(inputs, training=False)) for inputs, _ in batches])
+    if classes is None:
+        np.testing.assert_allclose(got[:, 0], expected[:, 1], atol=1e-4)
+        valid = labelled_batches(f"{pretraining_data}/valid/*.tfrecord", schema, label, None,
+                                 64, False, 0)
+        scores = np.concatenate([np.asarray(model(i, training=False))[:, 0] for i, _ in valid])
+        truth = np.concatenate([np.asarray(t)[:, 0] for _, t in valid])
+        assert roc_auc_score(truth, scores) > 0.8  # a useful head before any fine-tuning
+    else:
+        seen = np.unique(y).astype(int)
+        np.testing.assert_allclose(got[:, seen], expected, atol=1e-4)
+        np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_probe_starts_fine_tuning_from_the_regression(pretrained, pretraining_data):
+    trainer, _ = pretrained
+    options = {"epochs": 1, "learning_rate": 0.0, "max_train_labels": 300, "verbose": 0}
+    _, probed = finetune(_copy(trainer.embedder()), pretraining_data,
+                         trainer.artifacts.schema, "is_risk", probe=True, **options)
+    _, random = finetune(_copy(trainer.embedder()), pretraining_data,
+                         trainer.artifacts.schema, "is_risk", **options)
+    # with a zero learning rate the validation AUC is that of the starting head
+    assert probed["valid_auc"] > 0.8 and probed["valid_auc"] > random["valid_auc"] + 0.05, (
+        probed, random)
