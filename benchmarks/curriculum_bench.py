@@ -6,7 +6,12 @@ masked field against its majority class, the quick-thought accuracy against chan
 5-fold cross-validated AUC of a logistic regression on the embeddings of all users for
 `is_risk` and `takeover`; the same encoder with random weights is the baseline row.
 
-  python benchmarks/curriculum_bench.py [--work_dir bench_out]
+  python benchmarks/curriculum_bench.py [--work_dir bench_out] [--schedules NAME,...]
+      [--seeds 0,1,2]
+
+`--schedules` runs only the named schedules (their rows replace those in the JSON; the other
+rows are kept); with several `--seeds` (`input.seed`: initial weights, batches, masks) a row
+holds the mean of each figure and every seed's run.
 """
 
 import argparse
@@ -45,6 +50,15 @@ SCHEDULES = {
     "quick thought subsets from 50": {"curriculum.quick_thought_start": 50,
                                       "curriculum.quick_thought_weight": 1.0,
                                       "quick_thought.split": "subsets"},
+    # The tasks and pooling chosen on real data (autorisk_tf/configs/real.yaml).
+    "real.yaml's tasks: masked events with time targets, bag of ids, inputs pooling": {
+        "curriculum.quick_thought_start": None, "masked_event.mask_time_features": True,
+        "curriculum.bag_of_ids_weight": 1.0,
+        "model.pooling": ["mean", "attention", "last", "inputs"]},
+    "real.yaml's tasks, 800 steps": {
+        "curriculum.quick_thought_start": None, "masked_event.mask_time_features": True,
+        "curriculum.bag_of_ids_weight": 1.0,
+        "model.pooling": ["mean", "attention", "last", "inputs"], "training.steps": 800},
 }
 COMMON = {"curriculum.quick_thought_ramp": 50}
 
@@ -80,8 +94,16 @@ def main():
     parser.add_argument("--work_dir", default=os.path.join(ROOT, "bench_out"))
     parser.add_argument("--json", default=os.path.join(ROOT, "benchmarks",
                                                        "curriculum_bench.json"))
+    parser.add_argument("--schedules", default="",
+                        help="Comma-separated schedule names to run (default: all).")
+    parser.add_argument("--seeds", default="0", help="Comma-separated `input.seed` values.")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    chosen = [n.strip() for n in args.schedules.split(",") if n.strip()] or list(SCHEDULES)
+    unknown = [n for n in chosen if n not in SCHEDULES]
+    if unknown:
+        sys.exit(f"error: unknown schedule(s) {unknown}; known: {list(SCHEDULES)}")
+    seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
     if args.worker:
         print(json.dumps(worker(args.worker[0], json.loads(args.worker[1]))))
         return
@@ -97,14 +119,20 @@ def main():
                         "--labels", f"{raw}/labels.csv", "--output_dir", data,
                         "--max_len", "256"])
     rows = []
-    for name, overrides in SCHEDULES.items():
-        out = subprocess.run([sys.executable, __file__, "--worker", data,
-                              json.dumps(overrides)], capture_output=True, text=True, cwd=ROOT,
-                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        if out.returncode:
-            sys.exit(f"{name} failed:\n{out.stderr[-3000:]}")
-        rows.append({"schedule": name, "overrides": overrides,
-                     **json.loads(out.stdout.strip().splitlines()[-1])})
+    for name in chosen:
+        runs = []
+        for seed in seeds:
+            overrides = {**SCHEDULES[name], "input.seed": seed}
+            out = subprocess.run([sys.executable, __file__, "--worker", data,
+                                  json.dumps(overrides)], capture_output=True, text=True,
+                                 cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+            if out.returncode:
+                sys.exit(f"{name} failed:\n{out.stderr[-3000:]}")
+            runs.append({"seed": seed, **json.loads(out.stdout.strip().splitlines()[-1])})
+        means = {key: float(sum(run[key] for run in runs) / len(runs)) for key in runs[0]
+                 if key != "seed"}
+        rows.append({"schedule": name, "overrides": SCHEDULES[name], **means,
+                     **({"runs": runs} if len(runs) > 1 else {})})
         print(json.dumps(rows[-1]), flush=True)
     print("\n| schedule | is_risk AUC | takeover AUC | quick-thought accuracy (chance) | "
           "masked event_type accuracy (majority) | masked pay_method accuracy (majority) |")
@@ -114,9 +142,17 @@ def main():
               f"{r['qt/accuracy']:.2f} ({r['qt/chance']:.2f}) | "
               f"{r['mlm/event_type/accuracy']:.3f} ({r['mlm/event_type/majority']:.3f}) | "
               f"{r['mlm/pay_method/accuracy']:.3f} ({r['mlm/pay_method/majority']:.3f}) |")
+    measured = time.strftime("%Y-%m-%dT%H:%M:%S")
+    for row in rows:
+        row["time_of_run"] = measured
+    kept = []
+    if os.path.exists(args.json):
+        with open(args.json) as f:
+            earlier = json.load(f)
+        kept = [{"time_of_run": earlier.get("time_of_run"), **row}
+                for row in earlier["rows"] if row["schedule"] not in chosen]
     with open(args.json, "w") as f:
-        json.dump({"rows": rows, "time_of_run": time.strftime("%Y-%m-%dT%H:%M:%S")}, f,
-                  indent=1)
+        json.dump({"rows": kept + rows}, f, indent=1)
     print(f"wrote {args.json}")
 
 
