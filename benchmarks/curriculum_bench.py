@@ -6,12 +6,12 @@ masked field against its majority class, the quick-thought accuracy against chan
 5-fold cross-validated AUC of a logistic regression on the embeddings of all users for
 `is_risk` and `takeover`; the same encoder with random weights is the baseline row.
 
-  python benchmarks/curriculum_bench.py [--work_dir bench_out] [--schedules NAME,...]
+  python benchmarks/curriculum_bench.py [--work_dir bench_out] [--schedule NAME ...]
       [--seeds 0,1,2]
 
-`--schedules` runs only the named schedules (their rows replace those in the JSON; the other
-rows are kept); with several `--seeds` (`input.seed`: initial weights, batches, masks) a row
-holds the mean of each figure and every seed's run.
+`--schedule` (repeatable) runs only the named schedules (their rows replace those in the
+JSON; the other rows are kept); with several `--seeds` (`input.seed`: initial weights,
+batches, masks) a row holds the mean of each figure and every seed's run.
 """
 
 import argparse
@@ -94,12 +94,12 @@ def main():
     parser.add_argument("--work_dir", default=os.path.join(ROOT, "bench_out"))
     parser.add_argument("--json", default=os.path.join(ROOT, "benchmarks",
                                                        "curriculum_bench.json"))
-    parser.add_argument("--schedules", default="",
-                        help="Comma-separated schedule names to run (default: all).")
+    parser.add_argument("--schedule", action="append", default=[],
+                        help="A schedule to run, by name; repeatable (default: all).")
     parser.add_argument("--seeds", default="0", help="Comma-separated `input.seed` values.")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    chosen = [n.strip() for n in args.schedules.split(",") if n.strip()] or list(SCHEDULES)
+    chosen = args.schedule or list(SCHEDULES)
     unknown = [n for n in chosen if n not in SCHEDULES]
     if unknown:
         sys.exit(f"error: unknown schedule(s) {unknown}; known: {list(SCHEDULES)}")
