@@ -55,6 +55,11 @@ SCHEDULES = {
         "curriculum.quick_thought_start": None, "masked_event.mask_time_features": True,
         "curriculum.bag_of_ids_weight": 1.0,
         "model.pooling": ["mean", "attention", "last", "inputs"]},
+    # One of real.yaml's changes at a time, on top of the default schedule.
+    "default + bag of ids": {"curriculum.bag_of_ids_weight": 1.0},
+    "default + masked time features": {"masked_event.mask_time_features": True},
+    "default + inputs and last pooling": {
+        "model.pooling": ["mean", "attention", "last", "inputs"]},
     "real.yaml's tasks, 800 steps": {
         "curriculum.quick_thought_start": None, "masked_event.mask_time_features": True,
         "curriculum.bag_of_ids_weight": 1.0,
