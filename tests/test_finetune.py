@@ -65,19 +65,34 @@ def test_unknown_label_is_a_clear_error(pretrained, pretraining_data, tmp_path):
     assert "encoder.keras not found" in out.stderr.splitlines()[-1]
 
 
-def test_keys_restrict_training_and_validation_rows(pretrained, pretraining_data):
+def test_keys_restrict_training_and_validation_rows_and_the_probe_starts_the_head(
+        pretrained, pretraining_data):
+    from sklearn.metrics import roc_auc_score
+
     from autorisk_tf.data import reader
+    from autorisk_tf.evaluate import logistic_regression
+    from autorisk_tf.finetune import labelled_batches
 
     trainer, _ = pretrained
-    keys = [ex["key"] for ex in reader.read_sequences(f"{pretraining_data}/train/*.tfrecord",
-                                                      trainer.artifacts.schema)]
-    train_keys, valid_keys = keys[:60], keys[60:160]
-    _, metrics = finetune(_copy(trainer.embedder()), pretraining_data, trainer.artifacts.schema,
-                          "is_risk", epochs=3, verbose=0, train_keys=train_keys,
-                          valid_keys=valid_keys, valid_split="train", validation_freq=3)
-    assert metrics["train_labels"] == 60
+    schema = trainer.artifacts.schema
+    train = f"{pretraining_data}/train/*.tfrecord"
+    keys = [ex["key"] for ex in reader.read_sequences(train, schema)]
+    train_keys, valid_keys = keys[:200], keys[200:500]
+    # a zero learning rate keeps the starting weights: the validation AUC is the probe's
+    model, metrics = finetune(_copy(trainer.embedder()), pretraining_data, schema, "is_risk",
+                              epochs=3, learning_rate=0.0, verbose=0, train_keys=train_keys,
+                              valid_keys=valid_keys, valid_split="train", validation_freq=3,
+                              probe=True)
+    assert metrics["train_labels"] == 200
     assert len(metrics["valid_auc_by_epoch"]) == 1  # validated after the last epoch only
-    assert 0.0 <= metrics["valid_auc"] <= 1.0
+    train_x, train_y = _normed_embeddings(model, labelled_batches(
+        train, schema, "is_risk", None, 64, False, 0, keys=train_keys))
+    valid_x, valid_y = _normed_embeddings(model, labelled_batches(
+        train, schema, "is_risk", None, 64, False, 0, keys=valid_keys))
+    regression = logistic_regression(0.1, standardise=False).fit(train_x, train_y)
+    expected = roc_auc_score(valid_y, regression.predict_proba(valid_x)[:, 1])
+    assert expected > 0.75
+    assert abs(metrics["valid_auc"] - expected) < 0.01, (metrics, expected)
 
 
 def _normed_embeddings(model, batches):
@@ -124,25 +139,3 @@ def test_probed_head_is_the_logistic_regression_of_the_embeddings(label, pretrai
         seen = np.unique(y).astype(int)
         np.testing.assert_allclose(got[:, seen], expected, atol=1e-4)
         np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
-
-
-def test_probe_starts_fine_tuning_from_the_regression(pretrained, pretraining_data):
-    from sklearn.metrics import roc_auc_score
-
-    from autorisk_tf.evaluate import logistic_regression
-    from autorisk_tf.finetune import labelled_batches
-
-    trainer, _ = pretrained
-    schema = trainer.artifacts.schema
-    # a zero learning rate keeps the starting weights: the validation AUC is the probe's
-    model, metrics = finetune(_copy(trainer.embedder()), pretraining_data, schema, "is_risk",
-                              epochs=1, learning_rate=0.0, max_train_labels=300, verbose=0,
-                              probe=True)
-    train_x, train_y = _normed_embeddings(model, labelled_batches(
-        f"{pretraining_data}/train/*.tfrecord", schema, "is_risk", None, 64, False, 0, 300))
-    valid_x, valid_y = _normed_embeddings(model, labelled_batches(
-        f"{pretraining_data}/valid/*.tfrecord", schema, "is_risk", None, 64, False, 0))
-    regression = logistic_regression(0.1, standardise=False).fit(train_x, train_y)
-    expected = roc_auc_score(valid_y, regression.predict_proba(valid_x)[:, 1])
-    assert expected > 0.8
-    assert abs(metrics["valid_auc"] - expected) < 0.01, (metrics, expected)
