@@ -60,10 +60,6 @@ SCHEDULES = {
     "default + masked time features": {"masked_event.mask_time_features": True},
     "default + inputs and last pooling": {
         "model.pooling": ["mean", "attention", "last", "inputs"]},
-    "real.yaml's tasks, 800 steps": {
-        "curriculum.quick_thought_start": None, "masked_event.mask_time_features": True,
-        "curriculum.bag_of_ids_weight": 1.0,
-        "model.pooling": ["mean", "attention", "last", "inputs"], "training.steps": 800},
 }
 COMMON = {"curriculum.quick_thought_ramp": 50}
 
