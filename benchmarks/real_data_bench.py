@@ -195,6 +195,10 @@ def main(argv=None) -> int:
     parser.add_argument("--finetune_draws", type=int, default=3,
                         help="Label draws per label count (seeds 0..N-1 of the draw, the "
                              "new weights and the shuffling); each row is their mean.")
+    parser.add_argument("--finetune_probe", action=argparse.BooleanOptionalAction,
+                        default=True, help="Pre-trained runs start their head from a "
+                        "logistic regression on the embeddings (LP-FT); --no-finetune_probe "
+                        "starts them from a random head.")
     parser.add_argument("--finetune_epochs", type=int, default=0,
                         help="0: enough epochs for about 300 steps, between 3 and 30.")
     parser.add_argument("--data_root", default=os.path.join(ROOT, "..", "shared", "data"))
@@ -305,7 +309,8 @@ def main(argv=None) -> int:
         if sizes:
             rows.extend(finetune_rows(task, data, artifacts.schema, spec["label"], keys, y,
                                       {s: encoders[s] for s in finetune_seeds if s in encoders},
-                                      sizes, args.finetune_epochs, args.finetune_draws))
+                                      sizes, args.finetune_epochs, args.finetune_draws,
+                                      args.finetune_probe))
         for row in rows:
             row["measured"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
             row["config"] = config.to_dict()
@@ -330,13 +335,14 @@ def main(argv=None) -> int:
     return 0
 
 
-def finetune_rows(task, data, schema, label, keys, y, encoders, sizes, epochs,
-                  draws) -> list[dict]:
+def finetune_rows(task, data, schema, label, keys, y, encoders, sizes, epochs, draws,
+                  probe) -> list[dict]:
     """Pre-trained encoder fine-tuned vs the same encoder from scratch, by label count.
 
     Training labels are drawn (stratified, seeds 0 to draws-1) from folds 1-4; AUC on fold
     0. A pre-trained run starts its head from a logistic regression on the embeddings
-    (`few_labels.Finetuner`'s linear probe); a run from scratch from random weights.
+    (`few_labels.Finetuner`'s linear probe) when `probe`; a run from scratch from random
+    weights.
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -344,7 +350,7 @@ def finetune_rows(task, data, schema, label, keys, y, encoders, sizes, epochs,
         np.zeros(len(y)), y))
     test_keys = [keys[i] for i in test_idx]
     runners = {seed: few_labels.Finetuner(embedder, data, schema, label, test_keys,
-                                          test_split="train")
+                                          test_split="train", probe=probe)
                for seed, embedder in encoders.items()}
     rows = []
     for size in sizes:
