@@ -110,6 +110,10 @@ class Finetuner:
         train_split: str. Split of the training users.
         batch_size: int. Sequences per batch.
         learning_rate: float. Adam learning rate.
+        pretrained_learning_rate: float or None. Adam learning rate of the runs that start
+            from the pre-trained weights; None: `learning_rate`. A probed head needs smaller
+            steps than a random one (LP-FT fine-tunes gently, so as not to distort the
+            pre-trained features).
         probe: bool. Start each pre-trained run's head from a logistic regression on the
             encoder's embeddings of its training users (`finetune.probe_head`: linear
             probing, then fine-tuning); runs from scratch, whose embeddings carry nothing
@@ -119,12 +123,15 @@ class Finetuner:
     def __init__(self, embedder, data: str, schema, label: str,
                  test_keys: Sequence[str] | None = None, test_split: str = "test",
                  train_split: str = "train", batch_size: int = 32,
-                 learning_rate: float = 1e-3, probe: bool = True):
+                 learning_rate: float = 1e-3, probe: bool = True,
+                 pretrained_learning_rate: float | None = None):
         from autorisk_tf.data import fileio
         from autorisk_tf.finetune import SequenceClassifier, compile_classifier, labelled_batches
 
         self._embedder, self._schema, self._label = embedder, schema, label
         self._batch_size, self._learning_rate = batch_size, learning_rate
+        self._pretrained_learning_rate = (learning_rate if pretrained_learning_rate is None
+                                          else pretrained_learning_rate)
         self._probe = probe
         self._train = fileio.join(data, train_split, "*.tfrecord")
         self._batches = labelled_batches
@@ -145,7 +152,8 @@ class Finetuner:
             pretrained: bool. Start from the pre-trained weights (True) or from new random
                 ones drawn from seed (False).
             train_keys: sequence of str. Users trained on.
-            epochs: int. Training epochs.
+            epochs: int. Training epochs; 0 scores the starting weights (with `probe`, a
+                pre-trained run's linear probe alone).
             seed: int. Seed of the new weights, the shuffling and the dropout.
 
         Returns:
@@ -162,13 +170,15 @@ class Finetuner:
             variable.assign(value)
         for variable in self.model.optimizer.variables:  # iterations, moments, learning rate
             variable.assign(np.zeros(variable.shape, variable.dtype))
-        self.model.optimizer.learning_rate = self._learning_rate
+        self.model.optimizer.learning_rate = (self._pretrained_learning_rate if pretrained
+                                              else self._learning_rate)
         if self._probe and pretrained:
             probe_head(self.model, self._batches(
                 self._train, self._schema, self._label, None, self._batch_size, False, seed,
                 keys=list(train_keys)))
-        keras.utils.set_random_seed(seed)
-        train = self._batches(self._train, self._schema, self._label, None, self._batch_size,
-                              True, seed, keys=list(train_keys))
-        self.model.fit(train, epochs=epochs, verbose=0)
+        if epochs:
+            keras.utils.set_random_seed(seed)
+            train = self._batches(self._train, self._schema, self._label, None,
+                                  self._batch_size, True, seed, keys=list(train_keys))
+            self.model.fit(train, epochs=epochs, verbose=0)
         return float(self.model.evaluate(self._test, verbose=0, return_dict=True)["auc"])

@@ -199,6 +199,11 @@ def main(argv=None) -> int:
                         default=True, help="Pre-trained runs start their head from a "
                         "logistic regression on the embeddings (LP-FT); --no-finetune_probe "
                         "starts them from a random head.")
+    parser.add_argument("--finetune_lr", type=float, default=1e-3,
+                        help="Adam learning rate of the fine-tuning runs.")
+    parser.add_argument("--finetune_pretrained_lr", type=float, default=None,
+                        help="Learning rate of the runs from pre-trained weights (default: "
+                             "--finetune_lr).")
     parser.add_argument("--finetune_epochs", type=int, default=0,
                         help="0: enough epochs for about 300 steps, between 3 and 30.")
     parser.add_argument("--data_root", default=os.path.join(ROOT, "..", "shared", "data"))
@@ -310,7 +315,8 @@ def main(argv=None) -> int:
             rows.extend(finetune_rows(task, data, artifacts.schema, spec["label"], keys, y,
                                       {s: encoders[s] for s in finetune_seeds if s in encoders},
                                       sizes, args.finetune_epochs, args.finetune_draws,
-                                      args.finetune_probe))
+                                      args.finetune_probe, args.finetune_lr,
+                                      args.finetune_pretrained_lr))
         for row in rows:
             row["measured"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
             row["config"] = config.to_dict()
@@ -336,13 +342,14 @@ def main(argv=None) -> int:
 
 
 def finetune_rows(task, data, schema, label, keys, y, encoders, sizes, epochs, draws,
-                  probe) -> list[dict]:
+                  probe, learning_rate=1e-3, pretrained_learning_rate=None) -> list[dict]:
     """Pre-trained encoder fine-tuned vs the same encoder from scratch, by label count.
 
     Training labels are drawn (stratified, seeds 0 to draws-1) from folds 1-4; AUC on fold
     0. A pre-trained run starts its head from a logistic regression on the embeddings
-    (`few_labels.Finetuner`'s linear probe) when `probe`; a run from scratch from random
-    weights.
+    (`few_labels.Finetuner`'s linear probe) when `probe`, and that probe alone, before any
+    fine-tuning, gets rows of its own (`probe_<size>`); a run from scratch starts from
+    random weights.
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -350,23 +357,28 @@ def finetune_rows(task, data, schema, label, keys, y, encoders, sizes, epochs, d
         np.zeros(len(y)), y))
     test_keys = [keys[i] for i in test_idx]
     runners = {seed: few_labels.Finetuner(embedder, data, schema, label, test_keys,
-                                          test_split="train", probe=probe)
+                                          test_split="train", probe=probe,
+                                          learning_rate=learning_rate,
+                                          pretrained_learning_rate=pretrained_learning_rate)
                for seed, embedder in encoders.items()}
     rows = []
     for size in sizes:
         chosen = {d: few_labels.draw_labels(train_idx, y, size, seed=d) for d in range(draws)}
         n = len(chosen[0])
         run_epochs = epochs or few_labels.finetune_epochs(n, steps=300)
-        for start in ("pretrained", "scratch"):
+        starts = {"probe": 0} if probe else {}
+        starts.update(pretrained=run_epochs, scratch=run_epochs)
+        for start, start_epochs in starts.items():
             runs = []
             for (seed, runner), draw in itertools.product(runners.items(), range(draws)):
                 tic = time.time()
-                auc = runner.auc(start == "pretrained", [keys[i] for i in chosen[draw]],
-                                 run_epochs, draw)
+                auc = runner.auc(start != "scratch", [keys[i] for i in chosen[draw]],
+                                 start_epochs, draw)
                 runs.append({"seed": seed, "draw": draw, "auc": round(auc, 4),
-                             "epochs": run_epochs, "seconds": round(time.time() - tic, 1)})
-            row = _summary(task, f"finetune_{start}_{size}", runs, labels=n)
-            print(f"  fine-tune {start:<10} {size:>5} labels ({run_epochs} epochs): AUC "
+                             "epochs": start_epochs, "seconds": round(time.time() - tic, 1)})
+            name = f"probe_{size}" if start == "probe" else f"finetune_{start}_{size}"
+            row = _summary(task, name, runs, labels=n)
+            print(f"  {start:<10} {size:>5} labels ({start_epochs} epochs): AUC "
                   f"{row['auc']:.4f}", flush=True)
             rows.append(row)
     return rows
