@@ -82,3 +82,25 @@ def test_baseline_rows_name_every_baseline():
                                            "handmade_gbdt"]
     assert rows[0]["auc"] > 0.9  # items are label-specific
     assert rows[3]["auc"] > 0.8 and scores["gbdt_features"].shape == (300,)
+
+
+def test_field_means_average_the_input_table_rows_of_each_users_ids(pretrained,
+                                                                    pretraining_data):
+    from autorisk_tf.data import reader
+    from autorisk_tf.data.artifacts import NUM_RESERVED_IDS
+
+    trainer, _ = pretrained
+    embedder, schema = trainer.embedder(), trainer.artifacts.schema
+    pattern = f"{pretraining_data}/valid/*.tfrecord"
+    sequences = list(reader.read_sequences(pattern, schema))
+    order = {ex["key"]: i for i, ex in enumerate(reversed(sequences))}
+    means = bench.field_means(embedder, pattern, schema, order)
+    assert set(means) == {"event_type", "channel", "device", "pay_method"}
+    vocabulary = [value for value, _ in trainer.artifacts.vocabularies["pay_method"]]
+    table = np.asarray(embedder.encoder.embedding.table("pay_method"))
+    for ex in sequences[:5]:  # missing pay methods ("") have no id of the vocabulary
+        ids = [vocabulary.index(v) + NUM_RESERVED_IDS for v in ex["event/pay_method"]
+               if v in vocabulary]
+        assert 0 < len(ids) < len(ex["event/pay_method"])
+        np.testing.assert_allclose(means["pay_method"][order[ex["key"]]],
+                                   table[ids].mean(axis=0), atol=1e-6)

@@ -159,6 +159,12 @@ class FieldEmbedding(keras.layers.Layer):
         if self._projection is not None:
             self._projection.build((None, None, self.field_dim * len(self.features)))
 
+    def table(self, name: str):
+        """The embedding table of one field: a variable [vocab size, dim]."""
+        if name not in self._tables:
+            raise ValueError(f"no field {name!r}; fields: {sorted(self._tables)}")
+        return self._tables[name].embeddings
+
     def compute_padding_mask(self, inputs):
         """Bool [B, T]: true at real events (the preprocessor's mask, or ids != 0)."""
         if PADDING_MASK in inputs:
