@@ -1,5 +1,6 @@
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from autorisk_tf.tasks.bag_of_ids import BagOfIdsHead, bag_fields, bag_targets
@@ -41,3 +42,26 @@ def test_loss_is_soft_target_cross_entropy_per_sequence_and_head_round_trips():
                                       head.trainable_variables, strict=True))
     probs = tf.nn.softmax(head(embedding)["item"]).numpy()
     np.testing.assert_allclose(probs, targets["item"].numpy(), atol=0.05)
+
+
+def test_squared_loss_reconstructs_the_normalised_binary_bag():
+    keras.utils.set_random_seed(0)
+    head = BagOfIdsHead(FEATURES, loss="squared")
+    head.build((None, 6))
+    embedding = tf.random.stateless_normal((3, 6), seed=(1, 2))
+    targets = bag_targets({"item": tf.constant([[4, 4, 7], [5, 0, 0], [1, 1, 0]])}, FEATURES)
+    held = np.array([[0, 0, 0, 0, 1, 0, 0, 1], [0, 0, 0, 0, 0, 1, 0, 0], [0] * 8], float)
+    held[0] /= np.sqrt(2)  # each id once, whatever its count; no ids: all zero
+    loss, _ = head.loss_and_metrics(embedding, targets, global_batch=4)
+    np.testing.assert_allclose(float(loss), (held ** 2).sum() / 4, rtol=1e-6)  # zero decoder
+    optimizer = keras.optimizers.Adam(0.05)
+    for _ in range(200):
+        with tf.GradientTape() as tape:
+            loss, _ = head.loss_and_metrics(embedding, targets, global_batch=3)
+        optimizer.apply_gradients(zip(tape.gradient(loss, head.trainable_variables),
+                                      head.trainable_variables, strict=True))
+    np.testing.assert_allclose(head(embedding)["item"].numpy(), held, atol=0.05)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(head))
+    assert clone.loss == "squared" and clone.get_config() == head.get_config()
+    with pytest.raises(ValueError, match="bag_of_ids loss must be one of"):
+        BagOfIdsHead(FEATURES, loss="hinge")

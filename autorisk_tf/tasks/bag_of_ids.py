@@ -9,6 +9,8 @@ reads the embedding of the masked-event pass, so it costs no extra encoder pass.
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -16,6 +18,27 @@ from keras import ops
 from autorisk_tf.data.artifacts import NUM_RESERVED_IDS
 from autorisk_tf.layers.field_embedding import embedding_specs
 from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
+
+LOSSES = ("softmax", "squared")
+
+
+@dataclasses.dataclass(frozen=True)
+class BagConfig:
+    """How the bag is predicted (the `bag_of_ids:` section of a training config).
+
+    Args:
+        loss: str. `softmax`: cross-entropy against each field's id distribution
+            (PV-DBOW). `squared`: a linear decoder reconstructs the L2-normalised binary
+            bag of each field (which ids the sequence holds, each once) with a squared
+            error; its best linear code is the bag's top singular subspace, what a
+            TruncatedSVD of the bag keeps. Defaults to `softmax`.
+    """
+
+    loss: str = "softmax"
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"bag_of_ids loss must be one of {LOSSES}, got {self.loss!r}")
 
 
 def bag_fields(features: list[dict]) -> list[dict]:
@@ -50,11 +73,14 @@ def bag_targets(ids: dict, features: list[dict]) -> dict:
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class BagOfIdsHead(keras.layers.Layer):
-    """One softmax over each field's vocabulary, from the sequence embedding.
+    """One linear decoder over each field's vocabulary, from the sequence embedding.
 
     Args:
         features: list of dict. Feature specs (`name`, `kind`, `vocab_size`); the
-            categorical ones with a vocabulary get a classifier.
+            categorical ones with a vocabulary get a decoder.
+        loss: str. `softmax` or `squared` (`BagConfig`). A squared-loss decoder starts at
+            zero, so its first steps send no large, arbitrary error into the encoder.
+            Defaults to `softmax`.
 
     Example:
     ```python
@@ -66,11 +92,14 @@ class BagOfIdsHead(keras.layers.Layer):
         Le and Mikolov, "Distributed Representations of Sentences and Documents" (2014).
     """
 
-    def __init__(self, features: list[dict], **kwargs):
+    def __init__(self, features: list[dict], loss: str = "softmax", **kwargs):
         super().__init__(**kwargs)
+        BagConfig(loss)  # validates
         self.features = embedding_specs(features)
+        self.loss = loss
         self.classifiers = {spec["name"]: keras.layers.Dense(
-            spec["vocab_size"], name=f"bag_{spec['name']}", dtype=self.dtype_policy)
+            spec["vocab_size"], name=f"bag_{spec['name']}", dtype=self.dtype_policy,
+            kernel_initializer="zeros" if loss == "squared" else "glorot_uniform")
             for spec in bag_fields(self.features)}
 
     def build(self, input_shape):
@@ -81,7 +110,10 @@ class BagOfIdsHead(keras.layers.Layer):
         return {name: classifier(embedding) for name, classifier in self.classifiers.items()}
 
     def loss_and_metrics(self, embedding, targets: dict, global_batch: int):
-        """Summed soft-target cross-entropy over fields, per sequence of the global batch.
+        """The loss summed over fields, per sequence of the global batch.
+
+        `softmax`: soft-target cross-entropy against the id distribution. `squared`: the
+        squared distance between the decoder's output and the L2-normalised binary bag.
 
         Args:
             embedding: float [b, E]. This replica's sequence embeddings.
@@ -94,9 +126,14 @@ class BagOfIdsHead(keras.layers.Layer):
         logits = self(embedding)
         loss, metrics = 0.0, {}
         for name, field_logits in logits.items():
-            target = targets[name]
-            log_prob = tf.nn.log_softmax(ops.cast(field_logits, "float32"), axis=-1)
-            per_row = -tf.reduce_sum(target * log_prob, axis=-1)
+            target, field_logits = targets[name], ops.cast(field_logits, "float32")
+            if self.loss == "squared":
+                held = tf.cast(target > 0, tf.float32)
+                held = tf.math.l2_normalize(held, axis=-1)  # all zero stays zero
+                per_row = tf.reduce_sum(tf.square(field_logits - held), axis=-1)
+            else:
+                log_prob = tf.nn.log_softmax(field_logits, axis=-1)
+                per_row = -tf.reduce_sum(target * log_prob, axis=-1)
             field_loss = tf.reduce_sum(per_row) / global_batch
             metrics[f"bag/{name}/loss"] = field_loss
             loss += field_loss
@@ -104,5 +141,6 @@ class BagOfIdsHead(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"features": [dict(spec) for spec in self.features]})
+        config.update({"features": [dict(spec) for spec in self.features],
+                       "loss": self.loss})
         return config

@@ -6,6 +6,7 @@ input: {batch_size: 32, seed: 0}                        # InputConfig
 masked_event: {rate: 0.15}                              # MaskingConfig
 quick_thought: {split: cut, min_length: 4}              # PairConfig
 slice_contrastive: {num_slices: 4, min_fraction: 0.3}    # SliceConfig
+bag_of_ids: {loss: softmax}                             # BagConfig
 curriculum: {quick_thought_start: 300, quick_thought_ramp: 200, quick_thought_weight: 0.2,
              slice_contrastive_start: 0, slice_contrastive_weight: 1.0}
 training: {steps: 2000, learning_rate: 0.001, checkpoint_every: 200}
@@ -23,6 +24,7 @@ import yaml
 from autorisk_tf.data import fileio
 from autorisk_tf.data.pipeline import InputConfig
 from autorisk_tf.layers.sequence_encoder import EncoderConfig
+from autorisk_tf.tasks.bag_of_ids import BagConfig
 from autorisk_tf.tasks.masked_event import MaskingConfig
 from autorisk_tf.tasks.quick_thought import PairConfig
 from autorisk_tf.tasks.slice_contrastive import SliceConfig
@@ -124,7 +126,7 @@ class OptimConfig:
 
 _SECTIONS = {"model": EncoderConfig, "input": InputConfig, "masked_event": MaskingConfig,
              "quick_thought": PairConfig, "slice_contrastive": SliceConfig,
-             "curriculum": CurriculumConfig,
+             "bag_of_ids": BagConfig, "curriculum": CurriculumConfig,
              "training": OptimConfig}
 
 
@@ -137,6 +139,7 @@ class TrainConfig:
     masked_event: MaskingConfig = MaskingConfig()
     quick_thought: PairConfig = PairConfig()
     slice_contrastive: SliceConfig = SliceConfig()
+    bag_of_ids: BagConfig = BagConfig()
     curriculum: CurriculumConfig = CurriculumConfig()
     training: OptimConfig = OptimConfig()
 

@@ -155,8 +155,8 @@ class Pretrainer:
                 slices.projection_dim, slices.temperature, slices.learn_temperature,
                 name="slice_contrastive_head", dtype=dtype)
             self.slice_head.build((None, config.model.embedding_dim))
-            self.bag_head = BagOfIdsHead(self.feature_specs, name="bag_of_ids_head",
-                                         dtype=dtype)
+            self.bag_head = BagOfIdsHead(self.feature_specs, config.bag_of_ids.loss,
+                                         name="bag_of_ids_head", dtype=dtype)
             self.bag_head.build((None, config.model.embedding_dim))
             schedule = keras.optimizers.schedules.CosineDecay(
                 0.0, max(train.steps - train.warmup_steps, 1), warmup_target=train.learning_rate,
