@@ -201,11 +201,11 @@ def main(argv=None) -> int:
                         default=True, help="Pre-trained runs start their head from a "
                         "logistic regression on the embeddings (LP-FT); --no-finetune_probe "
                         "starts them from a random head.")
-    parser.add_argument("--finetune_lr", type=float, default=1e-3,
-                        help="Adam learning rate of the fine-tuning runs.")
-    parser.add_argument("--finetune_pretrained_lr", type=float, default=None,
-                        help="Learning rate of the runs from pre-trained weights (default: "
-                             "--finetune_lr).")
+    parser.add_argument("--finetune_lr", type=float, default=few_labels.LEARNING_RATE,
+                        help="Adam learning rate of the fine-tuning runs from scratch.")
+    parser.add_argument("--finetune_pretrained_lr", type=float,
+                        default=few_labels.PRETRAINED_LEARNING_RATE,
+                        help="Adam learning rate of the runs from pre-trained weights.")
     parser.add_argument("--finetune_epochs", type=int, default=0,
                         help="0: enough epochs for about 300 steps, between 3 and 30.")
     parser.add_argument("--data_root", default=os.path.join(ROOT, "..", "shared", "data"))
