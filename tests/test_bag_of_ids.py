@@ -34,12 +34,7 @@ def test_loss_is_soft_target_cross_entropy_per_sequence_and_head_round_trips():
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(head))
     assert clone.get_config() == head.get_config()
     # training moves the predicted distribution towards the bag
-    optimizer = keras.optimizers.Adam(0.05)
-    for _ in range(100):
-        with tf.GradientTape() as tape:
-            loss, _ = head.loss_and_metrics(embedding, targets, global_batch=3)
-        optimizer.apply_gradients(zip(tape.gradient(loss, head.trainable_variables),
-                                      head.trainable_variables, strict=True))
+    _fit(head, embedding, targets, steps=100)
     probs = tf.nn.softmax(head(embedding)["item"]).numpy()
     np.testing.assert_allclose(probs, targets["item"].numpy(), atol=0.05)
 
@@ -54,14 +49,19 @@ def test_squared_loss_reconstructs_the_normalised_binary_bag():
     held[0] /= np.sqrt(2)  # each id once, whatever its count; no ids: all zero
     loss, _ = head.loss_and_metrics(embedding, targets, global_batch=4)
     np.testing.assert_allclose(float(loss), (held ** 2).sum() / 4, rtol=1e-6)  # zero decoder
-    optimizer = keras.optimizers.Adam(0.05)
-    for _ in range(200):
-        with tf.GradientTape() as tape:
-            loss, _ = head.loss_and_metrics(embedding, targets, global_batch=3)
-        optimizer.apply_gradients(zip(tape.gradient(loss, head.trainable_variables),
-                                      head.trainable_variables, strict=True))
+    _fit(head, embedding, targets, steps=200)
     np.testing.assert_allclose(head(embedding)["item"].numpy(), held, atol=0.05)
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(head))
     assert clone.loss == "squared" and clone.get_config() == head.get_config()
     with pytest.raises(ValueError, match="bag_of_ids loss must be one of"):
         BagOfIdsHead(FEATURES, loss="hinge")
+
+
+def _fit(head, embedding, targets, steps):
+    """Trains the head alone on fixed embeddings with Adam."""
+    optimizer = keras.optimizers.Adam(0.05)
+    for _ in range(steps):
+        with tf.GradientTape() as tape:
+            loss, _ = head.loss_and_metrics(embedding, targets, global_batch=3)
+        optimizer.apply_gradients(zip(tape.gradient(loss, head.trainable_variables),
+                                      head.trainable_variables, strict=True))

@@ -65,33 +65,15 @@ def test_copies_of_the_embedder_start_where_asked(pretrained):
 
 def test_finetuner_scores_the_probe_alone_and_uses_the_pretrained_learning_rate(
         pretrained, pretraining_data):
-    from sklearn.metrics import roc_auc_score
-
-    from autorisk_tf.data import reader
-    from autorisk_tf.evaluate import logistic_regression
-    from autorisk_tf.finetune import labelled_batches
+    from tests.test_finetune import probe_auc, split_train_keys
 
     trainer, _ = pretrained
-    schema = trainer.artifacts.schema
-    train = f"{pretraining_data}/train/*.tfrecord"
-    keys = [ex["key"] for ex in reader.read_sequences(train, schema)]
-    train_keys, test_keys = keys[:200], keys[200:500]
-    runner = few_labels.Finetuner(trainer.embedder(), pretraining_data, schema, "is_risk",
-                                  test_keys, test_split="train", pretrained_learning_rate=0.0)
+    train_keys, test_keys = split_train_keys(trainer, pretraining_data)
+    runner = few_labels.Finetuner(trainer.embedder(), pretraining_data,
+                                  trainer.artifacts.schema, "is_risk", test_keys,
+                                  test_split="train", pretrained_learning_rate=0.0)
     probe = runner.auc(True, train_keys, epochs=0, seed=0)
-
-    def normed(keys):
-        xs, ys = [], []
-        for inputs, y in labelled_batches(train, schema, "is_risk", None, 64, False, 0,
-                                          keys=keys):
-            embedding = np.asarray(runner.model.embedder(inputs)["embedding"], "float32")
-            xs.append(np.asarray(runner.model.norm(embedding)))
-            ys.append(np.asarray(y).reshape(-1))
-        return np.concatenate(xs), np.concatenate(ys)
-
-    (train_x, train_y), (test_x, test_y) = normed(train_keys), normed(test_keys)
-    regression = logistic_regression(0.1, standardise=False).fit(train_x, train_y)
-    expected = roc_auc_score(test_y, regression.predict_proba(test_x)[:, 1])
+    expected = probe_auc(runner.model, trainer, pretraining_data, train_keys, test_keys)
     assert expected > 0.75
     assert abs(probe - expected) < 0.01, (probe, expected)
     # pre-trained runs train at their own rate (0 here): an epoch leaves the probe as it was

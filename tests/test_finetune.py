@@ -66,32 +66,45 @@ def test_unknown_label_is_a_clear_error(pretrained, pretraining_data, tmp_path):
     assert "encoder.keras not found" in out.stderr.splitlines()[-1]
 
 
-def test_keys_restrict_training_and_validation_rows_and_the_probe_starts_the_head(
-        pretrained, pretraining_data):
+def split_train_keys(trainer, data):
+    """The first 200 keys of the train split, and the next 300."""
+    from autorisk_tf.data import reader
+
+    keys = [ex["key"] for ex in reader.read_sequences(f"{data}/train/*.tfrecord",
+                                                      trainer.artifacts.schema)]
+    return keys[:200], keys[200:500]
+
+
+def probe_auc(model, trainer, data, train_keys, test_keys):
+    """AUC on test_keys of scikit-learn's LR on the model's normalised embeddings of
+    train_keys (both of the train split, label is_risk): what a probed head scores."""
     from sklearn.metrics import roc_auc_score
 
-    from autorisk_tf.data import reader
     from autorisk_tf.evaluate import logistic_regression
     from autorisk_tf.finetune import labelled_batches
 
+    def normed(keys):
+        return _normed_embeddings(model, labelled_batches(
+            f"{data}/train/*.tfrecord", trainer.artifacts.schema, "is_risk", None, 64, False,
+            0, keys=keys))
+
+    (train_x, train_y), (test_x, test_y) = normed(train_keys), normed(test_keys)
+    regression = logistic_regression(0.1, standardise=False).fit(train_x, train_y)
+    return roc_auc_score(test_y, regression.predict_proba(test_x)[:, 1])
+
+
+def test_keys_restrict_training_and_validation_rows_and_the_probe_starts_the_head(
+        pretrained, pretraining_data):
     trainer, _ = pretrained
-    schema = trainer.artifacts.schema
-    train = f"{pretraining_data}/train/*.tfrecord"
-    keys = [ex["key"] for ex in reader.read_sequences(train, schema)]
-    train_keys, valid_keys = keys[:200], keys[200:500]
+    train_keys, valid_keys = split_train_keys(trainer, pretraining_data)
     # a zero learning rate keeps the starting weights: the validation AUC is the probe's
-    model, metrics = finetune(_copy(trainer.embedder()), pretraining_data, schema, "is_risk",
-                              epochs=2, learning_rate=0.0, verbose=0, train_keys=train_keys,
-                              valid_keys=valid_keys, valid_split="train", validation_freq=2,
-                              probe=True)
+    model, metrics = finetune(_copy(trainer.embedder()), pretraining_data,
+                              trainer.artifacts.schema, "is_risk", epochs=2, learning_rate=0.0,
+                              verbose=0, train_keys=train_keys, valid_keys=valid_keys,
+                              valid_split="train", validation_freq=2, probe=True)
     assert metrics["train_labels"] == 200
     assert len(metrics["valid_auc_by_epoch"]) == 1  # validated after the last epoch only
-    train_x, train_y = _normed_embeddings(model, labelled_batches(
-        train, schema, "is_risk", None, 64, False, 0, keys=train_keys))
-    valid_x, valid_y = _normed_embeddings(model, labelled_batches(
-        train, schema, "is_risk", None, 64, False, 0, keys=valid_keys))
-    regression = logistic_regression(0.1, standardise=False).fit(train_x, train_y)
-    expected = roc_auc_score(valid_y, regression.predict_proba(valid_x)[:, 1])
+    expected = probe_auc(model, trainer, pretraining_data, train_keys, valid_keys)
     assert expected > 0.75
     assert abs(metrics["valid_auc"] - expected) < 0.01, (metrics, expected)
 
