@@ -1,6 +1,7 @@
 """Label draws and curves shared by the report and the real-data benchmark."""
 
 import numpy as np
+import pytest
 
 from autorisk_tf import evaluate, few_labels
 
@@ -79,4 +80,5 @@ def test_finetuner_scores_the_probe_alone_and_uses_the_pretrained_learning_rate(
     # pre-trained runs train at their own rate (0 here): an epoch leaves the probe as it was
     assert abs(runner.auc(True, train_keys, epochs=1, seed=0) - probe) < 1e-6
     # runs from scratch keep the shared rate and start from new weights, not the probe
-    assert abs(runner.auc(False, train_keys, epochs=1, seed=0) - probe) > 1e-3
+    assert abs(runner.auc(False, train_keys, epochs=0, seed=0) - probe) > 1e-3
+    assert float(runner.model.optimizer.learning_rate) == pytest.approx(1e-3)
