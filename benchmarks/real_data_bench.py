@@ -394,7 +394,8 @@ def field_means(embedder, file_pattern: str, schema, order: dict) -> dict:
 
 
 def finetune_rows(task, data, schema, label, keys, y, encoders, sizes, epochs, draws,
-                  probe, learning_rate=1e-3, pretrained_learning_rate=None) -> list[dict]:
+                  probe, learning_rate=few_labels.LEARNING_RATE,
+                  pretrained_learning_rate=few_labels.PRETRAINED_LEARNING_RATE) -> list[dict]:
     """Pre-trained encoder fine-tuned vs the same encoder from scratch, by label count.
 
     Training labels are drawn (stratified, seeds 0 to draws-1) from folds 1-4; AUC on fold
