@@ -41,8 +41,8 @@ def test_counts_ties_and_the_missing_value_match_build_vocabulary(tmp_path):
     assert top["tokens/t"] == [("x", 2), ("xy", 2), ("y", 2)]
 
 
-def test_no_single_accumulator_holds_50k_distinct_values(tmp_path):
-    distinct = 50_000
+def test_no_single_accumulator_holds_all_distinct_values(tmp_path):
+    distinct = 10_000
     elements = [(("vocab/merchant", f"m{i:06d}"), 1 + (i % 7 == 0)) for i in range(distinct)]
     elements += [(("vocab/merchant", "m000001"), 5)]  # counted again in another chunk
     top, metrics = _top(elements, 100, tmp_path)

@@ -111,11 +111,12 @@ def test_export_is_hermetic(exported, tmp_path):
     shutil.rmtree(tmp_path / "artifacts")
     keys = ["u003", "u004"]
     request = exported.request(keys)
-    want = tf.saved_model.load(exported.version_dir).signatures["serving_default"](
+    original = tf.saved_model.load(exported.version_dir)
+    want = original.signatures["serving_default"](
         **{k: tf.constant(v) for k, v in request.items()})["embedding"].numpy()
     records = [r.numpy() for r in tf.data.TFRecordDataset(
         tf.io.gfile.glob(f"{exported.data}/train/*.tfrecord")).take(3)]
-    want_examples = tf.saved_model.load(exported.version_dir).signatures["embed_examples"](
+    want_examples = original.signatures["embed_examples"](
         examples=tf.constant(records))["embedding"].numpy()
     np.savez(tmp_path / "request.npz", **request)
     np.save(tmp_path / "records.npy", np.array(records, dtype=object), allow_pickle=True)

@@ -93,15 +93,15 @@ def _cells(markdown: str, first: str, second: str) -> list[str]:
 def full_report(pretrained, report_data, tmp_path_factory):
     """The report of the session's pre-trained encoder on its data, every section on.
 
-    Fine-tuning runs one epoch on 60 and 120 labels, one seed: the curve's mechanics, not
-    its level.
+    One label count (120) and one seed, fine-tuning for one epoch: the section's
+    mechanics, not its level (curves over several counts: tests/test_few_labels.py).
     """
     from autorisk_tf.report.build import Options, build_report
 
     trainer, _ = pretrained
     output = tmp_path_factory.mktemp("report")
     analogies = os.path.join(os.path.dirname(report_data), "raw", "analogies.csv")
-    options = Options(labels=["is_risk"], analogies=analogies, label_counts=["60", "120"],
+    options = Options(labels=["is_risk"], analogies=analogies, label_counts=["120"],
                       seeds=1, finetune_steps=1)
     paths = build_report(report_data, trainer.model_dir, str(output), options)
     with open(paths["markdown"], encoding="utf-8") as f:
