@@ -55,6 +55,10 @@ SCHEDULES = {
         "curriculum.quick_thought_start": None, "masked_event.mask_time_features": True,
         "curriculum.bag_of_ids_weight": 1.0,
         "model.pooling": ["mean", "attention", "last", "inputs"]},
+    "real.yaml's tasks with the squared bag-of-ids loss at weight 30": {
+        "curriculum.quick_thought_start": None, "masked_event.mask_time_features": True,
+        "curriculum.bag_of_ids_weight": 30.0, "bag_of_ids.loss": "squared",
+        "model.pooling": ["mean", "attention", "last", "inputs"]},
     # One of real.yaml's changes at a time, on top of the default schedule.
     "default + bag of ids": {"curriculum.bag_of_ids_weight": 1.0},
     "default + masked time features": {"masked_event.mask_time_features": True},
