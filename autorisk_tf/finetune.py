@@ -274,8 +274,9 @@ def define_flags() -> None:
     flags.DEFINE_string("output_dir", None, "Where classifier.keras and metrics.json go.")
     flags.DEFINE_integer("epochs", 5, "Passes over the labelled training sequences.")
     flags.DEFINE_integer("batch_size", 32, "Sequences per batch.")
-    flags.DEFINE_float("learning_rate", None, "Adam learning rate; default 1e-4 for a "
-                       "pre-trained encoder, 1e-3 with --from_scratch (chosen on the "
+    flags.DEFINE_float("learning_rate", None, "Adam learning rate; default "
+                       f"{few_labels.PRETRAINED_LEARNING_RATE:g} for a pre-trained encoder, "
+                       f"{few_labels.LEARNING_RATE:g} with --from_scratch (chosen on the "
                        "real-data tasks: README, Real data).")
     flags.DEFINE_bool("freeze_encoder", False, "Train the head only.")
     flags.DEFINE_bool("from_scratch", False, "Re-initialise the encoder (supervised baseline).")

@@ -25,6 +25,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 SMALL = os.path.join(ROOT, "autorisk_tf", "configs", "small.yaml")
 
+REAL_TASKS = {"curriculum.quick_thought_start": None, "masked_event.mask_time_features": True,
+              "model.pooling": ["mean", "attention", "last", "inputs"]}
 # name -> overrides of small.yaml (300 steps unless said). small.yaml itself holds the
 # schedule these runs found best (quick thought from step 100, weight 0.05, ramp 50), so every
 # schedule spells out its curriculum.
@@ -50,15 +52,12 @@ SCHEDULES = {
     "quick thought subsets from 50": {"curriculum.quick_thought_start": 50,
                                       "curriculum.quick_thought_weight": 1.0,
                                       "quick_thought.split": "subsets"},
-    # The tasks and pooling chosen on real data (autorisk_tf/configs/real.yaml).
+    # The tasks and pooling chosen on real data (autorisk_tf/configs/real.yaml), with its
+    # earlier softmax bag loss at weight 1, then with its squared one at weight 30.
     "real.yaml's tasks: masked events with time targets, bag of ids, inputs pooling": {
-        "curriculum.quick_thought_start": None, "masked_event.mask_time_features": True,
-        "curriculum.bag_of_ids_weight": 1.0,
-        "model.pooling": ["mean", "attention", "last", "inputs"]},
+        **REAL_TASKS, "curriculum.bag_of_ids_weight": 1.0},
     "real.yaml's tasks with the squared bag-of-ids loss at weight 30": {
-        "curriculum.quick_thought_start": None, "masked_event.mask_time_features": True,
-        "curriculum.bag_of_ids_weight": 30.0, "bag_of_ids.loss": "squared",
-        "model.pooling": ["mean", "attention", "last", "inputs"]},
+        **REAL_TASKS, "curriculum.bag_of_ids_weight": 30.0, "bag_of_ids.loss": "squared"},
     # One of real.yaml's changes at a time, on top of the default schedule.
     "default + bag of ids": {"curriculum.bag_of_ids_weight": 1.0},
     "default + masked time features": {"masked_event.mask_time_features": True},

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from autorisk_tf import evaluate, few_labels
+from tests.probing import probe_auc, split_train_keys
 
 
 def test_draws_are_stratified_seeded_and_capped_by_the_pool():
@@ -66,8 +67,6 @@ def test_copies_of_the_embedder_start_where_asked(pretrained):
 
 def test_finetuner_scores_the_probe_alone_and_uses_the_pretrained_learning_rate(
         pretrained, pretraining_data):
-    from tests.test_finetune import probe_auc, split_train_keys
-
     trainer, _ = pretrained
     train_keys, test_keys = split_train_keys(trainer, pretraining_data)
     runner = few_labels.Finetuner(trainer.embedder(), pretraining_data,

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from autorisk_tf.finetune import finetune, label_kind
+from tests.probing import normed_embeddings, probe_auc, split_train_keys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,33 +67,6 @@ def test_unknown_label_is_a_clear_error(pretrained, pretraining_data, tmp_path):
     assert "encoder.keras not found" in out.stderr.splitlines()[-1]
 
 
-def split_train_keys(trainer, data):
-    """The first 200 keys of the train split, and the next 300."""
-    from autorisk_tf.data import reader
-
-    keys = [ex["key"] for ex in reader.read_sequences(f"{data}/train/*.tfrecord",
-                                                      trainer.artifacts.schema)]
-    return keys[:200], keys[200:500]
-
-
-def probe_auc(model, trainer, data, train_keys, test_keys):
-    """AUC on test_keys of scikit-learn's LR on the model's normalised embeddings of
-    train_keys (both of the train split, label is_risk): what a probed head scores."""
-    from sklearn.metrics import roc_auc_score
-
-    from autorisk_tf.evaluate import logistic_regression
-    from autorisk_tf.finetune import labelled_batches
-
-    def normed(keys):
-        return _normed_embeddings(model, labelled_batches(
-            f"{data}/train/*.tfrecord", trainer.artifacts.schema, "is_risk", None, 64, False,
-            0, keys=keys))
-
-    (train_x, train_y), (test_x, test_y) = normed(train_keys), normed(test_keys)
-    regression = logistic_regression(0.1, standardise=False).fit(train_x, train_y)
-    return roc_auc_score(test_y, regression.predict_proba(test_x)[:, 1])
-
-
 def test_keys_restrict_training_and_validation_rows_and_the_probe_starts_the_head(
         pretrained, pretraining_data):
     trainer, _ = pretrained
@@ -107,15 +81,6 @@ def test_keys_restrict_training_and_validation_rows_and_the_probe_starts_the_hea
     expected = probe_auc(model, trainer, pretraining_data, train_keys, valid_keys)
     assert expected > 0.75
     assert abs(metrics["valid_auc"] - expected) < 0.01, (metrics, expected)
-
-
-def _normed_embeddings(model, batches):
-    xs, ys = [], []
-    for inputs, y in batches:
-        embedding = model.embedder(inputs, training=False)["embedding"]
-        xs.append(np.asarray(model.norm(keras.ops.cast(embedding, "float32"))))
-        ys.append(np.asarray(y).reshape(-1))
-    return np.concatenate(xs), np.concatenate(ys)
 
 
 @pytest.mark.parametrize("label", ["is_risk", "profile"])
@@ -139,7 +104,7 @@ def test_probed_head_is_the_logistic_regression_of_the_embeddings(label, pretrai
     model.build()
     batches = labelled_batches(train, schema, label, classes, 64, False, 0, max_labels=300)
     probe_head(model, batches)
-    x, y = _normed_embeddings(model, batches)
+    x, y = normed_embeddings(model, batches)
     expected = logistic_regression(0.1, standardise=False).fit(x, y).predict_proba(x)
     got = np.concatenate([np.asarray(model(inputs, training=False)) for inputs, _ in batches])
     if classes is None:
