@@ -52,7 +52,7 @@ class SequenceClassifier(keras.Model):
     def build(self, input_shape=None):
         if not self.embedder.built:
             self.embedder.build()
-        shape = (None, self.embedder.encoder.config.embedding_dim)
+        shape = (None, self.embedder.encoder.embedding_dim)
         self.norm.build(shape)
         self.head.build(shape)
         self.built = True

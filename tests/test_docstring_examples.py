@@ -11,7 +11,7 @@ from autorisk_tf import layers
 
 SELF_CONTAINED = [layers.GatedSeparableConv1D, layers.BlockAttention, layers.EncoderBlock,
                   layers.TransformerBlock, layers.FieldEmbedding, layers.SequenceEncoder,
-                  layers.RMSNorm, layers.ByteDropout]
+                  layers.RMSNorm, layers.ByteDropout, layers.IdBag]
 
 
 @pytest.mark.parametrize("cls", SELF_CONTAINED, ids=lambda c: c.__name__)

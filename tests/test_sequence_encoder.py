@@ -22,7 +22,7 @@ def test_layer_contract(options):
     ids = random_ids(FEATURES, [11, 5], 11)
     config = EncoderConfig(**{**SMALL, **options})
     out = run_layer_test(lambda **kw: SequenceEncoder(FEATURES, config, **kw), ids, (2, 11, 16))
-    assert out["embedding"].shape == (2, config.embedding_dim)
+    assert out["embedding"].shape == (2, SMALL["width"] * len(config.pooling))
     assert np.all(out["sequence"][1, 5:] == 0.0)
 
 
@@ -42,19 +42,24 @@ def test_padding_invariance(features, length, block_type):
 
 def test_every_pooling_is_padding_invariant_and_matches_its_definition():
     keras.utils.set_random_seed(4)
-    pooling = ("mean", "max", "attention", "last", "inputs")
-    encoder = SequenceEncoder(FEATURES, EncoderConfig(**SMALL, pooling=pooling))
+    pooling = ("mean", "max", "attention", "last", "inputs", "ids")
+    encoder = SequenceEncoder(FEATURES, EncoderConfig(**SMALL, pooling=pooling, ids_dim=5))
+    assert encoder.embedding_dim == 5 * 16 + 5  # `ids`: event_type only, its table 5 wide
     length = 13
     alone, batch = alone_and_padded(FEATURES, length)
     out_alone, out_batch = _numpy(encoder(alone)), _numpy(encoder(batch))
     np.testing.assert_allclose(out_alone["embedding"][0], out_batch["embedding"][1], atol=1e-5)
-    parts = np.split(out_alone["embedding"][0], len(pooling))
+    parts = np.split(out_alone["embedding"][0, :-5], len(pooling) - 1)
     steps = out_alone["sequence"][0, :length]
     np.testing.assert_allclose(parts[0], steps.mean(0), atol=1e-5)
     np.testing.assert_allclose(parts[1], steps.max(0), atol=1e-5)
     np.testing.assert_allclose(parts[3], steps[length - 1], atol=1e-6)
     inputs = _numpy({"x": encoder.embedding(alone)})["x"][0, :length]
     np.testing.assert_allclose(parts[4], inputs.mean(0), atol=1e-5)
+    held = sorted({i for i in alone["event_type"][0] if i >= 4})  # reserved ids left out
+    table = ops.convert_to_numpy(encoder.id_bag.weights[0])
+    np.testing.assert_allclose(out_alone["embedding"][0, -5:],
+                               table[held].sum(0) / np.sqrt(len(held)), atol=1e-5)
 
 
 def test_causal_encoder_never_sees_the_future():

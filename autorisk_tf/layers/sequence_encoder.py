@@ -16,10 +16,11 @@ from autorisk_tf.layers.field_embedding import (
     masked_mean,
 )
 from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
+from autorisk_tf.layers.id_bag import IdBag
 from autorisk_tf.layers.transformer_block import TransformerBlock
 
 BLOCK_TYPES = ("conv_attention", "transformer")
-POOLINGS = ("mean", "max", "attention", "last", "inputs")
+POOLINGS = ("mean", "max", "attention", "last", "inputs", "ids")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +50,11 @@ class EncoderConfig:
             `mean`, `max`, `attention` and `last` (the final output at the most recent
             event) of the final per-step outputs, and `inputs` (the
             masked mean of the field embeddings before the blocks: the bag of what the
-            sequence holds, which the blocks may not carry through). Defaults to `mean`
-            and `attention`.
+            sequence holds, which the blocks may not carry through), and `ids` (`IdBag`:
+            which ids of each categorical field the sequence holds, each once, projected
+            by a table of its own, `ids_dim` wide). Defaults to `mean` and `attention`.
+        ids_dim: int. Width of each field's table for the `ids` pooling (narrower for a
+            field with fewer ids). Defaults to 128.
     """
 
     width: int = 128
@@ -71,6 +75,7 @@ class EncoderConfig:
     text_dim: int = 64
     text_summary: str = "conv"
     pooling: tuple[str, ...] = ("mean", "attention")
+    ids_dim: int = 128
 
     def __post_init__(self):
         if self.block_type not in BLOCK_TYPES:
@@ -93,11 +98,6 @@ class EncoderConfig:
             raise ValueError(f"unknown encoder option(s) {unknown}; known: {sorted(known)}")
         return cls(**values)
 
-    @property
-    def embedding_dim(self) -> int:
-        """Size of the pooled sequence embedding."""
-        return self.width * len(self.pooling)
-
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class SequenceEncoder(keras.layers.Layer):
@@ -112,15 +112,15 @@ class SequenceEncoder(keras.layers.Layer):
         config: EncoderConfig or dict. Hyper-parameters.
 
     Returns (from `call`):
-        Dict with `sequence` [B, T, D] (padded steps zero), `embedding` [B, P*D] and
-        `padding_mask` bool [B, T].
+        Dict with `sequence` [B, T, D] (padded steps zero), `embedding` [B,
+        `embedding_dim`] and `padding_mask` bool [B, T].
 
     Example:
     ```python
     features = [{"name": "event_type", "kind": "categorical", "vocab_size": 10}]
     encoder = SequenceEncoder(features, EncoderConfig(width=16, num_blocks=1, block_size=4))
     out = encoder({"event_type": ops.array([[4, 5, 6, 0]])})
-    out["embedding"].shape  # (1, 32): mean and attention pooling
+    out["embedding"].shape  # (1, 32): mean and attention pooling, encoder.embedding_dim
     ```
     """
 
@@ -156,6 +156,16 @@ class SequenceEncoder(keras.layers.Layer):
         if "attention" in c.pooling:
             self.pool_score = keras.layers.Dense(1, name="attention_pool",
                                                  dtype=self.dtype_policy)
+        self.id_bag = None
+        if "ids" in c.pooling:
+            self.id_bag = IdBag(self.features, c.ids_dim, name="id_bag",
+                                dtype=self.dtype_policy)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of the pooled sequence embedding."""
+        steps = sum(kind != "ids" for kind in self.config.pooling) * self.config.width
+        return steps + (self.id_bag.output_dim if self.id_bag is not None else 0)
 
     def build(self, input_shape):
         shape = (None, None, self.config.width)
@@ -165,6 +175,8 @@ class SequenceEncoder(keras.layers.Layer):
         self.final_norm.build(shape)
         if self.pool_score is not None:
             self.pool_score.build(shape)
+        if self.id_bag is not None:
+            self.id_bag.build(input_shape)
 
     def call(self, inputs, training=None):
         mask = self.embedding.compute_padding_mask(inputs)
@@ -182,6 +194,8 @@ class SequenceEncoder(keras.layers.Layer):
                 pooled.append(masked_max(x, mask, axis=1))
             elif kind == "inputs":
                 pooled.append(inputs_mean)
+            elif kind == "ids":
+                pooled.append(ops.cast(self.id_bag(inputs), x.dtype))
             elif kind == "last":
                 last = ops.maximum(ops.sum(ops.cast(mask, "int32"), axis=1) - 1, 0)
                 pooled.append(ops.take_along_axis(x, last[:, None, None], axis=1)[:, 0])

@@ -18,6 +18,7 @@ from keras import ops
 from autorisk_tf.data.artifacts import NUM_RESERVED_IDS
 from autorisk_tf.layers.field_embedding import embedding_specs
 from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
+from autorisk_tf.layers.id_bag import bag_fields
 
 LOSSES = ("softmax", "squared")
 
@@ -39,12 +40,6 @@ class BagConfig:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"bag_of_ids loss must be one of {LOSSES}, got {self.loss!r}")
-
-
-def bag_fields(features: list[dict]) -> list[dict]:
-    """The fields whose bags are predicted: every categorical field with vocabulary ids."""
-    return [spec for spec in features
-            if spec["kind"] == "categorical" and spec["vocab_size"] > NUM_RESERVED_IDS]
 
 
 def bag_targets(ids: dict, features: list[dict]) -> dict:

@@ -149,15 +149,15 @@ class Pretrainer:
             self.qt_head = QuickThoughtHead(pairs.projection_dim, pairs.temperature,
                                             pairs.learn_temperature, name="quick_thought_head",
                                             dtype=dtype)
-            self.qt_head.build((None, config.model.embedding_dim))
+            self.qt_head.build((None, self.encoder.embedding_dim))
             slices = config.slice_contrastive
             self.slice_head = SliceContrastiveHead(
                 slices.projection_dim, slices.temperature, slices.learn_temperature,
                 name="slice_contrastive_head", dtype=dtype)
-            self.slice_head.build((None, config.model.embedding_dim))
+            self.slice_head.build((None, self.encoder.embedding_dim))
             self.bag_head = BagOfIdsHead(self.feature_specs, config.bag_of_ids.loss,
                                          name="bag_of_ids_head", dtype=dtype)
-            self.bag_head.build((None, config.model.embedding_dim))
+            self.bag_head.build((None, self.encoder.embedding_dim))
             schedule = keras.optimizers.schedules.CosineDecay(
                 0.0, max(train.steps - train.warmup_steps, 1), warmup_target=train.learning_rate,
                 warmup_steps=train.warmup_steps)

@@ -1,0 +1,85 @@
+"""Which ids a sequence holds, as a learned projection: the `ids` pooling of the encoder."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from autorisk_tf.data.artifacts import NUM_RESERVED_IDS
+from autorisk_tf.layers.field_embedding import embedding_specs
+from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
+
+
+def bag_fields(features: list[dict]) -> list[dict]:
+    """The fields with a bag of ids: every categorical field with vocabulary ids."""
+    return [spec for spec in features
+            if spec["kind"] == "categorical" and spec["vocab_size"] > NUM_RESERVED_IDS]
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class IdBag(keras.layers.Layer):
+    """The L2-normalised binary bag of each categorical field's ids, times a table of its own.
+
+    Per field, one learned vector per id, summed over the distinct ids of the sequence
+    (each once, however often it occurs) and divided by the square root of their number:
+    a linear map of the same binary bag that a bag-of-items model or a TruncatedSVD of the
+    user x item matrix reads. The field's table is `dim` wide, or narrower where the
+    field has fewer ids; it is separate from the field's input embedding, whose width is
+    the model's. Reserved ids (padding, missing, unknown, mask) count for nothing, so
+    padding does not change the result. Static shapes (a sort, no unique), so the layer
+    compiles with XLA.
+
+    Args:
+        features: list of dict. Feature specs (`name`, `kind`, `vocab_size`); the
+            `bag_fields` of them get a table.
+        dim: int. Widest table. Defaults to 128.
+
+    Returns (from `call`):
+        float tensor [B, `output_dim`]: the fields' vectors concatenated (zero for a
+        sequence without ids).
+
+    Example:
+    ```python
+    features = [{"name": "item", "kind": "categorical", "vocab_size": 1000}]
+    bag = IdBag(features, dim=32)
+    y = bag({"item": ops.array([[7, 9, 7, 0]])})  # [1, 32], from ids 7 and 9
+    ```
+    """
+
+    def __init__(self, features: list[dict], dim: int = 128, **kwargs):
+        super().__init__(**kwargs)
+        self.features = embedding_specs(features)
+        self.dim = dim
+        self._tables = {spec["name"]: keras.layers.Embedding(
+            spec["vocab_size"], min(dim, spec["vocab_size"] - NUM_RESERVED_IDS),
+            name=f"ids_{spec['name']}", dtype=self.dtype_policy)
+            for spec in bag_fields(self.features)}
+        if not self._tables:
+            raise ValueError("the `ids` pooling needs a categorical field with a vocabulary")
+
+    @property
+    def output_dim(self) -> int:
+        """Width of the output: the sum of the fields' table widths."""
+        return sum(table.output_dim for table in self._tables.values())
+
+    def build(self, input_shape):
+        for table in self._tables.values():
+            table.build(None)
+
+    def call(self, inputs):
+        out = []
+        for name, table in self._tables.items():
+            ids = inputs[name]
+            ids = ops.sort(ops.reshape(ids, (ops.shape(ids)[0], -1)), axis=-1)
+            first = ops.concatenate([ops.ones_like(ids[:, :1], dtype="bool"),
+                                     ids[:, 1:] != ids[:, :-1]], axis=1)
+            weights = ops.cast(first & (ids >= NUM_RESERVED_IDS), self.compute_dtype)
+            total = ops.einsum("bn,bnd->bd", weights, table(ids))
+            count = ops.sum(weights, axis=1, keepdims=True)
+            out.append(total / ops.sqrt(ops.maximum(count, ops.cast(1, count.dtype))))
+        return out[0] if len(out) == 1 else ops.concatenate(out, axis=-1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"features": [dict(spec) for spec in self.features], "dim": self.dim})
+        return config

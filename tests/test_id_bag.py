@@ -1,0 +1,54 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import ops
+
+from autorisk_tf.layers.id_bag import IdBag
+from tests.layer_testing import run_layer_test
+
+FEATURES = [{"name": "item", "kind": "categorical", "vocab_size": 40},
+            {"name": "tags", "kind": "categorical", "vocab_size": 7, "multi": True},
+            {"name": "amount", "kind": "numeric", "vocab_size": 10}]
+IDS = {"item": np.array([[4, 9, 4, 1, 0, 0], [2, 3, 0, 0, 0, 0]], "int32"),
+       "tags": np.array([[[4, 5], [5, 0], [6, 6], [0, 0], [0, 0], [0, 0]],
+                         [[0, 0]] * 6], "int32"),
+       "amount": np.array([[5, 6, 7, 8, 0, 0], [5, 0, 0, 0, 0, 0]], "int32")}
+
+
+def _expected(table, held):
+    return table[held].sum(0) / np.sqrt(len(held)) if held else np.zeros(table.shape[1])
+
+
+def test_distinct_ids_once_reserved_ids_never_and_tables_capped_by_vocabulary():
+    bag = IdBag(FEATURES, dim=8)
+    out = ops.convert_to_numpy(bag(IDS))
+    assert bag.output_dim == 8 + 3 and out.shape == (2, 11)  # tags: 3 ids, 3 wide
+    item, tags = (ops.convert_to_numpy(w) for w in bag.weights)
+    np.testing.assert_allclose(out[0, :8], _expected(item, [4, 9]), atol=1e-6)
+    np.testing.assert_allclose(out[0, 8:], _expected(tags, [4, 5, 6]), atol=1e-6)
+    np.testing.assert_array_equal(out[1], np.zeros(11))  # only reserved ids
+
+
+def test_padding_and_order_change_nothing():
+    bag = IdBag(FEATURES[:1], dim=8)
+    ids = np.array([[4, 9, 4, 12, 7]], "int32")
+    shuffled = np.array([[12, 7, 0, 9, 4, 4, 0, 0]], "int32")
+    np.testing.assert_allclose(ops.convert_to_numpy(bag({"item": ids})),
+                               ops.convert_to_numpy(bag({"item": shuffled})), atol=1e-6)
+
+
+def test_layer_contract_and_xla():
+    out = run_layer_test(lambda **kw: IdBag(FEATURES, dim=8, **kw), IDS, (2, 11),
+                         num_trainable_weights=2, num_params=40 * 8 + 7 * 3)
+    keras.utils.set_random_seed(0)
+    bag = IdBag(FEATURES, dim=8)
+    compiled = tf.function(bag, jit_compile=True)
+    np.testing.assert_allclose(compiled(IDS).numpy(), ops.convert_to_numpy(bag(IDS)),
+                               atol=1e-6)
+    assert out.shape == (2, 11)
+
+
+def test_needs_a_categorical_field():
+    with pytest.raises(ValueError, match="needs a categorical field"):
+        IdBag(FEATURES[2:])
