@@ -15,9 +15,9 @@ Per task (`../shared/data/README.md`), with the project's own commands' code:
    bag + LR, GBDT on the hand-made features;
 4. ours, for each pre-training seed: embeddings + LR; embeddings + hand-made features with
    GBDT (the lift over GBDT on the features alone, out-of-fold scores, bootstrap 95%
-   interval); the wall time of the pre-training; LR on each categorical field's input
-   vectors averaged over a user's events (`field_mean_<field>_lr`: what the input table
-   alone knows, to set against the SVD);
+   interval); the wall time of the pre-training; LR on each pooling's part of the
+   embedding alone (`pooling_<kind>_lr`: which part carries the task; `ids` is the
+   projection of the binary bag of ids, to set against the SVD);
 5. fine-tuning the pre-trained encoder (its head first fitted by logistic regression on
    the embeddings: linear probing, then fine-tuning) against the same encoder from
    scratch with 100, 300, 1,000 and all labels of the training folds, AUC on held-out
@@ -276,7 +276,7 @@ def main(argv=None) -> int:
             print(f"  {row['method']:<28} AUC {row['auc']:.4f}", flush=True)
         artifacts = Artifacts.load(os.path.join(data, "artifacts"))
         config = load_config(args.config, {**overrides})
-        lr_runs, gbdt_runs, encoders, field_runs = [], [], {}, {}
+        lr_runs, gbdt_runs, encoders, part_runs = [], [], {}, {}
         for seed in seeds:
             model_dir = os.path.join(folder, f"run_seed{seed}")
             # Every run trains from scratch: a folder left by an earlier run would otherwise
@@ -299,14 +299,12 @@ def main(argv=None) -> int:
                             "pretrain_seconds": round(seconds, 1),
                             "final_metrics": {k: round(v, 4) for k, v in final.items()
                                               if k.endswith(("loss", "accuracy"))}})
-            for field, means in field_means(embedder, os.path.join(
-                    data, "train", "*.tfrecord"), artifacts.schema, order).items():
-                aucs, _ = evaluate.cv_auc(means[[order[k] for k in keys]], y,
-                                          lambda: evaluate.logistic_regression(0.1))
-                field_runs.setdefault(field, []).append(
+            for kind, part in pooling_parts(embedder.encoder, x).items():
+                aucs, _ = evaluate.cv_auc(part, y, lambda: evaluate.logistic_regression(0.1))
+                part_runs.setdefault(kind, []).append(
                     {"seed": seed, "auc": round(float(np.mean(aucs)), 4)})
-                print(f"  seed {seed}: mean {field} vector + LR {field_runs[field][-1]['auc']:.4f}",
-                      flush=True)
+                print(f"  seed {seed}: `{kind}` pooling alone + LR "
+                      f"{part_runs[kind][-1]['auc']:.4f}", flush=True)
             both = np.concatenate([feats, x], axis=1)
             aucs, both_scores = evaluate.cv_auc(both, y, evaluate.gbdt)
             lift, low, high = evaluate.bootstrap_auc_lift(y, scores["gbdt_features"],
@@ -319,8 +317,8 @@ def main(argv=None) -> int:
                   f"{lr_runs[-1]['auc']:.4f}; + hand-made GBDT {gbdt_runs[-1]['auc']:.4f} "
                   f"(lift {lift:+.4f} [{low:+.4f}, {high:+.4f}])", flush=True)
         rows.append(_summary(task, "embeddings_lr", lr_runs))
-        rows.extend(_summary(task, f"field_mean_{field}_lr", runs)
-                    for field, runs in field_runs.items())
+        rows.extend(_summary(task, f"pooling_{kind}_lr", runs)
+                    for kind, runs in part_runs.items())
         rows.append(_summary(task, "embeddings_plus_handmade_gbdt", gbdt_runs,
                              lift=round(float(np.mean([r["lift"] for r in gbdt_runs])), 4)))
         if sizes:
@@ -353,44 +351,20 @@ def main(argv=None) -> int:
     return 0
 
 
-def field_means(embedder, file_pattern: str, schema, order: dict) -> dict:
-    """Each categorical field's learned vectors averaged over a sequence's events.
-
-    What the encoder's input table of a field knows, without the blocks: a user's item
-    vector is the mean of the table rows of the items on its events (reserved ids left
-    out), a linear projection of its bag of items, which an SVD of the bag can be set
-    against.
+def pooling_parts(encoder, vectors: np.ndarray) -> dict:
+    """Each pooling's part of the embeddings (`mean`, `attention`, `ids`, ...).
 
     Args:
-        embedder: SequenceEmbedder. A trained embedder.
-        file_pattern: str. Glob of the shards.
-        schema: Schema. Their schema.
-        order: dict. Key -> row of the output.
+        encoder: SequenceEncoder. The encoder that wrote `vectors`.
+        vectors: float [N, embedding_dim]. Its embeddings.
 
     Returns:
-        `{field: float32 [len(order), dim]}` for every field with a vocabulary (zeros for a
-        sequence with no id of the field).
+        `{pooling: float [N, width]}`, in the embedding's order.
     """
-    from autorisk_tf.data import reader
-    from autorisk_tf.data.artifacts import NUM_RESERVED_IDS
-    from autorisk_tf.data.sequence_example import KEY
-    from autorisk_tf.tasks.bag_of_ids import bag_fields
-
-    layer = embedder.encoder.embedding
-    tables = {spec["name"]: np.asarray(layer.table(spec["name"]), np.float32)
-              for spec in bag_fields(embedder.encoder.features)}
-    out = {name: np.zeros((len(order), table.shape[1]), np.float32)
-           for name, table in tables.items()}
-    for batch in reader.make_dataset(file_pattern, schema, 128):
-        ids = embedder.preprocessor(batch)
-        rows = [order[k.decode("utf-8")] for k in np.asarray(batch[KEY])]
-        for name, table in tables.items():
-            flat = np.asarray(ids[name]).reshape(len(rows), -1)
-            for row, sequence in zip(rows, flat, strict=True):
-                real = sequence[sequence >= NUM_RESERVED_IDS]
-                if real.size:
-                    out[name][row] = table[real].mean(axis=0)
-    return out
+    bounds = np.cumsum([0, *encoder.pooling_dims.values()])
+    return {kind: vectors[:, start:end]
+            for kind, start, end in zip(encoder.pooling_dims, bounds[:-1], bounds[1:],
+                                        strict=True)}
 
 
 def finetune_rows(task, data, schema, label, keys, y, encoders, sizes, epochs, draws,

@@ -84,23 +84,20 @@ def test_baseline_rows_name_every_baseline():
     assert rows[3]["auc"] > 0.8 and scores["gbdt_features"].shape == (300,)
 
 
-def test_field_means_average_the_input_table_rows_of_each_users_ids(pretrained,
-                                                                    pretraining_data):
-    from autorisk_tf.data import reader
-    from autorisk_tf.data.artifacts import NUM_RESERVED_IDS
+def test_pooling_parts_split_the_embedding_by_the_encoders_widths():
+    from autorisk_tf.layers import EncoderConfig, SequenceEncoder
 
-    trainer, _ = pretrained
-    embedder, schema = trainer.embedder(), trainer.artifacts.schema
-    pattern = f"{pretraining_data}/valid/*.tfrecord"
-    sequences = list(reader.read_sequences(pattern, schema))
-    order = {ex["key"]: i for i, ex in enumerate(reversed(sequences))}
-    means = bench.field_means(embedder, pattern, schema, order)
-    assert set(means) == {"event_type", "channel", "device", "pay_method"}
-    vocabulary = [value for value, _ in trainer.artifacts.vocabularies["pay_method"]]
-    table = np.asarray(embedder.encoder.embedding.table("pay_method"))
-    for ex in sequences[:5]:  # missing pay methods ("") have no id of the vocabulary
-        ids = [vocabulary.index(v) + NUM_RESERVED_IDS for v in ex["event/pay_method"]
-               if v in vocabulary]
-        assert 0 < len(ids) < len(ex["event/pay_method"])
-        np.testing.assert_allclose(means["pay_method"][order[ex["key"]]],
-                                   table[ids].mean(axis=0), atol=1e-6)
+    features = [{"name": "item", "kind": "categorical", "vocab_size": 40},
+                {"name": "amount", "kind": "numeric", "vocab_size": 10}]
+    encoder = SequenceEncoder(features, EncoderConfig(
+        width=8, num_blocks=1, block_size=4, ffn_dim=8, pooling=["mean", "ids", "last"],
+        ids_dim=12))
+    ids = {"item": np.array([[4, 9, 4, 0], [5, 6, 7, 8]], "int32"),
+           "amount": np.array([[4, 5, 6, 0], [4, 4, 4, 4]], "int32")}
+    out = encoder(ids)
+    vectors = np.asarray(out["embedding"])
+    parts = bench.pooling_parts(encoder, vectors)
+    assert list(parts) == ["mean", "ids", "last"]
+    assert [p.shape for p in parts.values()] == [(2, 8), (2, 12), (2, 8)]
+    np.testing.assert_array_equal(parts["ids"], np.asarray(encoder.id_bag(ids)))
+    np.testing.assert_array_equal(parts["last"][1], np.asarray(out["sequence"])[1, 3])

@@ -162,10 +162,15 @@ class SequenceEncoder(keras.layers.Layer):
                                 dtype=self.dtype_policy)
 
     @property
+    def pooling_dims(self) -> dict:
+        """Width of each pooling's part of the embedding, in the embedding's order."""
+        return {kind: self.id_bag.output_dim if kind == "ids" else self.config.width
+                for kind in self.config.pooling}
+
+    @property
     def embedding_dim(self) -> int:
         """Size of the pooled sequence embedding."""
-        steps = sum(kind != "ids" for kind in self.config.pooling) * self.config.width
-        return steps + (self.id_bag.output_dim if self.id_bag is not None else 0)
+        return sum(self.pooling_dims.values())
 
     def build(self, input_shape):
         shape = (None, None, self.config.width)
