@@ -53,11 +53,15 @@ SCHEDULES = {
                                       "curriculum.quick_thought_weight": 1.0,
                                       "quick_thought.split": "subsets"},
     # The tasks and pooling chosen on real data (autorisk_tf/configs/real.yaml), with its
-    # earlier softmax bag loss at weight 1, then with its squared one at weight 30.
+    # earlier softmax bag loss at weight 1, then with its squared one at weight 30, then with
+    # the `ids` pooling as well.
     "real.yaml's tasks: masked events with time targets, bag of ids, inputs pooling": {
         **REAL_TASKS, "curriculum.bag_of_ids_weight": 1.0},
     "real.yaml's tasks with the squared bag-of-ids loss at weight 30": {
         **REAL_TASKS, "curriculum.bag_of_ids_weight": 30.0, "bag_of_ids.loss": "squared"},
+    "real.yaml's tasks, squared bag loss at weight 30, ids pooling": {
+        **REAL_TASKS, "curriculum.bag_of_ids_weight": 30.0, "bag_of_ids.loss": "squared",
+        "model.pooling": ["mean", "attention", "last", "inputs", "ids"]},
     # One of real.yaml's changes at a time, on top of the default schedule.
     "default + bag of ids": {"curriculum.bag_of_ids_weight": 1.0},
     "default + masked time features": {"masked_event.mask_time_features": True},
