@@ -49,6 +49,7 @@ def test_layer_contract_and_xla():
     assert out.shape == (2, 11)
 
 
-def test_needs_a_categorical_field():
-    with pytest.raises(ValueError, match="needs a categorical field"):
-        IdBag(FEATURES[2:])
+def test_a_schema_without_categorical_fields_gets_width_zero():
+    bag = IdBag(FEATURES[2:])
+    assert bag.output_dim == 0
+    assert tuple(ops.shape(bag({"amount": IDS["amount"]}))) == (2, 0)

@@ -27,7 +27,8 @@ class IdBag(keras.layers.Layer):
     field has fewer ids; it is separate from the field's input embedding, whose width is
     the model's. Reserved ids (padding, missing, unknown, mask) count for nothing, so
     padding does not change the result. Static shapes (a sort, no unique), so the layer
-    compiles with XLA.
+    compiles with XLA. A schema without a categorical field (only amounts and times, as
+    CDNOW's) gets an output of width 0, so one config serves every schema.
 
     Args:
         features: list of dict. Feature specs (`name`, `kind`, `vocab_size`); the
@@ -54,8 +55,6 @@ class IdBag(keras.layers.Layer):
             spec["vocab_size"], min(dim, spec["vocab_size"] - NUM_RESERVED_IDS),
             name=f"ids_{spec['name']}", dtype=self.dtype_policy)
             for spec in bag_fields(self.features)}
-        if not self._tables:
-            raise ValueError("the `ids` pooling needs a categorical field with a vocabulary")
 
     @property
     def output_dim(self) -> int:
@@ -67,6 +66,9 @@ class IdBag(keras.layers.Layer):
             table.build(None)
 
     def call(self, inputs):
+        if not self._tables:
+            any_ids = next(iter(inputs.values()))
+            return ops.zeros((ops.shape(any_ids)[0], 0), self.compute_dtype)
         out = []
         for name, table in self._tables.items():
             ids = inputs[name]
