@@ -299,7 +299,7 @@ def main(argv=None) -> int:
                             "pretrain_seconds": round(seconds, 1),
                             "final_metrics": {k: round(v, 4) for k, v in final.items()
                                               if k.endswith(("loss", "accuracy"))}})
-            for kind, part in pooling_parts(embedder.encoder, x).items():
+            for kind, part in embedder.encoder.split_embedding(x).items():
                 aucs, _ = evaluate.cv_auc(part, y, lambda: evaluate.logistic_regression(0.1))
                 part_runs.setdefault(kind, []).append(
                     {"seed": seed, "auc": round(float(np.mean(aucs)), 4)})
@@ -349,22 +349,6 @@ def main(argv=None) -> int:
     print_table(all_rows)
     print(f"wrote {args.json}")
     return 0
-
-
-def pooling_parts(encoder, vectors: np.ndarray) -> dict:
-    """Each pooling's part of the embeddings (`mean`, `attention`, `ids`, ...).
-
-    Args:
-        encoder: SequenceEncoder. The encoder that wrote `vectors`.
-        vectors: float [N, embedding_dim]. Its embeddings.
-
-    Returns:
-        `{pooling: float [N, width]}`, in the embedding's order.
-    """
-    bounds = np.cumsum([0, *encoder.pooling_dims.values()])
-    return {kind: vectors[:, start:end]
-            for kind, start, end in zip(encoder.pooling_dims, bounds[:-1], bounds[1:],
-                                        strict=True)}
 
 
 def finetune_rows(task, data, schema, label, keys, y, encoders, sizes, epochs, draws,

@@ -82,22 +82,3 @@ def test_baseline_rows_name_every_baseline():
                                            "handmade_gbdt"]
     assert rows[0]["auc"] > 0.9  # items are label-specific
     assert rows[3]["auc"] > 0.8 and scores["gbdt_features"].shape == (300,)
-
-
-def test_pooling_parts_split_the_embedding_by_the_encoders_widths():
-    from autorisk_tf.layers import EncoderConfig, SequenceEncoder
-
-    features = [{"name": "item", "kind": "categorical", "vocab_size": 40},
-                {"name": "amount", "kind": "numeric", "vocab_size": 10}]
-    encoder = SequenceEncoder(features, EncoderConfig(
-        width=8, num_blocks=1, block_size=4, ffn_dim=8, pooling=["mean", "ids", "last"],
-        ids_dim=12))
-    ids = {"item": np.array([[4, 9, 4, 0], [5, 6, 7, 8]], "int32"),
-           "amount": np.array([[4, 5, 6, 0], [4, 4, 4, 4]], "int32")}
-    out = encoder(ids)
-    vectors = np.asarray(out["embedding"])
-    parts = bench.pooling_parts(encoder, vectors)
-    assert list(parts) == ["mean", "ids", "last"]
-    assert [p.shape for p in parts.values()] == [(2, 8), (2, 12), (2, 8)]
-    np.testing.assert_array_equal(parts["ids"], np.asarray(encoder.id_bag(ids)))
-    np.testing.assert_array_equal(parts["last"][1], np.asarray(out["sequence"])[1, 3])

@@ -273,3 +273,30 @@ def test_loss_scaling_halves_the_scale_and_skips_an_overflowing_step(pretraining
     assert float(trainer.optimizer.dynamic_scale) == 2.0**39  # halved after the overflow
     after = [ops.convert_to_numpy(v) for v in trainer.encoder.trainable_variables]
     assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))  # skipped
+
+
+def test_separate_ids_gives_the_ids_part_its_own_bag_decoder(pretraining_data, tmp_path):
+    from autorisk_tf.data import reader
+    from autorisk_tf.tasks.bag_of_ids import bag_targets
+
+    trainer = _tiny_trainer(pretraining_data, tmp_path, **{
+        "model.pooling": ["mean", "ids"], "model.ids_dim": 8, "bag_of_ids.loss": "squared",
+        "bag_of_ids.separate_ids": True, "curriculum.bag_of_ids_weight": 1.0,
+        "curriculum.quick_thought_start": None, "training.steps": 3})
+    widths = trainer.encoder.pooling_dims
+    assert widths["mean"] == 16 and widths["ids"] > 8  # several categorical fields
+    kernel = next(iter(trainer.ids_bag_head.classifiers.values())).kernel
+    assert kernel.shape[0] == widths["ids"]
+    assert next(iter(trainer.bag_head.classifiers.values())).kernel.shape[0] == 16
+    metrics = trainer.fit(f"{pretraining_data}/train/*.tfrecord", verbose=0)
+    assert np.abs(np.asarray(kernel)).max() > 0  # trained away from its zero start
+    assert any(key.startswith("bag_ids/") for key in metrics)
+    batch = next(iter(reader.make_dataset(f"{pretraining_data}/valid/*.tfrecord",
+                                          trainer.artifacts.schema, batch_size=4)))
+    ids = trainer.preprocessor(batch)
+    embedding = trainer.encoder(ids)["embedding"]
+    targets = bag_targets(ids, trainer.feature_specs)
+    loss, _ = trainer._bag_loss(embedding, targets)
+    shared, _ = trainer.bag_head.loss_and_metrics(embedding[:, :16], targets, 32)
+    own, _ = trainer.ids_bag_head.loss_and_metrics(embedding[:, 16:], targets, 32)
+    np.testing.assert_allclose(float(loss), float(shared + own), rtol=1e-5)

@@ -172,6 +172,21 @@ class SequenceEncoder(keras.layers.Layer):
         """Size of the pooled sequence embedding."""
         return sum(self.pooling_dims.values())
 
+    def split_embedding(self, embedding) -> dict:
+        """Each pooling's part of embeddings (`mean`, `attention`, `ids`, ...).
+
+        Args:
+            embedding: tensor or array [B, `embedding_dim`]. This encoder's embeddings.
+
+        Returns:
+            `{pooling: [B, width]}`, in the embedding's order.
+        """
+        parts, start = {}, 0
+        for kind, width in self.pooling_dims.items():
+            parts[kind] = embedding[:, start:start + width]
+            start += width
+        return parts
+
     def build(self, input_shape):
         shape = (None, None, self.config.width)
         self.embedding.build(input_shape)

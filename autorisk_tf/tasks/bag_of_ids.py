@@ -33,9 +33,14 @@ class BagConfig:
             bag of each field (which ids the sequence holds, each once) with a squared
             error; its best linear code is the bag's top singular subspace, what a
             TruncatedSVD of the bag keeps. Defaults to `softmax`.
+        separate_ids: bool. With the encoder's `ids` pooling, that part of the embedding
+            gets a decoder of its own and the shared decoder reads the other parts only,
+            so they still have to carry the bag themselves. Defaults to False (one
+            decoder reads the whole embedding).
     """
 
     loss: str = "softmax"
+    separate_ids: bool = False
 
     def __post_init__(self):
         if self.loss not in LOSSES:

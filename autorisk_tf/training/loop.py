@@ -157,7 +157,14 @@ class Pretrainer:
             self.slice_head.build((None, self.encoder.embedding_dim))
             self.bag_head = BagOfIdsHead(self.feature_specs, config.bag_of_ids.loss,
                                          name="bag_of_ids_head", dtype=dtype)
-            self.bag_head.build((None, self.encoder.embedding_dim))
+            ids_width = self.encoder.pooling_dims.get("ids", 0)
+            self.ids_bag_head = None
+            if config.bag_of_ids.separate_ids and ids_width:
+                self.ids_bag_head = BagOfIdsHead(self.feature_specs, config.bag_of_ids.loss,
+                                                 name="ids_bag_of_ids_head", dtype=dtype)
+                self.ids_bag_head.build((None, ids_width))
+            self.bag_head.build((None, self.encoder.embedding_dim
+                                 - (ids_width if self.ids_bag_head is not None else 0)))
             schedule = keras.optimizers.schedules.CosineDecay(
                 0.0, max(train.steps - train.warmup_steps, 1), warmup_target=train.learning_rate,
                 warmup_steps=train.warmup_steps)
@@ -170,22 +177,31 @@ class Pretrainer:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             self.optimizer = optimizer
             self.optimizer.build(self.trainable_variables)
-        modules = (self.encoder, self.mlm_head, self.qt_head, self.slice_head, self.bag_head)
+        modules = (self.encoder, self.mlm_head, self.qt_head, self.slice_head, self.bag_head,
+                   *self._ids_heads)
+        extra = {"ids_bag_head": self.ids_bag_head} if self.ids_bag_head is not None else {}
         self.checkpoint = tf.train.Checkpoint(encoder=self.encoder, mlm_head=self.mlm_head,
                                               qt_head=self.qt_head,
                                               slice_head=self.slice_head,
                                               bag_head=self.bag_head,
+                                              **extra,
                                               optimizer=self.optimizer,
                                               random_states=_random_states(modules))
         self._encode = tf.function(self._encode_fn, jit_compile=train.jit_compile,
                                    reduce_retracing=True)
 
     @property
+    def _ids_heads(self) -> list:
+        """The decoder of the `ids` part, where the bag config gives it one."""
+        return [self.ids_bag_head] if self.ids_bag_head is not None else []
+
+    @property
     def trainable_variables(self) -> list:
         """Every trained variable: encoder and the heads of the four tasks."""
         return (self.encoder.trainable_variables + self.mlm_head.trainable_variables
                 + self.qt_head.trainable_variables + self.slice_head.trainable_variables
-                + self.bag_head.trainable_variables)
+                + self.bag_head.trainable_variables
+                + [v for head in self._ids_heads for v in head.trainable_variables])
 
     @property
     def step(self) -> int:
@@ -236,6 +252,20 @@ class Pretrainer:
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
+    def _bag_loss(self, embedding, targets):
+        """The bag-of-ids loss and metrics: one decoder, or one more for the `ids` part."""
+        batch = self.config.input.batch_size
+        if self.ids_bag_head is None:
+            return self.bag_head.loss_and_metrics(embedding, targets, batch)
+        parts = self.encoder.split_embedding(embedding)
+        ids_loss, ids_metrics = self.ids_bag_head.loss_and_metrics(parts.pop("ids"), targets,
+                                                                   batch)
+        loss, metrics = self.bag_head.loss_and_metrics(
+            tf.concat(list(parts.values()), axis=-1), targets, batch)
+        metrics.update({key.replace("bag/", "bag_ids/"): value
+                        for key, value in ids_metrics.items()})
+        return loss + ids_loss, metrics
+
     def _replica_step(self, example, qt_weight, slice_weight, use_qt, use_slices):
         """Forward, backward and update on one replica's rows of the global batch."""
         replicas = self.strategy.num_replicas_in_sync
@@ -253,8 +283,7 @@ class Pretrainer:
                 loss = weights.masked_event_weight * mlm_loss
                 metrics["mlm/loss"] = mlm_loss
             if weights.bag_of_ids_weight > 0:
-                bag_loss, bag_metrics = self.bag_head.loss_and_metrics(
-                    out["embedding"], example["bag"], self.config.input.batch_size)
+                bag_loss, bag_metrics = self._bag_loss(out["embedding"], example["bag"])
                 loss += weights.bag_of_ids_weight * bag_loss
                 metrics.update(bag_metrics)
                 metrics["bag/loss"] = bag_loss
