@@ -300,3 +300,5 @@ def test_separate_ids_gives_the_ids_part_its_own_bag_decoder(pretraining_data, t
     shared, _ = trainer.bag_head.loss_and_metrics(embedding[:, :16], targets, 32)
     own, _ = trainer.ids_bag_head.loss_and_metrics(embedding[:, 16:], targets, 32)
     np.testing.assert_allclose(float(loss), float(shared + own), rtol=1e-5)
+    with pytest.raises(ValueError, match="separate_ids needs `ids` in model.pooling"):
+        load_config(SMALL, {"bag_of_ids.separate_ids": True})

@@ -143,6 +143,11 @@ class TrainConfig:
     curriculum: CurriculumConfig = CurriculumConfig()
     training: OptimConfig = OptimConfig()
 
+    def __post_init__(self):
+        if self.bag_of_ids.separate_ids and "ids" not in self.model.pooling:
+            raise ValueError("bag_of_ids.separate_ids needs `ids` in model.pooling, got "
+                             f"{list(self.model.pooling)}")
+
     def to_dict(self) -> dict:
         """Plain dict (YAML-ready) of every section."""
         return {name: _plain(dataclasses.asdict(getattr(self, name))) for name in _SECTIONS}
