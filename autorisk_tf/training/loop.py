@@ -161,7 +161,7 @@ class Pretrainer:
             self.ids_bag_head = None
             if config.bag_of_ids.separate_ids and ids_width:
                 self.ids_bag_head = BagOfIdsHead(self.feature_specs, config.bag_of_ids.loss,
-                                                 name="ids_bag_of_ids_head", dtype=dtype)
+                                                 name="ids_bag_head", dtype=dtype)
                 self.ids_bag_head.build((None, ids_width))
             self.bag_head.build((None, self.encoder.embedding_dim
                                  - (ids_width if self.ids_bag_head is not None else 0)))
@@ -197,7 +197,8 @@ class Pretrainer:
 
     @property
     def trainable_variables(self) -> list:
-        """Every trained variable: encoder and the heads of the four tasks."""
+        """Every trained variable: encoder and the heads of the four tasks (with the `ids`
+        part's own bag decoder where there is one)."""
         return (self.encoder.trainable_variables + self.mlm_head.trainable_variables
                 + self.qt_head.trainable_variables + self.slice_head.trainable_variables
                 + self.bag_head.trainable_variables
@@ -253,7 +254,16 @@ class Pretrainer:
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
     def _bag_loss(self, embedding, targets):
-        """The bag-of-ids loss and metrics: one decoder, or one more for the `ids` part."""
+        """The bag-of-ids loss and metrics: one decoder, or one more for the `ids` part.
+
+        Args:
+            embedding: float [b, E]. This replica's sequence embeddings (masked pass).
+            targets: dict. `bag_targets` of the same rows.
+
+        Returns:
+            `(loss, metrics)`: with `separate_ids`, the sum of both decoders' losses, and
+            the `ids` decoder's metrics under `bag_ids/`.
+        """
         batch = self.config.input.batch_size
         if self.ids_bag_head is None:
             return self.bag_head.loss_and_metrics(embedding, targets, batch)
