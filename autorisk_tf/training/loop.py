@@ -197,8 +197,7 @@ class Pretrainer:
 
     @property
     def trainable_variables(self) -> list:
-        """Every trained variable: encoder and the heads of the four tasks (with the `ids`
-        part's own bag decoder where there is one)."""
+        """Every trained variable: the encoder, the four tasks' heads, the `ids` decoder."""
         return (self.encoder.trainable_variables + self.mlm_head.trainable_variables
                 + self.qt_head.trainable_variables + self.slice_head.trainable_variables
                 + self.bag_head.trainable_variables
