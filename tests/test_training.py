@@ -302,3 +302,40 @@ def test_separate_ids_gives_the_ids_part_its_own_bag_decoder(pretraining_data, t
     np.testing.assert_allclose(float(loss), float(shared + own), rtol=1e-5)
     with pytest.raises(ValueError, match="separate_ids needs `ids` in model.pooling"):
         load_config(SMALL, {"bag_of_ids.separate_ids": True})
+
+
+def test_idf_weighting_counts_document_frequencies_and_weighs_the_ids_target(
+        pretraining_data, tmp_path):
+    from autorisk_tf.data import reader
+    from autorisk_tf.tasks.bag_of_ids import bag_targets
+
+    trainer = _tiny_trainer(pretraining_data, tmp_path, **{
+        "model.pooling": ["mean", "ids"], "model.ids_dim": 8,
+        "model.ids_weighting": "idf", "bag_of_ids.loss": "squared",
+        "bag_of_ids.separate_ids": True, "curriculum.bag_of_ids_weight": 1.0,
+        "curriculum.quick_thought_start": None, "training.steps": 1})
+    pattern = f"{pretraining_data}/train/*.tfrecord"
+    trainer.fit(pattern, verbose=0)
+    sequences = list(reader.read_sequences(pattern, trainer.artifacts.schema))
+    vocabulary = [value for value, _ in trainer.artifacts.vocabularies["channel"]]
+    holding = sum("h5" in ex["event/channel"] for ex in sequences)
+    assert 0 < holding < len(sequences)
+    idf = np.asarray(trainer.encoder.id_bag.id_weights()["channel"])
+    h5 = vocabulary.index("h5") + 4  # NUM_RESERVED_IDS
+    np.testing.assert_allclose(idf[h5], np.log((1 + len(sequences)) / (1 + holding)) + 1,
+                               rtol=1e-6)
+    batch = next(iter(reader.make_dataset(f"{pretraining_data}/valid/*.tfrecord",
+                                          trainer.artifacts.schema, batch_size=4)))
+    ids = trainer.preprocessor(batch)
+    embedding = trainer.encoder(ids)["embedding"]
+    targets = bag_targets(ids, trainer.feature_specs)
+    weights = trainer.encoder.id_bag.id_weights()
+    rng = np.random.default_rng(0)
+    for classifier in trainer.ids_bag_head.classifiers.values():  # away from its zero start
+        classifier.kernel.assign(rng.normal(size=classifier.kernel.shape).astype("float32"))
+    loss, _ = trainer._bag_loss(embedding, targets)
+    own, _ = trainer.ids_bag_head.loss_and_metrics(embedding[:, 16:], targets, 32, weights)
+    plain, _ = trainer.ids_bag_head.loss_and_metrics(embedding[:, 16:], targets, 32)
+    shared, _ = trainer.bag_head.loss_and_metrics(embedding[:, :16], targets, 32)
+    np.testing.assert_allclose(float(loss), float(shared + own), rtol=1e-5)
+    assert abs(float(own) - float(plain)) > 1e-4  # the weights change the ids target

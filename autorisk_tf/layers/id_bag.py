@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from autorisk_tf.data.artifacts import NUM_RESERVED_IDS
 from autorisk_tf.layers.field_embedding import embedding_specs
 from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
+
+WEIGHTINGS = ("binary", "idf")
 
 
 def bag_fields(features: list[dict]) -> list[dict]:
@@ -30,10 +33,18 @@ class IdBag(keras.layers.Layer):
     compiles with XLA. A schema without a categorical field (only amounts and times, as
     CDNOW's) gets an output of width 0, so one config serves every schema.
 
+    With `weighting="idf"` each held id counts with its inverse document frequency
+    instead of 1 (scikit-learn's smoothed `log((1 + N) / (1 + df)) + 1`, N sequences, df
+    of them holding the id) and the sum is divided by the weights' L2 norm: a linear map
+    of the L2-normalised TF-IDF bag, where rare ids weigh more. The frequencies are
+    non-trainable weights (ones until `set_document_frequencies`), saved with the model,
+    so serving weighs ids as training did.
+
     Args:
         features: list of dict. Feature specs (`name`, `kind`, `vocab_size`); the
             `bag_fields` of them get a table.
         dim: int. Widest table. Defaults to 128.
+        weighting: str. `binary` or `idf`. Defaults to `binary`.
 
     Returns (from `call`):
         float tensor [B, `output_dim`]: the fields' vectors concatenated (zero for a
@@ -47,10 +58,15 @@ class IdBag(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, features: list[dict], dim: int = 128, **kwargs):
+    def __init__(self, features: list[dict], dim: int = 128, weighting: str = "binary",
+                 **kwargs):
         super().__init__(**kwargs)
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"ids weighting must be one of {WEIGHTINGS}, got {weighting!r}")
         self.features = embedding_specs(features)
         self.dim = dim
+        self.weighting = weighting
+        self._idf = {}
         self._tables = {spec["name"]: keras.layers.Embedding(
             spec["vocab_size"], min(dim, spec["vocab_size"] - NUM_RESERVED_IDS),
             name=f"ids_{spec['name']}", dtype=self.dtype_policy)
@@ -62,8 +78,32 @@ class IdBag(keras.layers.Layer):
         return sum(table.output_dim for table in self._tables.values())
 
     def build(self, input_shape):
-        for table in self._tables.values():
+        for name, table in self._tables.items():
             table.build(None)
+            if self.weighting == "idf":
+                self._idf[name] = self.add_weight(
+                    shape=(table.input_dim,), initializer="ones", trainable=False,
+                    name=f"idf_{name}", dtype="float32")
+
+    def set_document_frequencies(self, frequencies: dict, num_sequences: int) -> None:
+        """Sets the inverse document frequencies of `weighting="idf"`.
+
+        Args:
+            frequencies: dict. Field -> int array [vocab size]: how many sequences hold
+                each id.
+            num_sequences: int. N, the number of sequences counted.
+        """
+        if self.weighting != "idf":
+            raise ValueError("document frequencies need weighting='idf'")
+        for name, weight in self._idf.items():
+            df = np.asarray(frequencies[name], np.float64)
+            weight.assign((np.log((1.0 + num_sequences) / (1.0 + df)) + 1.0).astype("float32"))
+
+    def id_weights(self) -> dict:
+        """Field -> float32 [vocab size]: the weight of each id (ones for `binary`)."""
+        return {name: ops.convert_to_tensor(self._idf[name]) if name in self._idf
+                else ops.ones((table.input_dim,), "float32")
+                for name, table in self._tables.items()}
 
     def call(self, inputs):
         if not self._tables:
@@ -75,13 +115,17 @@ class IdBag(keras.layers.Layer):
             ids = ops.sort(ops.reshape(ids, (ops.shape(ids)[0], -1)), axis=-1)
             first = ops.concatenate([ops.ones_like(ids[:, :1], dtype="bool"),
                                      ids[:, 1:] != ids[:, :-1]], axis=1)
-            weights = ops.cast(first & (ids >= NUM_RESERVED_IDS), self.compute_dtype)
-            total = ops.einsum("bn,bnd->bd", weights, table(ids))
-            count = ops.sum(weights, axis=1, keepdims=True)
-            out.append(total / ops.sqrt(ops.maximum(count, ops.cast(1, count.dtype))))
+            weights = ops.cast(first & (ids >= NUM_RESERVED_IDS), "float32")
+            if name in self._idf:
+                weights = weights * ops.take(self._idf[name], ids)
+            norm = ops.sqrt(ops.maximum(ops.sum(ops.square(weights), axis=1, keepdims=True),
+                                        1e-12))
+            weights = ops.cast(weights / norm, self.compute_dtype)
+            out.append(ops.einsum("bn,bnd->bd", weights, table(ids)))
         return out[0] if len(out) == 1 else ops.concatenate(out, axis=-1)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"features": [dict(spec) for spec in self.features], "dim": self.dim})
+        config.update({"features": [dict(spec) for spec in self.features], "dim": self.dim,
+                       "weighting": self.weighting})
         return config

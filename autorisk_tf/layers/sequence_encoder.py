@@ -16,7 +16,7 @@ from autorisk_tf.layers.field_embedding import (
     masked_mean,
 )
 from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
-from autorisk_tf.layers.id_bag import IdBag
+from autorisk_tf.layers.id_bag import WEIGHTINGS, IdBag
 from autorisk_tf.layers.transformer_block import TransformerBlock
 
 BLOCK_TYPES = ("conv_attention", "transformer")
@@ -55,6 +55,9 @@ class EncoderConfig:
             by a table of its own, `ids_dim` wide). Defaults to `mean` and `attention`.
         ids_dim: int. Width of each field's table for the `ids` pooling (narrower for a
             field with fewer ids). Defaults to 128.
+        ids_weighting: str. How the `ids` pooling weighs a held id: `binary` (each 1) or
+            `idf` (its inverse document frequency, set from the training data when
+            pre-training starts; `IdBag`). Defaults to `binary`.
     """
 
     width: int = 128
@@ -76,6 +79,7 @@ class EncoderConfig:
     text_summary: str = "conv"
     pooling: tuple[str, ...] = ("mean", "attention")
     ids_dim: int = 128
+    ids_weighting: str = "binary"
 
     def __post_init__(self):
         if self.block_type not in BLOCK_TYPES:
@@ -83,6 +87,9 @@ class EncoderConfig:
         if self.ffn_activation not in FFN_ACTIVATIONS:
             raise ValueError(f"ffn_activation must be one of {FFN_ACTIVATIONS}, "
                              f"got {self.ffn_activation!r}")
+        if self.ids_weighting not in WEIGHTINGS:
+            raise ValueError(f"ids_weighting must be one of {WEIGHTINGS}, "
+                             f"got {self.ids_weighting!r}")
         unknown = set(self.pooling) - set(POOLINGS)
         if unknown or not self.pooling:
             raise ValueError(f"pooling must be a non-empty subset of {POOLINGS}, "
@@ -158,7 +165,7 @@ class SequenceEncoder(keras.layers.Layer):
                                                  dtype=self.dtype_policy)
         self.id_bag = None
         if "ids" in c.pooling:
-            self.id_bag = IdBag(self.features, c.ids_dim, name="id_bag",
+            self.id_bag = IdBag(self.features, c.ids_dim, c.ids_weighting, name="id_bag",
                                 dtype=self.dtype_policy)
 
     @property

@@ -109,16 +109,21 @@ class BagOfIdsHead(keras.layers.Layer):
     def call(self, embedding):
         return {name: classifier(embedding) for name, classifier in self.classifiers.items()}
 
-    def loss_and_metrics(self, embedding, targets: dict, global_batch: int):
+    def loss_and_metrics(self, embedding, targets: dict, global_batch: int,
+                         id_weights: dict | None = None):
         """The loss summed over fields, per sequence of the global batch.
 
         `softmax`: soft-target cross-entropy against the id distribution. `squared`: the
-        squared distance between the decoder's output and the L2-normalised binary bag.
+        squared distance between the decoder's output and the L2-normalised binary bag
+        (each held id weighted by `id_weights`, when given).
 
         Args:
             embedding: float [b, E]. This replica's sequence embeddings.
             targets: dict. `bag_targets` of the same rows.
             global_batch: int. Sequences in the global batch (the loss divisor).
+            id_weights: dict or None. Field -> float [V], the `squared` target's weight of
+                each id (`IdBag.id_weights`: the bag the `ids` pooling reads). Defaults to
+                None (each 1).
 
         Returns:
             `(loss, metrics)`: the loss and `bag/<field>/loss` for every field.
@@ -129,6 +134,8 @@ class BagOfIdsHead(keras.layers.Layer):
             target, field_logits = targets[name], ops.cast(field_logits, "float32")
             if self.loss == "squared":
                 held = tf.cast(target > 0, tf.float32)
+                if id_weights is not None:
+                    held = held * tf.cast(id_weights[name], tf.float32)[None, :]
                 held = tf.math.l2_normalize(held, axis=-1)  # all zero stays zero
                 per_row = tf.reduce_sum(tf.square(field_logits - held), axis=-1)
             else:

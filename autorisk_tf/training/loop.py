@@ -29,11 +29,13 @@ from tensorflow.core.framework import summary_pb2
 from autorisk_tf.data import fileio, pipeline
 from autorisk_tf.data.artifacts import Artifacts
 from autorisk_tf.layers.event_preprocessor import (
+    PADDING_MASK,
     EventPreprocessor,
     feature_specs_from_artifacts,
     model_input_names,
 )
 from autorisk_tf.layers.field_embedding import per_token
+from autorisk_tf.layers.id_bag import bag_fields
 from autorisk_tf.layers.sequence_embedder import SequenceEmbedder
 from autorisk_tf.layers.sequence_encoder import SequenceEncoder
 from autorisk_tf.tasks.bag_of_ids import BagOfIdsHead, bag_targets
@@ -264,11 +266,13 @@ class Pretrainer:
             the `ids` decoder's metrics under `bag_ids/`.
         """
         batch = self.config.input.batch_size
+        # The decoder that reads the `ids` part reconstructs the bag weighted as it is.
+        weights = self.encoder.id_bag.id_weights() if self.encoder.id_bag is not None else None
         if self.ids_bag_head is None:
-            return self.bag_head.loss_and_metrics(embedding, targets, batch)
+            return self.bag_head.loss_and_metrics(embedding, targets, batch, weights)
         parts = self.encoder.split_embedding(embedding)
         ids_loss, ids_metrics = self.ids_bag_head.loss_and_metrics(parts.pop("ids"), targets,
-                                                                   batch)
+                                                                   batch, weights)
         loss, metrics = self.bag_head.loss_and_metrics(
             tf.concat(list(parts.values()), axis=-1), targets, batch)
         metrics.update({key.replace("bag/", "bag_ids/"): value
@@ -371,6 +375,27 @@ class Pretrainer:
                 self.checkpoint, self._checkpoint_dir(), max_to_keep=3)
         return self._checkpoint_manager
 
+    def document_frequencies(self, file_pattern: str) -> tuple[dict, int]:
+        """How many sequences hold each id of each categorical field (for `ids_weighting`).
+
+        Args:
+            file_pattern: str. Glob of the training shards.
+
+        Returns:
+            `({field: int64 [vocab size]}, number of sequences)`; reserved ids count 0.
+        """
+        import numpy as np
+
+        counts = {s["name"]: np.zeros(s["vocab_size"], np.int64)
+                  for s in bag_fields(self.feature_specs)}
+        sequences = 0
+        for batch in pipeline.id_batches(file_pattern, self.artifacts.schema,
+                                         self.preprocessor, self.config.input, training=False):
+            sequences += int(tf.shape(batch[PADDING_MASK])[0])
+            for name, shares in bag_targets(batch, self.feature_specs).items():
+                counts[name] += np.count_nonzero(shares.numpy() > 0, axis=0)
+        return counts, sequences
+
     def fit(self, file_pattern: str, verbose: int = 1) -> dict:
         """Trains to `training.steps`, resuming from the latest checkpoint if there is one.
 
@@ -386,6 +411,9 @@ class Pretrainer:
         start = self.restore()
         if start:
             print(f"resumed from step {start} ({self._manager().latest_checkpoint})")
+        elif self.config.model.ids_weighting == "idf" and self.encoder.id_bag is not None:
+            self.encoder.id_bag.set_document_frequencies(*self.document_frequencies(
+                file_pattern))
         if start >= train.steps:
             if self.is_chief:
                 self.save_encoder()
