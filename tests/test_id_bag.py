@@ -1,5 +1,6 @@
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from keras import ops
 
@@ -52,3 +53,27 @@ def test_a_schema_without_categorical_fields_gets_width_zero():
     bag = IdBag(FEATURES[2:])
     assert bag.output_dim == 0
     assert tuple(ops.shape(bag({"amount": IDS["amount"]}))) == (2, 0)
+
+
+def test_idf_weighting_divides_by_the_weights_norm_and_survives_saving(tmp_path):
+    bag = IdBag(FEATURES[:1], dim=8, weighting="idf")
+    ids = {"item": np.array([[4, 9, 4, 0]], "int32")}
+    first = ops.convert_to_numpy(bag(ids))[0]
+    (table,) = [ops.convert_to_numpy(w) for w in bag.trainable_weights]
+    np.testing.assert_allclose(first, _expected(table, [4, 9]), atol=1e-6)  # ones until set
+    df = np.zeros(40, np.int64)
+    df[4], df[9] = 99, 9  # of 99 sequences: id 4 in all, id 9 in a tenth
+    bag.set_document_frequencies({"item": df}, 99)
+    idf = np.log(100 / (1 + df)) + 1
+    np.testing.assert_allclose(ops.convert_to_numpy(bag.id_weights()["item"])[[4, 9]],
+                               idf[[4, 9]], rtol=1e-6)
+    want = (idf[4] * table[4] + idf[9] * table[9]) / np.sqrt(idf[4] ** 2 + idf[9] ** 2)
+    np.testing.assert_allclose(ops.convert_to_numpy(bag(ids))[0], want, atol=1e-6)
+    inputs = keras.Input((None,), dtype="int32", name="item")
+    model = keras.Model(inputs, bag({"item": inputs}))
+    model.save(tmp_path / "bag.keras")
+    loaded = keras.models.load_model(tmp_path / "bag.keras")
+    np.testing.assert_allclose(ops.convert_to_numpy(loaded(ids["item"]))[0], want, atol=1e-6)
+    assert np.all(ops.convert_to_numpy(IdBag(FEATURES[:1]).id_weights()["item"]) == 1)
+    with pytest.raises(ValueError, match="ids weighting must be one of"):
+        IdBag(FEATURES, weighting="tf")
