@@ -198,6 +198,11 @@ class Pretrainer:
         return [self.ids_bag_head] if self.ids_bag_head is not None else []
 
     @property
+    def _idf_weighted(self) -> bool:
+        """Whether the encoder's `ids` pooling weighs ids by inverse document frequency."""
+        return self.encoder.id_bag is not None and self.encoder.id_bag.weighting == "idf"
+
+    @property
     def trainable_variables(self) -> list:
         """Every trained variable: the encoder, the four tasks' heads, the `ids` decoder."""
         return (self.encoder.trainable_variables + self.mlm_head.trainable_variables
@@ -266,8 +271,9 @@ class Pretrainer:
             the `ids` decoder's metrics under `bag_ids/`.
         """
         batch = self.config.input.batch_size
-        # The decoder that reads the `ids` part reconstructs the bag weighted as it is.
-        weights = self.encoder.id_bag.id_weights() if self.encoder.id_bag is not None else None
+        # The decoder that reads the `ids` part reconstructs the bag weighted as it is (binary
+        # weights are all ones: no weights to apply).
+        weights = self.encoder.id_bag.id_weights() if self._idf_weighted else None
         if self.ids_bag_head is None:
             return self.bag_head.loss_and_metrics(embedding, targets, batch, weights)
         parts = self.encoder.split_embedding(embedding)
@@ -411,7 +417,7 @@ class Pretrainer:
         start = self.restore()
         if start:
             print(f"resumed from step {start} ({self._manager().latest_checkpoint})")
-        elif self.config.model.ids_weighting == "idf" and self.encoder.id_bag is not None:
+        elif self._idf_weighted:
             self.encoder.id_bag.set_document_frequencies(*self.document_frequencies(
                 file_pattern))
         if start >= train.steps:
