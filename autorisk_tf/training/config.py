@@ -7,8 +7,9 @@ masked_event: {rate: 0.15}                              # MaskingConfig
 quick_thought: {split: cut, min_length: 4}              # PairConfig
 slice_contrastive: {num_slices: 4, min_fraction: 0.3}    # SliceConfig
 bag_of_ids: {loss: softmax}                             # BagConfig
+next_visit: {min_events: 1}                             # NextVisitConfig
 curriculum: {quick_thought_start: 300, quick_thought_ramp: 200, quick_thought_weight: 0.2,
-             slice_contrastive_start: 0, slice_contrastive_weight: 1.0}
+             slice_contrastive_start: 0, slice_contrastive_weight: 1.0, next_visit_weight: 1.0}
 training: {steps: 2000, learning_rate: 0.001, checkpoint_every: 200}
 ```
 Every key is optional; unknown keys are errors that name the section.
@@ -26,6 +27,7 @@ from autorisk_tf.data.pipeline import InputConfig
 from autorisk_tf.layers.sequence_encoder import EncoderConfig
 from autorisk_tf.tasks.bag_of_ids import BagConfig
 from autorisk_tf.tasks.masked_event import MaskingConfig
+from autorisk_tf.tasks.next_visit import NextVisitConfig
 from autorisk_tf.tasks.quick_thought import PairConfig
 from autorisk_tf.tasks.slice_contrastive import SliceConfig
 
@@ -64,6 +66,9 @@ class CurriculumConfig:
         bag_of_ids_weight: float. Weight of the bag-of-ids loss (predict each categorical
             field's id distribution from the embedding of the masked-event pass), from the
             first step; 0 turns it off. Defaults to 0.0.
+        next_visit_weight: float. Weight of the next-visit loss (predict the first event of
+            a random visit from the embedding of the history before it: one more encoder
+            pass per step), from the first step; 0 turns it off. Defaults to 0.0.
     """
 
     masked_event_weight: float = 1.0
@@ -74,6 +79,7 @@ class CurriculumConfig:
     slice_contrastive_start: int | None = None
     slice_contrastive_ramp: int = 1
     bag_of_ids_weight: float = 0.0
+    next_visit_weight: float = 0.0
 
     def quick_thought_weight_at(self, step: int) -> float:
         """The quick thought loss weight at a step."""
@@ -126,7 +132,8 @@ class OptimConfig:
 
 _SECTIONS = {"model": EncoderConfig, "input": InputConfig, "masked_event": MaskingConfig,
              "quick_thought": PairConfig, "slice_contrastive": SliceConfig,
-             "bag_of_ids": BagConfig, "curriculum": CurriculumConfig,
+             "bag_of_ids": BagConfig, "next_visit": NextVisitConfig,
+             "curriculum": CurriculumConfig,
              "training": OptimConfig}
 
 
@@ -140,6 +147,7 @@ class TrainConfig:
     quick_thought: PairConfig = PairConfig()
     slice_contrastive: SliceConfig = SliceConfig()
     bag_of_ids: BagConfig = BagConfig()
+    next_visit: NextVisitConfig = NextVisitConfig()
     curriculum: CurriculumConfig = CurriculumConfig()
     training: OptimConfig = OptimConfig()
 

@@ -40,6 +40,7 @@ from autorisk_tf.layers.sequence_embedder import SequenceEmbedder
 from autorisk_tf.layers.sequence_encoder import SequenceEncoder
 from autorisk_tf.tasks.bag_of_ids import BagOfIdsHead, bag_targets
 from autorisk_tf.tasks.masked_event import MaskedEventHead, id_bag, mask_events, recall_at_k
+from autorisk_tf.tasks.next_visit import NextVisitHead, cut_histories
 from autorisk_tf.tasks.quick_thought import QuickThoughtHead, split_pairs
 from autorisk_tf.tasks.slice_contrastive import SliceContrastiveHead, sample_slices
 from autorisk_tf.training.config import TrainConfig
@@ -167,6 +168,12 @@ class Pretrainer:
                 self.ids_bag_head.build((None, ids_width))
             self.bag_head.build((None, self.encoder.embedding_dim
                                  - (ids_width if self.ids_bag_head is not None else 0)))
+            self.next_head = None
+            if config.curriculum.next_visit_weight > 0:
+                self.next_head = NextVisitHead(self.feature_specs,
+                                               config.next_visit.predict_text,
+                                               name="next_visit_head", dtype=dtype)
+                self.next_head.build((None, self.encoder.embedding_dim))
             schedule = keras.optimizers.schedules.CosineDecay(
                 0.0, max(train.steps - train.warmup_steps, 1), warmup_target=train.learning_rate,
                 warmup_steps=train.warmup_steps)
@@ -180,8 +187,10 @@ class Pretrainer:
             self.optimizer = optimizer
             self.optimizer.build(self.trainable_variables)
         modules = (self.encoder, self.mlm_head, self.qt_head, self.slice_head, self.bag_head,
-                   *self._ids_heads)
-        extra = {"ids_bag_head": self.ids_bag_head} if self.ids_bag_head is not None else {}
+                   *self._optional_heads)
+        extra = {name: head for name, head in (("ids_bag_head", self.ids_bag_head),
+                                               ("next_head", self.next_head))
+                 if head is not None}
         self.checkpoint = tf.train.Checkpoint(encoder=self.encoder, mlm_head=self.mlm_head,
                                               qt_head=self.qt_head,
                                               slice_head=self.slice_head,
@@ -193,9 +202,9 @@ class Pretrainer:
                                    reduce_retracing=True)
 
     @property
-    def _ids_heads(self) -> list:
-        """The decoder of the `ids` part, where the bag config gives it one."""
-        return [self.ids_bag_head] if self.ids_bag_head is not None else []
+    def _optional_heads(self) -> list:
+        """The heads that only some configs build: the `ids` decoder, the next-visit head."""
+        return [head for head in (self.ids_bag_head, self.next_head) if head is not None]
 
     @property
     def _idf_weighted(self) -> bool:
@@ -204,11 +213,11 @@ class Pretrainer:
 
     @property
     def trainable_variables(self) -> list:
-        """Every trained variable: the encoder, the four tasks' heads, the `ids` decoder."""
+        """Every trained variable: the encoder and every task head."""
         return (self.encoder.trainable_variables + self.mlm_head.trainable_variables
                 + self.qt_head.trainable_variables + self.slice_head.trainable_variables
                 + self.bag_head.trainable_variables
-                + [v for head in self._ids_heads for v in head.trainable_variables])
+                + [v for head in self._optional_heads for v in head.trainable_variables])
 
     @property
     def step(self) -> int:
@@ -230,6 +239,14 @@ class Pretrainer:
                    "num_masked": tf.fill(tf.shape(targets["masked_weights"])[:1], count)}
         if self.config.curriculum.bag_of_ids_weight > 0:
             example["bag"] = bag_targets(ids, self.feature_specs)
+        if self.next_head is not None:
+            history, next_targets = cut_histories(ids, self.feature_specs,
+                                                  self.config.next_visit,
+                                                  seed + tf.constant([17, 17], tf.int64))
+            rows = tf.reduce_sum(next_targets["masked_weights"])
+            example.update({"history": history, "next_targets": next_targets,
+                            "num_histories": tf.fill(
+                                tf.shape(next_targets["masked_weights"])[:1], rows)})
         if self.config.curriculum.slice_contrastive_start is not None:
             example["slices"] = sample_slices(ids, self.config.slice_contrastive,
                                               seed + tf.constant([13, 13], tf.int64))
@@ -306,6 +323,13 @@ class Pretrainer:
                 loss += weights.bag_of_ids_weight * bag_loss
                 metrics.update(bag_metrics)
                 metrics["bag/loss"] = bag_loss
+            if self.next_head is not None:
+                embedding = self._encode(example["history"], training=True)["embedding"]
+                next_loss, next_metrics = self.next_head.next_loss_and_metrics(
+                    embedding, example["next_targets"], example["num_histories"][0])
+                loss += weights.next_visit_weight * next_loss
+                metrics.update(next_metrics)
+                metrics["next/loss"] = next_loss
             if use_qt:
                 first = self._encode(example["first"], training=True)["embedding"]
                 second = self._encode(example["second"], training=True)["embedding"]
