@@ -37,6 +37,33 @@ def logistic_regression(c: float = 0.1, standardise: bool = True):
     return make_pipeline(StandardScaler(), model) if standardise else model
 
 
+# The inverse regularisation strengths `tuned_logistic_regression` chooses among.
+C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def tuned_logistic_regression(standardise: bool = True, cs: Sequence[float] = C_GRID,
+                              folds: int = 5):
+    """A logistic regression whose C is chosen by cross-validated AUC on its training rows.
+
+    Nested inside an outer cross-validation, the choice never sees the outer test fold; the
+    scaler is fitted inside each inner fold.
+
+    Args:
+        standardise: bool. Standard-scale the features first. Defaults to True.
+        cs: sequence of float. Candidate C values. Defaults to `C_GRID`.
+        folds: int. Inner stratified folds (shuffled, `random_state=0`). Defaults to 5.
+
+    Returns:
+        A scikit-learn `GridSearchCV` (refitted on all its training rows with the best C).
+    """
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    return GridSearchCV(logistic_regression(standardise=standardise),
+                        {"logisticregression__C" if standardise else "C": list(cs)},
+                        scoring="roc_auc",
+                        cv=StratifiedKFold(folds, shuffle=True, random_state=0))
+
+
 def gbdt(seed: int = 0):
     """The GBDT of the hand-made feature pool: scikit-learn's histogram gradient boosting.
 

@@ -18,6 +18,10 @@ Per task (`../shared/data/README.md`), with the project's own commands' code:
    interval); the wall time of the pre-training; LR on each pooling's part of the
    embedding alone (`pooling_<kind>_lr`: which part carries the task; `ids` is the
    projection of the binary bag of ids, to set against the SVD);
+   with `--tuned_c` (the default), `*_lr_tuned_c` rows for the embeddings and both LR
+   baselines: the same LR with its C chosen among `evaluate.C_GRID` by inner 5-fold CV
+   on each training fold (a fixed C favours whichever input its scale suits; the fixed-C
+   rows stay the reference protocol);
 5. fine-tuning the pre-trained encoder (its head first fitted by logistic regression on
    the embeddings: linear probing, then fine-tuning) against the same encoder from
    scratch with 100, 300, 1,000 and all labels of the training folds, AUC on held-out
@@ -146,17 +150,26 @@ def rfm_columns(columns: list[str]) -> list[int]:
 
 def baseline_rows(task: str, keys: list[str], y: np.ndarray, features: np.ndarray,
                   columns: list[str], event_keys: list[str] | None, items: list[str] | None,
-                  ) -> tuple[list, dict]:
-    """The baselines' rows and their out-of-fold scores (`gbdt_features` for the lift)."""
+                  tuned_c: bool = False) -> tuple[list, dict]:
+    """The baselines' rows and their out-of-fold scores (`gbdt_features` for the lift).
+
+    With `tuned_c`, also both LR baselines with C chosen by inner CV (`*_lr_tuned_c`).
+    """
     rows, scores = [], {}
     if items is not None:
         bag, _ = evaluate.bag_of_items(keys, event_keys, items)
+        svd = evaluate.svd_features(bag)
         aucs, _ = evaluate.cv_auc(bag, y, lambda: evaluate.logistic_regression(
             0.1, standardise=False))
         rows.append(_row(task, "bag_of_items_lr", aucs))
-        aucs, _ = evaluate.cv_auc(evaluate.svd_features(bag), y,
-                                  lambda: evaluate.logistic_regression(1.0))
+        aucs, _ = evaluate.cv_auc(svd, y, lambda: evaluate.logistic_regression(1.0))
         rows.append(_row(task, "svd32_lr", aucs))
+        if tuned_c:
+            aucs, _ = evaluate.cv_auc(bag, y, lambda: evaluate.tuned_logistic_regression(
+                standardise=False))
+            rows.append(_row(task, "bag_of_items_lr_tuned_c", aucs))
+            aucs, _ = evaluate.cv_auc(svd, y, evaluate.tuned_logistic_regression)
+            rows.append(_row(task, "svd32_lr_tuned_c", aucs))
     aucs, _ = evaluate.cv_auc(features[:, rfm_columns(columns)], y, evaluate.gbdt)
     rows.append(_row(task, "handmade_rfm_gbdt", aucs))
     aucs, scores["gbdt_features"] = evaluate.cv_auc(features, y, evaluate.gbdt)
@@ -208,6 +221,9 @@ def main(argv=None) -> int:
                         help="Adam learning rate of the runs from pre-trained weights.")
     parser.add_argument("--finetune_epochs", type=int, default=0,
                         help="0: enough epochs for about 300 steps, between 3 and 30.")
+    parser.add_argument("--tuned_c", action=argparse.BooleanOptionalAction, default=True,
+                        help="Also report every LR row with its C chosen by inner CV "
+                             "(`*_lr_tuned_c` rows).")
     parser.add_argument("--data_root", default=os.path.join(ROOT, "..", "shared", "data"))
     parser.add_argument("--work", default=os.path.join(ROOT, "bench_out", "real"))
     parser.add_argument("--max_len", type=int, default=512)
@@ -271,12 +287,13 @@ def main(argv=None) -> int:
         event_keys = items = None
         if spec["item"]:
             event_keys, items = read_event_items(events_path, spec["item"])
-        rows, scores = baseline_rows(task, keys, y, feats, columns, event_keys, items)
+        rows, scores = baseline_rows(task, keys, y, feats, columns, event_keys, items,
+                                     args.tuned_c)
         for row in rows:
             print(f"  {row['method']:<28} AUC {row['auc']:.4f}", flush=True)
         artifacts = Artifacts.load(os.path.join(data, "artifacts"))
         config = load_config(args.config, {**overrides})
-        lr_runs, gbdt_runs, encoders, part_runs = [], [], {}, {}
+        lr_runs, gbdt_runs, encoders, part_runs, tuned_runs = [], [], {}, {}, []
         for seed in seeds:
             model_dir = os.path.join(folder, f"run_seed{seed}")
             # Every run trains from scratch: a folder left by an earlier run would otherwise
@@ -299,6 +316,11 @@ def main(argv=None) -> int:
                             "pretrain_seconds": round(seconds, 1),
                             "final_metrics": {k: round(v, 4) for k, v in final.items()
                                               if k.endswith(("loss", "accuracy"))}})
+            if args.tuned_c:
+                aucs, _ = evaluate.cv_auc(x, y, evaluate.tuned_logistic_regression)
+                tuned_runs.append({"seed": seed, "auc": round(float(np.mean(aucs)), 4)})
+                print(f"  seed {seed}: embeddings + LR, C by inner CV "
+                      f"{tuned_runs[-1]['auc']:.4f}", flush=True)
             for kind, part in embedder.encoder.split_embedding(x).items():
                 aucs, _ = evaluate.cv_auc(part, y, lambda: evaluate.logistic_regression(0.1))
                 part_runs.setdefault(kind, []).append(
@@ -317,6 +339,8 @@ def main(argv=None) -> int:
                   f"{lr_runs[-1]['auc']:.4f}; + hand-made GBDT {gbdt_runs[-1]['auc']:.4f} "
                   f"(lift {lift:+.4f} [{low:+.4f}, {high:+.4f}])", flush=True)
         rows.append(_summary(task, "embeddings_lr", lr_runs))
+        if tuned_runs:
+            rows.append(_summary(task, "embeddings_lr_tuned_c", tuned_runs))
         rows.extend(_summary(task, f"pooling_{kind}_lr", runs)
                     for kind, runs in part_runs.items())
         rows.append(_summary(task, "embeddings_plus_handmade_gbdt", gbdt_runs,

@@ -82,3 +82,38 @@ def test_baseline_rows_name_every_baseline():
                                            "handmade_gbdt"]
     assert rows[0]["auc"] > 0.9  # items are label-specific
     assert rows[3]["auc"] > 0.8 and scores["gbdt_features"].shape == (300,)
+
+
+def test_tuned_logistic_regression_picks_the_c_of_the_best_inner_cv_auc():
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+
+    x, y = _seeded(120, seed=3)
+    x = np.concatenate([x, np.random.default_rng(1).normal(size=(120, 40))], axis=1)
+    model = evaluate.tuned_logistic_regression().fit(x, y)
+    by_c = {}
+    for c in evaluate.C_GRID:  # the same inner folds by hand, scaler fitted per fold
+        aucs = []
+        for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(x, y):
+            fitted = evaluate.logistic_regression(c).fit(x[train], y[train])
+            aucs.append(roc_auc_score(y[test], fitted.predict_proba(x[test])[:, 1]))
+        by_c[c] = np.mean(aucs)
+    best = max(by_c, key=by_c.get)
+    assert model.best_params_ == {"logisticregression__C": best}
+    assert best < max(evaluate.C_GRID)  # 45 noise columns for 120 rows: some shrinkage wins
+    np.testing.assert_allclose(model.best_score_, by_c[best], rtol=1e-6)
+    plain = evaluate.tuned_logistic_regression(standardise=False).fit(x, y)
+    assert set(plain.best_params_) == {"C"}
+
+
+def test_baseline_rows_with_tuned_c_add_both_lr_baselines():
+    x, y = _seeded(300)
+    keys = [f"k{i}" for i in range(len(y))]
+    event_keys = [k for k in keys for _ in range(2)]
+    items = [f"i{label}_{(i + j) % 60}" for i, label in enumerate(y) for j in range(2)]
+    columns = [f"c{i}" for i in range(x.shape[1])]
+    rows, _ = bench.baseline_rows("t", keys, y, x, columns, event_keys, items, tuned_c=True)
+    methods = [r["method"] for r in rows]
+    assert methods[:4] == ["bag_of_items_lr", "svd32_lr", "bag_of_items_lr_tuned_c",
+                           "svd32_lr_tuned_c"]
+    assert rows[2]["auc"] > 0.9 and rows[3]["auc"] > 0.5
