@@ -45,8 +45,10 @@ def tuned_logistic_regression(standardise: bool = True, cs: Sequence[float] = C_
                               folds: int = 5):
     """A logistic regression whose C is chosen by cross-validated AUC on its training rows.
 
-    Nested inside an outer cross-validation, the choice never sees the outer test fold; the
-    scaler is fitted inside each inner fold.
+    Nested inside an outer cross-validation, the choice never sees the outer test fold.
+    scikit-learn's `LogisticRegressionCV` fits each inner fold along the whole C path
+    (warm-started), several times faster than a grid search; the scaler is fitted on the
+    training rows before the inner folds (it uses no labels).
 
     Args:
         standardise: bool. Standard-scale the features first. Defaults to True.
@@ -54,14 +56,17 @@ def tuned_logistic_regression(standardise: bool = True, cs: Sequence[float] = C_
         folds: int. Inner stratified folds (shuffled, `random_state=0`). Defaults to 5.
 
     Returns:
-        A scikit-learn `GridSearchCV` (refitted on all its training rows with the best C).
+        A scikit-learn classifier (refitted on all its training rows with the best C).
     """
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
-    return GridSearchCV(logistic_regression(standardise=standardise),
-                        {"logisticregression__C" if standardise else "C": list(cs)},
-                        scoring="roc_auc",
-                        cv=StratifiedKFold(folds, shuffle=True, random_state=0))
+    model = LogisticRegressionCV(Cs=list(cs), l1_ratios=(0.0,), scoring="roc_auc",
+                                 cv=StratifiedKFold(folds, shuffle=True, random_state=0),
+                                 max_iter=3000, use_legacy_attributes=False)
+    return make_pipeline(StandardScaler(), model) if standardise else model
 
 
 def gbdt(seed: int = 0):
