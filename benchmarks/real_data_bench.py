@@ -322,6 +322,8 @@ def main(argv=None) -> int:
                 print(f"  seed {seed}: embeddings + LR, C by inner CV "
                       f"{tuned_runs[-1]['auc']:.4f}", flush=True)
             for kind, part in embedder.encoder.split_embedding(x).items():
+                if not part.shape[1]:  # `ids` on a schema without categorical fields
+                    continue
                 aucs, _ = evaluate.cv_auc(part, y, lambda: evaluate.logistic_regression(0.1))
                 part_runs.setdefault(kind, []).append(
                     {"seed": seed, "auc": round(float(np.mean(aucs)), 4)})
