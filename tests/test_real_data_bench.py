@@ -124,3 +124,10 @@ def test_baseline_rows_with_tuned_c_add_both_lr_baselines():
     assert methods[:4] == ["bag_of_items_lr", "svd32_lr", "bag_of_items_lr_tuned_c",
                            "svd32_lr_tuned_c"]
     assert rows[2]["auc"] > 0.9 and rows[3]["auc"] > 0.5
+
+
+def test_part_aucs_score_each_part_and_skip_an_empty_one():
+    x, y = _seeded(200)
+    aucs = bench.part_aucs({"signal": x[:, :3], "noise": x[:, 3:], "ids": x[:, :0]}, y)
+    assert set(aucs) == {"signal", "noise"}  # width 0: no row, no crash
+    assert aucs["signal"] > 0.8 and abs(aucs["noise"] - 0.5) < 0.15
