@@ -165,8 +165,36 @@ class Finetuner:
         Returns:
             The AUC on the test users after the last epoch.
         """
-        import keras
+        self._start(pretrained, train_keys, seed)
+        if epochs:
+            self._fit(train_keys, epochs, seed)
+        return float(self.model.evaluate(self._test, verbose=0, return_dict=True)["auc"])
 
+    def validation_curve(self, pretrained: bool, train_keys: Sequence[str],
+                         valid_keys: Sequence[str], epochs: int, seed: int) -> list[float]:
+        """AUC on validation users (of the training split) after 0, 1, ..., epochs epochs.
+
+        Args:
+            pretrained: bool. Start from the pre-trained weights or from new ones.
+            train_keys: sequence of str. Users trained on.
+            valid_keys: sequence of str. Users scored after each epoch.
+            epochs: int. Training epochs.
+            seed: int. Seed of the new weights, the shuffling and the dropout.
+
+        Returns:
+            epochs + 1 AUCs: the starting weights', then one per epoch.
+        """
+        self._start(pretrained, train_keys, seed)
+        valid = self._batches(self._train, self._schema, self._label, None, self._batch_size,
+                              False, 0, keys=list(valid_keys))
+        start = float(self.model.evaluate(valid, verbose=0, return_dict=True)["auc"])
+        if not epochs:
+            return [start]
+        history = self._fit(train_keys, epochs, seed, validation_data=valid)
+        return [start] + [float(a) for a in history.history["val_auc"]]
+
+    def _start(self, pretrained: bool, train_keys: Sequence[str], seed: int) -> None:
+        """Restores the starting weights, zeroes the optimiser and probes the head."""
         from autorisk_tf.finetune import probe_head
 
         start = copy_embedder(self._embedder, pretrained, seed)
@@ -182,9 +210,46 @@ class Finetuner:
             probe_head(self.model, self._batches(
                 self._train, self._schema, self._label, None, self._batch_size, False, seed,
                 keys=list(train_keys)))
-        if epochs:
-            keras.utils.set_random_seed(seed)
-            train = self._batches(self._train, self._schema, self._label, None,
-                                  self._batch_size, True, seed, keys=list(train_keys))
-            self.model.fit(train, epochs=epochs, verbose=0)
-        return float(self.model.evaluate(self._test, verbose=0, return_dict=True)["auc"])
+
+    def _fit(self, train_keys: Sequence[str], epochs: int, seed: int, **kwargs):
+        """Trains the classifier on the given users; returns the Keras history."""
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        train = self._batches(self._train, self._schema, self._label, None,
+                              self._batch_size, True, seed, keys=list(train_keys))
+        return self.model.fit(train, epochs=epochs, verbose=0, **kwargs)
+
+
+def early_stopped_auc(runner: Finetuner, pretrained: bool, keys: Sequence[str],
+                      y: np.ndarray, epochs: int, seed: int,
+                      validation: float = 0.25) -> tuple[float, int]:
+    """Test AUC of a fine-tuning run whose epoch count is chosen on held-out labels.
+
+    A stratified `validation` share of the labelled users is held out; the run trains on
+    the rest, scored on the held-out users after every epoch (epoch 0: the starting
+    weights; for a probed pre-trained run, the linear probe alone). The run is then
+    repeated on all the users for the epoch count that scored best (the fewest among
+    ties). Few labels cannot tell how long a fine-tuning helps before it distorts the
+    pre-trained features or overfits; the held-out users tell it for each run.
+
+    Args:
+        runner: Finetuner.
+        pretrained: bool. Start from the pre-trained weights or from new ones.
+        keys: sequence of str. Labelled users (of the runner's training split).
+        y: int [len(keys)]. Their labels (for the stratified split).
+        epochs: int. Most epochs tried.
+        seed: int. Seed of the split, the new weights, the shuffling and the dropout.
+        validation: float. Share of the users held out to choose the epoch count.
+
+    Returns:
+        (test AUC, chosen epoch count).
+    """
+    from sklearn.model_selection import train_test_split
+
+    keys = np.asarray(keys)
+    fit, valid = train_test_split(keys, test_size=validation, stratify=y,
+                                  random_state=seed)
+    curve = runner.validation_curve(pretrained, list(fit), list(valid), epochs, seed)
+    best = int(np.argmax(curve))
+    return runner.auc(pretrained, list(keys), best, seed), best

@@ -25,7 +25,9 @@ Per task (`../shared/data/README.md`), with the project's own commands' code:
 5. fine-tuning the pre-trained encoder (its head first fitted by logistic regression on
    the embeddings: linear probing, then fine-tuning) against the same encoder from
    scratch with 100, 300, 1,000 and all labels of the training folds, AUC on held-out
-   fold 0, mean over 3 seeded label draws.
+   fold 0, mean over 3 seeded label draws; each run's epoch count is chosen on a quarter
+   of its labels held out, then the run is repeated on all of them
+   (`--finetune_validation`).
 
 AUC is the mean over 5 stratified folds (`random_state=0`) of the labelled customers.
 Prints a table and writes `benchmarks/real_data_bench.json` (rows of earlier runs for other
@@ -237,6 +239,12 @@ def main(argv=None) -> int:
                         help="Adam learning rate of the runs from pre-trained weights.")
     parser.add_argument("--finetune_epochs", type=int, default=0,
                         help="0: enough epochs for about 300 steps, between 3 and 30.")
+    parser.add_argument("--finetune_validation", type=float, default=0.25,
+                        help="Share of each draw's labels held out to choose the epoch "
+                             "count (0 to --finetune_epochs; 0 is the starting weights), "
+                             "then the run is repeated on all of them "
+                             "(`few_labels.early_stopped_auc`); 0 trains every run for "
+                             "--finetune_epochs.")
     parser.add_argument("--tuned_c", action=argparse.BooleanOptionalAction, default=True,
                         help="Also report every LR row with its C chosen by inner CV "
                              "(`*_lr_tuned_c` rows).")
@@ -363,7 +371,8 @@ def main(argv=None) -> int:
                                       {s: encoders[s] for s in finetune_seeds if s in encoders},
                                       sizes, args.finetune_epochs, args.finetune_draws,
                                       args.finetune_probe, args.finetune_lr,
-                                      args.finetune_pretrained_lr))
+                                      args.finetune_pretrained_lr,
+                                      args.finetune_validation))
         for row in rows:
             row["measured"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
             row["config"] = config.to_dict()
@@ -390,14 +399,17 @@ def main(argv=None) -> int:
 
 def finetune_rows(task, data, schema, label, keys, y, encoders, sizes, epochs, draws,
                   probe, learning_rate=few_labels.LEARNING_RATE,
-                  pretrained_learning_rate=few_labels.PRETRAINED_LEARNING_RATE) -> list[dict]:
+                  pretrained_learning_rate=few_labels.PRETRAINED_LEARNING_RATE,
+                  validation=0.25) -> list[dict]:
     """Pre-trained encoder fine-tuned vs the same encoder from scratch, by label count.
 
     Training labels are drawn (stratified, seeds 0 to draws-1) from folds 1-4; AUC on fold
     0. A pre-trained run starts its head from a logistic regression on the embeddings
     (`few_labels.Finetuner`'s linear probe) when `probe`, and that probe alone, before any
     fine-tuning, gets rows of its own (`probe_<size>`); a run from scratch starts from
-    random weights.
+    random weights. With `validation` > 0, each run's epoch count (up to `epochs`, 0
+    included) is chosen on that share of its labels held out (`few_labels.
+    early_stopped_auc`); each run records the count it chose.
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -420,13 +432,20 @@ def finetune_rows(task, data, schema, label, keys, y, encoders, sizes, epochs, d
             runs = []
             for (seed, runner), draw in itertools.product(runners.items(), range(draws)):
                 tic = time.time()
-                auc = runner.auc(start != "scratch", [keys[i] for i in chosen[draw]],
-                                 start_epochs, draw)
+                run_keys = [keys[i] for i in chosen[draw]]
+                if validation and start_epochs:
+                    auc, trained = few_labels.early_stopped_auc(
+                        runner, start != "scratch", run_keys, y[chosen[draw]], start_epochs,
+                        draw, validation)
+                else:
+                    auc = runner.auc(start != "scratch", run_keys, start_epochs, draw)
+                    trained = start_epochs
                 runs.append({"seed": seed, "draw": draw, "auc": round(auc, 4),
-                             "epochs": start_epochs, "seconds": round(time.time() - tic, 1)})
+                             "epochs": trained, "seconds": round(time.time() - tic, 1)})
             name = f"probe_{size}" if start == "probe" else f"finetune_{start}_{size}"
-            row = _summary(task, name, runs, labels=n)
-            print(f"  {start:<10} {size:>5} labels ({start_epochs} epochs): AUC "
+            row = _summary(task, name, runs, labels=n, max_epochs=start_epochs)
+            print(f"  {start:<10} {size:>5} labels (epochs chosen "
+                  f"{[r['epochs'] for r in runs]} of {start_epochs}): AUC "
                   f"{row['auc']:.4f}", flush=True)
             rows.append(row)
     return rows

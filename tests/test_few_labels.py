@@ -1,5 +1,6 @@
 """Label draws and curves shared by the report and the real-data benchmark."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -81,3 +82,49 @@ def test_finetuner_scores_the_probe_alone_and_uses_the_pretrained_learning_rate(
     # runs from scratch keep the shared rate and start from new weights, not the probe
     assert abs(runner.auc(False, train_keys, epochs=0, seed=0) - probe) > 1e-3
     assert float(runner.model.optimizer.learning_rate) == pytest.approx(1e-3)
+
+
+def _risk_labels(trainer, data, keys):
+    """The is_risk label (0/1) of each key of the train split."""
+    from autorisk_tf.data import reader
+    from autorisk_tf.data import sequence_example as seqex
+
+    feature = seqex.label_feature("is_risk")
+    labels = {ex["key"]: int(ex[feature] > 0.5) for ex in reader.read_sequences(
+        f"{data}/train/*.tfrecord", trainer.artifacts.schema)}
+    return np.array([labels[k] for k in keys])
+
+
+def test_validation_curve_scores_the_held_out_users_after_each_epoch(pretrained,
+                                                                       pretraining_data):
+    trainer, _ = pretrained
+    fit_keys, valid_keys = split_train_keys(trainer, pretraining_data)
+    keras.utils.set_random_seed(1)  # the two runners' heads start alike
+    curve_runner = few_labels.Finetuner(trainer.embedder(), pretraining_data,
+                                        trainer.artifacts.schema, "is_risk", test_split="train")
+    curve = curve_runner.validation_curve(False, fit_keys, valid_keys, epochs=3, seed=0)
+    assert len(curve) == 4
+    # the same runs, stopped after 0 and 2 epochs and scored on the validation users
+    # as their test users, give the curve's points
+    keras.utils.set_random_seed(1)
+    scorer = few_labels.Finetuner(trainer.embedder(), pretraining_data,
+                                  trainer.artifacts.schema, "is_risk", valid_keys,
+                                  test_split="train")
+    assert scorer.auc(False, fit_keys, epochs=0, seed=0) == pytest.approx(curve[0], abs=1e-4)
+    assert scorer.auc(False, fit_keys, epochs=2, seed=0) == pytest.approx(curve[2], abs=1e-4)
+    assert curve[3] > curve[0] + 0.05  # training from new weights learns the label
+
+
+def test_early_stopping_keeps_the_probe_when_fine_tuning_cannot_improve_it(
+        pretrained, pretraining_data):
+    trainer, _ = pretrained
+    train_keys, test_keys = split_train_keys(trainer, pretraining_data)
+    # at learning rate 0 every epoch scores as the probe did: the fewest epochs (0) win,
+    # and the run repeated on all the labels is the probe fitted on all of them
+    runner = few_labels.Finetuner(trainer.embedder(), pretraining_data,
+                                  trainer.artifacts.schema, "is_risk", test_keys,
+                                  test_split="train", pretrained_learning_rate=0.0)
+    y = _risk_labels(trainer, pretraining_data, train_keys)
+    auc, epochs = few_labels.early_stopped_auc(runner, True, train_keys, y, epochs=2, seed=0)
+    assert epochs == 0
+    assert auc == pytest.approx(runner.auc(True, train_keys, epochs=0, seed=0), abs=1e-6)
