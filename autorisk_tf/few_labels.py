@@ -124,13 +124,22 @@ class Finetuner:
             encoder's embeddings of its training users (`finetune.probe_head`: linear
             probing, then fine-tuning); runs from scratch, whose embeddings carry nothing
             to probe, start from the head's initial weights either way.
+        freeze_tables: bool. Pre-trained runs keep the embedding tables (every
+            `keras.layers.Embedding` of the encoder: field values, buckets, time features,
+            bytes, id bags) as pre-trained and train the rest. With a few hundred users,
+            fine-tuning moves only the rows of the ids those users touched, so the users
+            it is applied to, whose ids are mostly other ones, would meet a table half moved
+            and half not. Runs from scratch train their tables either way.
     """
 
     def __init__(self, embedder, data: str, schema, label: str,
                  test_keys: Sequence[str] | None = None, test_split: str = "test",
                  train_split: str = "train", batch_size: int = 32,
                  learning_rate: float = LEARNING_RATE, probe: bool = True,
-                 pretrained_learning_rate: float | None = PRETRAINED_LEARNING_RATE):
+                 pretrained_learning_rate: float | None = PRETRAINED_LEARNING_RATE,
+                 freeze_tables: bool = True):
+        import keras
+
         from autorisk_tf.data import fileio
         from autorisk_tf.finetune import SequenceClassifier, compile_classifier, labelled_batches
 
@@ -145,6 +154,9 @@ class Finetuner:
                                         name="sequence_classifier")
         self.model.build()
         compile_classifier(self.model, learning_rate)
+        self._tables = [layer for layer in self.model.embedder._flatten_layers()
+                        if isinstance(layer, keras.layers.Embedding)]
+        self._freeze_tables, self._frozen = freeze_tables, False
         self._head = [w.numpy() for w in self.model.head.weights + self.model.norm.weights]
         self._test = labelled_batches(fileio.join(data, test_split, "*.tfrecord"), schema,
                                       label, None, batch_size, False, 0,
@@ -194,9 +206,15 @@ class Finetuner:
         return [start] + [float(a) for a in history.history["val_auc"]]
 
     def _start(self, pretrained: bool, train_keys: Sequence[str], seed: int) -> None:
-        """Restores the starting weights, zeroes the optimiser and probes the head."""
-        from autorisk_tf.finetune import probe_head
+        """Sets up a run: tables frozen or not, starting weights, optimiser, probed head."""
+        from autorisk_tf.finetune import compile_classifier, probe_head
 
+        frozen = self._freeze_tables and pretrained
+        if frozen != self._frozen:  # a new set of trained variables: a new training step
+            for layer in self._tables:
+                layer.trainable = not frozen
+            compile_classifier(self.model, self._learning_rate)
+            self._frozen = frozen
         start = copy_embedder(self._embedder, pretrained, seed)
         self.model.embedder.set_weights(start.get_weights())
         for variable, value in zip(self.model.head.weights + self.model.norm.weights,

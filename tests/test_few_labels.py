@@ -128,3 +128,32 @@ def test_early_stopping_keeps_the_probe_when_fine_tuning_cannot_improve_it(
     auc, epochs = few_labels.early_stopped_auc(runner, True, train_keys, y, epochs=2, seed=0)
     assert epochs == 0
     assert auc == pytest.approx(runner.auc(True, train_keys, epochs=0, seed=0), abs=1e-6)
+
+
+def test_pretrained_runs_keep_the_embedding_tables_and_scratch_runs_train_them(
+        pretrained, pretraining_data):
+    trainer, _ = pretrained
+    train_keys, test_keys = split_train_keys(trainer, pretraining_data)
+    runner = few_labels.Finetuner(trainer.embedder(), pretraining_data,
+                                  trainer.artifacts.schema, "is_risk", test_keys,
+                                  test_split="train", pretrained_learning_rate=1e-3)
+    model = runner.model
+
+    def tables_and_rest():
+        tables = [np.array(w) for layer in model.embedder._flatten_layers()
+                  if isinstance(layer, keras.layers.Embedding) for w in layer.weights]
+        table_ids = {id(w) for layer in model.embedder._flatten_layers()
+                     if isinstance(layer, keras.layers.Embedding) for w in layer.weights}
+        rest = [np.array(w) for w in model.embedder.trainable_weights
+                if id(w) not in table_ids]
+        return tables, rest
+
+    for pretrained_start, tables_move in ((True, False), (False, True), (True, False)):
+        runner.auc(pretrained_start, train_keys, epochs=0, seed=0)
+        tables, rest = tables_and_rest()
+        assert tables and rest
+        runner.auc(pretrained_start, train_keys, epochs=1, seed=0)
+        after_tables, after_rest = tables_and_rest()
+        moved = [not np.array_equal(a, b) for a, b in zip(tables, after_tables, strict=True)]
+        assert any(moved) == tables_move, pretrained_start
+        assert any(not np.array_equal(a, b) for a, b in zip(rest, after_rest, strict=True))
