@@ -124,12 +124,11 @@ class Finetuner:
             encoder's embeddings of its training users (`finetune.probe_head`: linear
             probing, then fine-tuning); runs from scratch, whose embeddings carry nothing
             to probe, start from the head's initial weights either way.
-        freeze_tables: bool. Pre-trained runs keep the embedding tables (every
-            `keras.layers.Embedding` of the encoder: field values, buckets, time features,
-            bytes, id bags) as pre-trained and train the rest. With a few hundred users,
-            fine-tuning moves only the rows of the ids those users touched, so the users
-            it is applied to, whose ids are mostly other ones, would meet a table half moved
-            and half not. Runs from scratch train their tables either way.
+        freeze_tables: bool. Pre-trained runs keep the embedding tables
+            (`finetune.embedding_tables`) as pre-trained and train the rest. With a few
+            hundred users, fine-tuning moves only the rows of the ids those users touched,
+            so the users it is applied to, whose ids are mostly other ones, would meet a
+            table half moved and half not. Runs from scratch train their tables either way.
     """
 
     def __init__(self, embedder, data: str, schema, label: str,
@@ -138,10 +137,13 @@ class Finetuner:
                  learning_rate: float = LEARNING_RATE, probe: bool = True,
                  pretrained_learning_rate: float | None = PRETRAINED_LEARNING_RATE,
                  freeze_tables: bool = True):
-        import keras
-
         from autorisk_tf.data import fileio
-        from autorisk_tf.finetune import SequenceClassifier, compile_classifier, labelled_batches
+        from autorisk_tf.finetune import (
+            SequenceClassifier,
+            compile_classifier,
+            embedding_tables,
+            labelled_batches,
+        )
 
         self._embedder, self._schema, self._label = embedder, schema, label
         self._batch_size, self._learning_rate = batch_size, learning_rate
@@ -154,8 +156,7 @@ class Finetuner:
                                         name="sequence_classifier")
         self.model.build()
         compile_classifier(self.model, learning_rate)
-        self._tables = [layer for layer in self.model.embedder._flatten_layers()
-                        if isinstance(layer, keras.layers.Embedding)]
+        self._tables = embedding_tables(self.model.embedder)
         self._freeze_tables, self._frozen = freeze_tables, False
         self._head = [w.numpy() for w in self.model.head.weights + self.model.norm.weights]
         self._test = labelled_batches(fileio.join(data, test_split, "*.tfrecord"), schema,

@@ -136,7 +136,8 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
              max_train_labels: int | None = None, seed: int = 0, verbose: int = 1,
              train_keys: list[str] | None = None, valid_keys: list[str] | None = None,
              train_split: str = "train", valid_split: str = "valid",
-             validation_freq: int = 1, probe: bool = False) -> tuple[SequenceClassifier, dict]:
+             validation_freq: int = 1, probe: bool = False,
+             freeze_tables: bool = False) -> tuple[SequenceClassifier, dict]:
     """Trains a classifier head (and the encoder unless frozen) on one label.
 
     Args:
@@ -160,6 +161,9 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
         probe: bool. Start the head from a logistic regression on the encoder's embeddings
             of the training rows (`probe_head`; linear probing, then fine-tuning), not from
             random weights. Defaults to False.
+        freeze_tables: bool. Keep the embedding tables (`embedding_tables`) as they are and
+            train the rest of the encoder: with few labelled users, training would move
+            only the rows of the ids they touched. Defaults to False.
 
     Returns:
         `(classifier, metrics)` with `valid_auc` (macro one-vs-rest for categorical labels)
@@ -173,6 +177,8 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
     model = SequenceClassifier(embedder, classes, name="sequence_classifier")
     model.build()
     embedder.trainable = not freeze_encoder
+    for table in embedding_tables(embedder) if freeze_tables else []:
+        table.trainable = False
     train_data = labelled_batches(train, schema, label, classes, batch_size, True, seed,
                                   max_train_labels, train_keys)
     valid_data = labelled_batches(valid, schema, label, classes, batch_size, False, seed,
@@ -238,6 +244,11 @@ def probe_head(model: SequenceClassifier, batches, c: float = 0.1) -> None:
     model.head.bias.assign(bias)
 
 
+def embedding_tables(layer: keras.layers.Layer) -> list[keras.layers.Embedding]:
+    """Every embedding table under a layer (field values, buckets, time features, ids)."""
+    return [sub for sub in layer._flatten_layers() if isinstance(sub, keras.layers.Embedding)]
+
+
 def compile_classifier(model: SequenceClassifier, learning_rate: float) -> None:
     """Compiles with Adam, the label's cross-entropy and an `auc` metric.
 
@@ -283,6 +294,9 @@ def define_flags() -> None:
     flags.DEFINE_bool("probe_head", True, "Start the head from a logistic regression on the "
                       "pre-trained embeddings, then fine-tune (LP-FT); off with "
                       "--from_scratch.")
+    flags.DEFINE_bool("freeze_tables", True, "Keep the pre-trained embedding tables and "
+                      "fine-tune the rest of the encoder (with few labelled users, training "
+                      "would move only the rows of their ids); off with --from_scratch.")
     flags.DEFINE_integer("max_train_labels", None, "Use only the first N labelled sequences.")
     flags.DEFINE_integer("seed", 0, "Seed of weights and shuffling.")
 
@@ -312,7 +326,8 @@ def main(argv) -> None:
     model, metrics = finetune(embedder, FLAGS.data, schema, FLAGS.label, FLAGS.epochs,
                               FLAGS.batch_size, learning_rate, FLAGS.freeze_encoder,
                               FLAGS.max_train_labels, FLAGS.seed,
-                              probe=FLAGS.probe_head and not FLAGS.from_scratch)
+                              probe=FLAGS.probe_head and not FLAGS.from_scratch,
+                              freeze_tables=FLAGS.freeze_tables and not FLAGS.from_scratch)
     tf.io.gfile.makedirs(FLAGS.output_dir)
     model.save(fileio.join(FLAGS.output_dir, "classifier.keras"))
     fileio.write_text(fileio.join(FLAGS.output_dir, "metrics.json"),

@@ -132,6 +132,8 @@ def test_early_stopping_keeps_the_probe_when_fine_tuning_cannot_improve_it(
 
 def test_pretrained_runs_keep_the_embedding_tables_and_scratch_runs_train_them(
         pretrained, pretraining_data):
+    from autorisk_tf.finetune import embedding_tables
+
     trainer, _ = pretrained
     train_keys, test_keys = split_train_keys(trainer, pretraining_data)
     runner = few_labels.Finetuner(trainer.embedder(), pretraining_data,
@@ -140,10 +142,8 @@ def test_pretrained_runs_keep_the_embedding_tables_and_scratch_runs_train_them(
     model = runner.model
 
     def tables_and_rest():
-        tables = [np.array(w) for layer in model.embedder._flatten_layers()
-                  if isinstance(layer, keras.layers.Embedding) for w in layer.weights]
-        table_ids = {id(w) for layer in model.embedder._flatten_layers()
-                     if isinstance(layer, keras.layers.Embedding) for w in layer.weights}
+        weights = [w for layer in embedding_tables(model.embedder) for w in layer.weights]
+        tables, table_ids = [np.array(w) for w in weights], {id(w) for w in weights}
         rest = [np.array(w) for w in model.embedder.trainable_weights
                 if id(w) not in table_ids]
         return tables, rest

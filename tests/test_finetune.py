@@ -118,3 +118,22 @@ def test_probed_head_is_the_logistic_regression_of_the_embeddings(label, pretrai
         seen = np.unique(y).astype(int)
         np.testing.assert_allclose(got[:, seen], expected, atol=1e-4)
         np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_frozen_tables_stay_as_pretrained_while_the_rest_of_the_encoder_trains(
+        pretrained, pretraining_data):
+    from autorisk_tf.finetune import embedding_tables
+
+    trainer, _ = pretrained
+    embedder = _copy(trainer.embedder())
+    tables = [w for layer in embedding_tables(embedder) for w in layer.weights]
+    table_ids = {id(w) for w in tables}
+    rest = [w for w in embedder.weights if id(w) not in table_ids and w.trainable]
+    before_tables, before_rest = [np.array(w) for w in tables], [np.array(w) for w in rest]
+    assert len(tables) >= 3 and rest  # the schema's field tables, time features, ...
+    finetune(embedder, pretraining_data, trainer.artifacts.schema, "is_risk", epochs=1,
+             learning_rate=1e-3, max_train_labels=200, verbose=0, freeze_tables=True)
+    for a, b in zip(before_tables, tables, strict=True):
+        np.testing.assert_array_equal(a, np.array(b))
+    assert any(not np.array_equal(a, np.array(b))
+               for a, b in zip(before_rest, rest, strict=True))
