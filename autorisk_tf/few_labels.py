@@ -129,6 +129,8 @@ class Finetuner:
             hundred users, fine-tuning moves only the rows of the ids those users touched,
             so the users it is applied to, whose ids are mostly other ones, would meet a
             table half moved and half not. Runs from scratch train their tables either way.
+        probe_c: float or None. C of the probe (`finetune.probe_head`); None: chosen by
+            inner CV on the run's training users.
     """
 
     def __init__(self, embedder, data: str, schema, label: str,
@@ -136,7 +138,7 @@ class Finetuner:
                  train_split: str = "train", batch_size: int = 32,
                  learning_rate: float = LEARNING_RATE, probe: bool = True,
                  pretrained_learning_rate: float | None = PRETRAINED_LEARNING_RATE,
-                 freeze_tables: bool = True):
+                 freeze_tables: bool = True, probe_c: float | None = None):
         from autorisk_tf.data import fileio
         from autorisk_tf.finetune import (
             SequenceClassifier,
@@ -149,7 +151,7 @@ class Finetuner:
         self._batch_size, self._learning_rate = batch_size, learning_rate
         self._pretrained_learning_rate = (learning_rate if pretrained_learning_rate is None
                                           else pretrained_learning_rate)
-        self._probe = probe
+        self._probe, self._probe_c = probe, probe_c
         self._train = fileio.join(data, train_split, "*.tfrecord")
         self._batches = labelled_batches
         self.model = SequenceClassifier(copy_embedder(embedder, True, 0), None,
@@ -228,7 +230,7 @@ class Finetuner:
         if self._probe and pretrained:
             probe_head(self.model, self._batches(
                 self._train, self._schema, self._label, None, self._batch_size, False, seed,
-                keys=list(train_keys)))
+                keys=list(train_keys)), self._probe_c)
 
     def _fit(self, train_keys: Sequence[str], epochs: int, seed: int, **kwargs):
         """Trains the classifier on the given users; returns the Keras history."""

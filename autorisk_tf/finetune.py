@@ -137,7 +137,8 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
              train_keys: list[str] | None = None, valid_keys: list[str] | None = None,
              train_split: str = "train", valid_split: str = "valid",
              validation_freq: int = 1, probe: bool = False,
-             freeze_tables: bool = False) -> tuple[SequenceClassifier, dict]:
+             freeze_tables: bool = False,
+             probe_c: float | None = 0.1) -> tuple[SequenceClassifier, dict]:
     """Trains a classifier head (and the encoder unless frozen) on one label.
 
     Args:
@@ -164,6 +165,8 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
         freeze_tables: bool. Keep the embedding tables (`embedding_tables`) as they are and
             train the rest of the encoder: with few labelled users, training would move
             only the rows of the ids they touched. Defaults to False.
+        probe_c: float or None. C of the probe's regression (`probe_head`); None: chosen
+            by inner CV on the training rows. Defaults to 0.1.
 
     Returns:
         `(classifier, metrics)` with `valid_auc` (macro one-vs-rest for categorical labels)
@@ -185,7 +188,7 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
                                   keys=valid_keys)
     if probe:
         probe_head(model, labelled_batches(train, schema, label, classes, batch_size, False,
-                                           seed, max_train_labels, train_keys))
+                                           seed, max_train_labels, train_keys), probe_c)
     compile_classifier(model, learning_rate)
     history = model.fit(train_data, validation_data=valid_data, epochs=epochs, verbose=verbose,
                         validation_freq=[e for e in range(1, epochs + 1)
@@ -196,7 +199,7 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
                    "train_labels": count}
 
 
-def probe_head(model: SequenceClassifier, batches, c: float = 0.1) -> None:
+def probe_head(model: SequenceClassifier, batches, c: float | None = 0.1) -> None:
     """Sets a classifier's head to a logistic regression on the frozen embeddings.
 
     The first step of linear probing then fine-tuning (LP-FT; Kumar et al., "Fine-Tuning
@@ -211,11 +214,15 @@ def probe_head(model: SequenceClassifier, batches, c: float = 0.1) -> None:
         model: SequenceClassifier. A built classifier.
         batches: tf.data.Dataset. `(raw inputs, label)` batches of the training rows: label
             [b, 1] float for a binary head, [b] class indices for a categorical one.
-        c: float. Inverse L2 strength of the regression. Defaults to 0.1.
+        c: float or None. Inverse L2 strength of the regression; None: chosen among
+            `evaluate.C_GRID` by AUC in an inner stratified CV of the rows
+            (`evaluate.tuned_logistic_regression`, up to 5 folds, as many as the rarer
+            class has rows), for a binary label with at least 2 rows of each class;
+            otherwise 0.1. Defaults to 0.1.
     """
     import numpy as np
 
-    from autorisk_tf.evaluate import logistic_regression
+    from autorisk_tf.evaluate import logistic_regression, tuned_logistic_regression
 
     model.norm.gamma.assign(np.ones(model.norm.gamma.shape, "float32"))
     model.norm.beta.assign(np.zeros(model.norm.beta.shape, "float32"))
@@ -230,7 +237,12 @@ def probe_head(model: SequenceClassifier, batches, c: float = 0.1) -> None:
     bias = np.zeros(outputs, "float32")
     seen = np.unique(y)
     if len(seen) > 1:
-        regression = logistic_regression(c, standardise=False).fit(x, y)
+        folds = min(5, int(np.bincount(y)[seen].min()))
+        if c is None and len(seen) == 2 and folds >= 2:
+            regression = tuned_logistic_regression(standardise=False, folds=folds).fit(x, y)
+        else:
+            regression = logistic_regression(0.1 if c is None else c,
+                                             standardise=False).fit(x, y)
         if outputs == 1:
             kernel[:, 0], bias[0] = regression.coef_[0], regression.intercept_[0]
         else:
@@ -297,6 +309,9 @@ def define_flags() -> None:
     flags.DEFINE_bool("freeze_tables", True, "Keep the pre-trained embedding tables and "
                       "fine-tune the rest of the encoder (with few labelled users, training "
                       "would move only the rows of their ids); off with --from_scratch.")
+    flags.DEFINE_float("probe_c", None, "C of the probe's logistic regression; default: "
+                       "chosen by AUC in an inner 5-fold CV of the training rows (binary "
+                       "labels; 0.1 for categorical ones).")
     flags.DEFINE_integer("max_train_labels", None, "Use only the first N labelled sequences.")
     flags.DEFINE_integer("seed", 0, "Seed of weights and shuffling.")
 
@@ -327,7 +342,8 @@ def main(argv) -> None:
                               FLAGS.batch_size, learning_rate, FLAGS.freeze_encoder,
                               FLAGS.max_train_labels, FLAGS.seed,
                               probe=FLAGS.probe_head and not FLAGS.from_scratch,
-                              freeze_tables=FLAGS.freeze_tables and not FLAGS.from_scratch)
+                              freeze_tables=FLAGS.freeze_tables and not FLAGS.from_scratch,
+                              probe_c=FLAGS.probe_c)
     tf.io.gfile.makedirs(FLAGS.output_dir)
     model.save(fileio.join(FLAGS.output_dir, "classifier.keras"))
     fileio.write_text(fileio.join(FLAGS.output_dir, "metrics.json"),

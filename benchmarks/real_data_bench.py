@@ -23,7 +23,8 @@ Per task (`../shared/data/README.md`), with the project's own commands' code:
    on each training fold (a fixed C favours whichever input its scale suits; the fixed-C
    rows stay the reference protocol);
 5. fine-tuning the pre-trained encoder (its head first fitted by logistic regression on
-   the embeddings: linear probing, then fine-tuning) against the same encoder from
+   the embeddings, C by inner CV: linear probing, then fine-tuning with the embedding
+   tables kept as pre-trained) against the same encoder from
    scratch with 100, 300, 1,000 and all labels of the training folds, AUC on held-out
    fold 0, mean over 3 seeded label draws; each run's epoch count is chosen on a quarter
    of its labels held out, then the run is repeated on all of them
@@ -237,6 +238,12 @@ def main(argv=None) -> int:
     parser.add_argument("--finetune_pretrained_lr", type=float,
                         default=few_labels.PRETRAINED_LEARNING_RATE,
                         help="Adam learning rate of the runs from pre-trained weights.")
+    parser.add_argument("--finetune_probe_c", type=float, default=None,
+                        help="C of the probe's logistic regression; default: chosen by inner "
+                             "CV on each run's labels.")
+    parser.add_argument("--finetune_freeze_tables", action=argparse.BooleanOptionalAction,
+                        default=True, help="Pre-trained runs keep their embedding tables "
+                        "(`finetune.embedding_tables`) and fine-tune the rest.")
     parser.add_argument("--finetune_epochs", type=int, default=0,
                         help="0: enough epochs for about 300 steps, between 3 and 30.")
     parser.add_argument("--finetune_validation", type=float, default=0.25,
@@ -372,7 +379,8 @@ def main(argv=None) -> int:
                                       sizes, args.finetune_epochs, args.finetune_draws,
                                       args.finetune_probe, args.finetune_lr,
                                       args.finetune_pretrained_lr,
-                                      args.finetune_validation))
+                                      args.finetune_validation, args.finetune_probe_c,
+                                      args.finetune_freeze_tables))
         for row in rows:
             row["measured"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
             row["config"] = config.to_dict()
@@ -400,16 +408,17 @@ def main(argv=None) -> int:
 def finetune_rows(task, data, schema, label, keys, y, encoders, sizes, epochs, draws,
                   probe, learning_rate=few_labels.LEARNING_RATE,
                   pretrained_learning_rate=few_labels.PRETRAINED_LEARNING_RATE,
-                  validation=0.25) -> list[dict]:
+                  validation=0.25, probe_c=None, freeze_tables=True) -> list[dict]:
     """Pre-trained encoder fine-tuned vs the same encoder from scratch, by label count.
 
     Training labels are drawn (stratified, seeds 0 to draws-1) from folds 1-4; AUC on fold
     0. A pre-trained run starts its head from a logistic regression on the embeddings
-    (`few_labels.Finetuner`'s linear probe) when `probe`, and that probe alone, before any
-    fine-tuning, gets rows of its own (`probe_<size>`); a run from scratch starts from
-    random weights. With `validation` > 0, each run's epoch count (up to `epochs`, 0
-    included) is chosen on that share of its labels held out (`few_labels.
-    early_stopped_auc`); each run records the count it chose.
+    (`few_labels.Finetuner`'s linear probe, C `probe_c`, None: by inner CV) when `probe`,
+    and that probe alone, before any fine-tuning, gets rows of its own (`probe_<size>`);
+    it keeps its embedding tables when `freeze_tables`. A run from scratch starts from
+    random weights and trains all of them. With `validation` > 0, each run's epoch count
+    (up to `epochs`, 0 included) is chosen on that share of its labels held out
+    (`few_labels.early_stopped_auc`); each run records the count it chose.
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -419,7 +428,8 @@ def finetune_rows(task, data, schema, label, keys, y, encoders, sizes, epochs, d
     runners = {seed: few_labels.Finetuner(embedder, data, schema, label, test_keys,
                                           test_split="train", probe=probe,
                                           learning_rate=learning_rate,
-                                          pretrained_learning_rate=pretrained_learning_rate)
+                                          pretrained_learning_rate=pretrained_learning_rate,
+                                          freeze_tables=freeze_tables, probe_c=probe_c)
                for seed, embedder in encoders.items()}
     rows = []
     for size in sizes:

@@ -72,7 +72,8 @@ def test_finetuner_scores_the_probe_alone_and_uses_the_pretrained_learning_rate(
     train_keys, test_keys = split_train_keys(trainer, pretraining_data)
     runner = few_labels.Finetuner(trainer.embedder(), pretraining_data,
                                   trainer.artifacts.schema, "is_risk", test_keys,
-                                  test_split="train", pretrained_learning_rate=0.0)
+                                  test_split="train", pretrained_learning_rate=0.0,
+                                  probe_c=0.1)
     probe = runner.auc(True, train_keys, epochs=0, seed=0)
     expected = probe_auc(runner.model, trainer, pretraining_data, train_keys, test_keys)
     assert expected > 0.75

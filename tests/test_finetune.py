@@ -120,6 +120,39 @@ def test_probed_head_is_the_logistic_regression_of_the_embeddings(label, pretrai
         np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_probe_c_chosen_by_inner_cv_and_its_fallback_with_one_positive(pretrained,
+                                                                       pretraining_data):
+    from autorisk_tf.data import reader
+    from autorisk_tf.data import sequence_example as seqex
+    from autorisk_tf.evaluate import logistic_regression, tuned_logistic_regression
+    from autorisk_tf.finetune import SequenceClassifier, labelled_batches, probe_head
+
+    trainer, _ = pretrained
+    schema = trainer.artifacts.schema
+    train = f"{pretraining_data}/train/*.tfrecord"
+    model = SequenceClassifier(_copy(trainer.embedder()))
+    model.build()
+
+    def probed(batches):
+        probe_head(model, batches, c=None)
+        return np.concatenate([np.asarray(model(i, training=False))[:, 0] for i, _ in batches])
+
+    batches = labelled_batches(train, schema, "is_risk", None, 64, False, 0, max_labels=300)
+    x, y = normed_embeddings(model, batches)
+    tuned = tuned_logistic_regression(standardise=False, folds=5).fit(x, y)
+    np.testing.assert_allclose(probed(batches), tuned.predict_proba(x)[:, 1], atol=1e-4)
+    # one positive row cannot be split into folds: the fixed C 0.1 serves
+    feature = seqex.label_feature("is_risk")
+    examples = list(reader.read_sequences(train, schema))
+    keys = ([next(ex["key"] for ex in examples if ex[feature] > 0.5)]
+            + [ex["key"] for ex in examples if ex[feature] < 0.5][:30])
+    batches = labelled_batches(train, schema, "is_risk", None, 64, False, 0, keys=keys)
+    x, y = normed_embeddings(model, batches)
+    assert y.sum() == 1
+    fixed = logistic_regression(0.1, standardise=False).fit(x, y)
+    np.testing.assert_allclose(probed(batches), fixed.predict_proba(x)[:, 1], atol=1e-4)
+
+
 def test_frozen_tables_stay_as_pretrained_while_the_rest_of_the_encoder_trains(
         pretrained, pretraining_data):
     from autorisk_tf.finetune import embedding_tables
