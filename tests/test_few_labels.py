@@ -66,14 +66,18 @@ def test_copies_of_the_embedder_start_where_asked(pretrained):
         np.testing.assert_array_equal(np.array(a), b)
 
 
+def _runner(trainer, data, test_keys=None, **options):
+    """A Finetuner of the session's encoder on is_risk, scoring test_keys of the train split."""
+    return few_labels.Finetuner(trainer.embedder(), data, trainer.artifacts.schema, "is_risk",
+                                test_keys, test_split="train", **options)
+
+
 def test_finetuner_scores_the_probe_alone_and_uses_the_pretrained_learning_rate(
         pretrained, pretraining_data):
     trainer, _ = pretrained
     train_keys, test_keys = split_train_keys(trainer, pretraining_data)
-    runner = few_labels.Finetuner(trainer.embedder(), pretraining_data,
-                                  trainer.artifacts.schema, "is_risk", test_keys,
-                                  test_split="train", pretrained_learning_rate=0.0,
-                                  probe_c=0.1)
+    runner = _runner(trainer, pretraining_data, test_keys, pretrained_learning_rate=0.0,
+                     probe_c=0.1)
     probe = runner.auc(True, train_keys, epochs=0, seed=0)
     expected = probe_auc(runner.model, trainer, pretraining_data, train_keys, test_keys)
     assert expected > 0.75
@@ -101,16 +105,13 @@ def test_validation_curve_scores_the_held_out_users_after_each_epoch(pretrained,
     trainer, _ = pretrained
     fit_keys, valid_keys = split_train_keys(trainer, pretraining_data)
     keras.utils.set_random_seed(1)  # the two runners' heads start alike
-    curve_runner = few_labels.Finetuner(trainer.embedder(), pretraining_data,
-                                        trainer.artifacts.schema, "is_risk", test_split="train")
+    curve_runner = _runner(trainer, pretraining_data)
     curve = curve_runner.validation_curve(False, fit_keys, valid_keys, epochs=3, seed=0)
     assert len(curve) == 4
     # the same runs, stopped after 0 and 2 epochs and scored on the validation users
     # as their test users, give the curve's points
     keras.utils.set_random_seed(1)
-    scorer = few_labels.Finetuner(trainer.embedder(), pretraining_data,
-                                  trainer.artifacts.schema, "is_risk", valid_keys,
-                                  test_split="train")
+    scorer = _runner(trainer, pretraining_data, valid_keys)
     assert scorer.auc(False, fit_keys, epochs=0, seed=0) == pytest.approx(curve[0], abs=1e-4)
     assert scorer.auc(False, fit_keys, epochs=2, seed=0) == pytest.approx(curve[2], abs=1e-4)
     assert curve[3] > curve[0] + 0.05  # training from new weights learns the label
@@ -122,9 +123,7 @@ def test_early_stopping_keeps_the_probe_when_fine_tuning_cannot_improve_it(
     train_keys, test_keys = split_train_keys(trainer, pretraining_data)
     # at learning rate 0 every epoch scores as the probe did: the fewest epochs (0) win,
     # and the run repeated on all the labels is the probe fitted on all of them
-    runner = few_labels.Finetuner(trainer.embedder(), pretraining_data,
-                                  trainer.artifacts.schema, "is_risk", test_keys,
-                                  test_split="train", pretrained_learning_rate=0.0)
+    runner = _runner(trainer, pretraining_data, test_keys, pretrained_learning_rate=0.0)
     y = _risk_labels(trainer, pretraining_data, train_keys)
     auc, epochs = few_labels.early_stopped_auc(runner, True, train_keys, y, epochs=2, seed=0)
     assert epochs == 0
@@ -137,9 +136,7 @@ def test_pretrained_runs_keep_the_embedding_tables_and_scratch_runs_train_them(
 
     trainer, _ = pretrained
     train_keys, test_keys = split_train_keys(trainer, pretraining_data)
-    runner = few_labels.Finetuner(trainer.embedder(), pretraining_data,
-                                  trainer.artifacts.schema, "is_risk", test_keys,
-                                  test_split="train", pretrained_learning_rate=1e-3)
+    runner = _runner(trainer, pretraining_data, test_keys, pretrained_learning_rate=1e-3)
     model = runner.model
 
     def tables_and_rest():
