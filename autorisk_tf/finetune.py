@@ -180,8 +180,9 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
     model = SequenceClassifier(embedder, classes, name="sequence_classifier")
     model.build()
     embedder.trainable = not freeze_encoder
-    for table in embedding_tables(embedder) if freeze_tables else []:
-        table.trainable = False
+    if freeze_tables:
+        for table in embedding_tables(embedder):
+            table.trainable = False
     train_data = labelled_batches(train, schema, label, classes, batch_size, True, seed,
                                   max_train_labels, train_keys)
     valid_data = labelled_batches(valid, schema, label, classes, batch_size, False, seed,

@@ -13,6 +13,16 @@ def split_train_keys(trainer, data):
     return keys[:200], keys[200:500]
 
 
+def risk_labels(trainer, data):
+    """Key -> is_risk label (0/1) of every sequence of the train split, in file order."""
+    from autorisk_tf.data import reader
+    from autorisk_tf.data import sequence_example as seqex
+
+    feature = seqex.label_feature("is_risk")
+    return {ex["key"]: int(ex[feature] > 0.5) for ex in reader.read_sequences(
+        f"{data}/train/*.tfrecord", trainer.artifacts.schema)}
+
+
 def probe_auc(model, trainer, data, train_keys, test_keys):
     """AUC on test_keys of scikit-learn's LR on the model's normalised embeddings of
     train_keys (both of the train split, label is_risk): what a probed head scores."""

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from autorisk_tf import evaluate, few_labels
-from tests.probing import probe_auc, split_train_keys
+from tests.probing import probe_auc, risk_labels, split_train_keys
 
 
 def test_draws_are_stratified_seeded_and_capped_by_the_pool():
@@ -89,17 +89,6 @@ def test_finetuner_scores_the_probe_alone_and_uses_the_pretrained_learning_rate(
     assert float(runner.model.optimizer.learning_rate) == pytest.approx(1e-3)
 
 
-def _risk_labels(trainer, data, keys):
-    """The is_risk label (0/1) of each key of the train split."""
-    from autorisk_tf.data import reader
-    from autorisk_tf.data import sequence_example as seqex
-
-    feature = seqex.label_feature("is_risk")
-    labels = {ex["key"]: int(ex[feature] > 0.5) for ex in reader.read_sequences(
-        f"{data}/train/*.tfrecord", trainer.artifacts.schema)}
-    return np.array([labels[k] for k in keys])
-
-
 def test_validation_curve_scores_the_held_out_users_after_each_epoch(pretrained,
                                                                        pretraining_data):
     trainer, _ = pretrained
@@ -124,7 +113,8 @@ def test_early_stopping_keeps_the_probe_when_fine_tuning_cannot_improve_it(
     # at learning rate 0 every epoch scores as the probe did: the fewest epochs (0) win,
     # and the run repeated on all the labels is the probe fitted on all of them
     runner = _runner(trainer, pretraining_data, test_keys, pretrained_learning_rate=0.0)
-    y = _risk_labels(trainer, pretraining_data, train_keys)
+    labels = risk_labels(trainer, pretraining_data)
+    y = np.array([labels[k] for k in train_keys])
     auc, epochs = few_labels.early_stopped_auc(runner, True, train_keys, y, epochs=2, seed=0)
     assert epochs == 0
     assert auc == pytest.approx(runner.auc(True, train_keys, epochs=0, seed=0), abs=1e-6)

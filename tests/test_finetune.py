@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from autorisk_tf.finetune import finetune, label_kind
-from tests.probing import normed_embeddings, probe_auc, split_train_keys
+from tests.probing import normed_embeddings, probe_auc, risk_labels, split_train_keys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -122,8 +122,6 @@ def test_probed_head_is_the_logistic_regression_of_the_embeddings(label, pretrai
 
 def test_probe_c_chosen_by_inner_cv_and_its_fallback_with_one_positive(pretrained,
                                                                        pretraining_data):
-    from autorisk_tf.data import reader
-    from autorisk_tf.data import sequence_example as seqex
     from autorisk_tf.evaluate import logistic_regression, tuned_logistic_regression
     from autorisk_tf.finetune import SequenceClassifier, labelled_batches, probe_head
 
@@ -142,10 +140,9 @@ def test_probe_c_chosen_by_inner_cv_and_its_fallback_with_one_positive(pretraine
     tuned = tuned_logistic_regression(standardise=False, folds=5).fit(x, y)
     np.testing.assert_allclose(probed(batches), tuned.predict_proba(x)[:, 1], atol=1e-4)
     # one positive row cannot be split into folds: the fixed C 0.1 serves
-    feature = seqex.label_feature("is_risk")
-    examples = list(reader.read_sequences(train, schema))
-    keys = ([next(ex["key"] for ex in examples if ex[feature] > 0.5)]
-            + [ex["key"] for ex in examples if ex[feature] < 0.5][:30])
+    labels = risk_labels(trainer, pretraining_data)
+    keys = ([next(k for k, v in labels.items() if v)]
+            + [k for k, v in labels.items() if not v][:30])
     batches = labelled_batches(train, schema, "is_risk", None, 64, False, 0, keys=keys)
     x, y = normed_embeddings(model, batches)
     assert y.sum() == 1
