@@ -159,6 +159,11 @@ class Finetuner:
         self.model.build()
         compile_classifier(self.model, learning_rate)
         self._tables = embedding_tables(self.model.embedder)
+        # dropout draws from its layers' own seed states, which keras.utils.set_random_seed
+        # does not reset: each run restarts them from its seed
+        self._seed_states = [v for v in self.model.variables
+                             if v.name == "seed_generator_state"]
+        self._seed_starts = [np.array(v) for v in self._seed_states]
         self._freeze_tables, self._frozen = freeze_tables, False
         self._head = [w.numpy() for w in self.model.head.weights + self.model.norm.weights]
         self._test = labelled_batches(fileio.join(data, test_split, "*.tfrecord"), schema,
@@ -237,6 +242,8 @@ class Finetuner:
         import keras
 
         keras.utils.set_random_seed(seed)
+        for state, start in zip(self._seed_states, self._seed_starts, strict=True):
+            state.assign(start + np.array([seed, 0], start.dtype))
         train = self._batches(self._train, self._schema, self._label, None,
                               self._batch_size, True, seed, keys=list(train_keys))
         return self.model.fit(train, epochs=epochs, verbose=0, **kwargs)
