@@ -31,8 +31,9 @@ Per task (`../shared/data/README.md`), with the project's own commands' code:
    (`--finetune_validation`).
 
 AUC is the mean over 5 stratified folds (`random_state=0`) of the labelled customers.
-Prints a table and writes `benchmarks/real_data_bench.json` (rows of earlier runs for other
-tasks are kept; `attempts` records every approach tried, with its figures).
+Prints a table and writes `benchmarks/real_data_bench.json` after each task (rows of earlier
+runs for other tasks are kept; `attempts` records every approach tried, with its figures and
+the tasks it finished).
 """
 
 from __future__ import annotations
@@ -290,6 +291,13 @@ def main(argv=None) -> int:
     if unknown:
         sys.exit(f"error: unknown task(s) {unknown}; known: {sorted(TASKS)}")
     all_rows = []
+    attempt = None
+    if args.attempt:
+        attempt = {"name": args.attempt, "overrides": overrides,
+                   **({"field_overrides": field_overrides} if field_overrides else {}),
+                   "config_file": os.path.relpath(args.config, ROOT), "tasks_done": [],
+                   "figures": {}}
+        results.setdefault("attempts", []).append(attempt)
     for task in tasks:
         spec = TASKS[task]
         folder = os.path.join(args.work, task)
@@ -384,25 +392,38 @@ def main(argv=None) -> int:
         for row in rows:
             row["measured"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
             row["config"] = config.to_dict()
-        results.setdefault("rows", [])
-        results["rows"] = [r for r in results["rows"] if r["task"] != task] + rows
         all_rows.extend(rows)
-    if args.attempt:
-        results.setdefault("attempts", []).append({
-            "name": args.attempt, "overrides": overrides,
-            **({"field_overrides": field_overrides} if field_overrides else {}),
-            "config_file": os.path.relpath(
-                args.config, ROOT),
-            "figures": {f"{r['task']}/{r['method']}": r["auc"] for r in all_rows}})
-    results["protocol"] = ("5-fold stratified CV (random_state=0) over labelled customers, "
-                           "mean fold AUC; pre-training on every customer's events before the "
-                           "cut-off, no labels; fine-tuning on held-out fold 0")
-    with open(args.json, "w") as f:
-        json.dump(results, f, indent=1)
-        f.write("\n")
+        save_task_rows(args.json, results, task, rows, attempt)
+        print(f"  {task}: rows written to {args.json}", flush=True)
     print_table(all_rows)
     print(f"wrote {args.json}")
     return 0
+
+
+def save_task_rows(path: str, results: dict, task: str, rows: list[dict],
+                   attempt: dict | None) -> None:
+    """Replaces a task's rows in the results, records them in the attempt, writes the JSON.
+
+    Called after each task, so a long run that stops early keeps the tasks it finished.
+
+    Args:
+        path: str. The JSON file (rewritten whole).
+        results: dict. The benchmark's results (`rows`, `attempts`, ...), updated in place.
+        task: str. The task whose rows these are; earlier rows of that task are dropped.
+        rows: list of dict. The task's new rows.
+        attempt: dict or None. This run's entry in `results["attempts"]`: it gets the
+            task in `tasks_done` and each row's AUC under `figures` (`task/method`).
+    """
+    results["rows"] = [r for r in results.get("rows", []) if r["task"] != task] + rows
+    if attempt is not None:
+        attempt["tasks_done"].append(task)
+        attempt["figures"].update({f"{task}/{r['method']}": r["auc"] for r in rows})
+    results["protocol"] = ("5-fold stratified CV (random_state=0) over labelled customers, "
+                           "mean fold AUC; pre-training on every customer's events before the "
+                           "cut-off, no labels; fine-tuning on held-out fold 0")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+        f.write("\n")
 
 
 def finetune_rows(task, data, schema, label, keys, y, encoders, sizes, epochs, draws,

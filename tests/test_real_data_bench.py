@@ -1,5 +1,6 @@
 import gzip
 import importlib.util
+import json
 import os
 
 import numpy as np
@@ -131,3 +132,22 @@ def test_part_aucs_score_each_part_and_skip_an_empty_one():
     aucs = bench.part_aucs({"signal": x[:, :3], "noise": x[:, 3:], "ids": x[:, :0]}, y)
     assert set(aucs) == {"signal", "noise"}  # width 0: no row, no crash
     assert aucs["signal"] > 0.8 and abs(aucs["noise"] - 0.5) < 0.15
+
+
+def test_save_task_rows_replaces_the_task_and_records_the_attempt(tmp_path):
+    path = str(tmp_path / "bench.json")
+    results = {"rows": [{"task": "a", "method": "old", "auc": 0.5},
+                        {"task": "b", "method": "kept", "auc": 0.6}]}
+    attempt = {"name": "try", "tasks_done": [], "figures": {}}
+    results["attempts"] = [attempt]
+    bench.save_task_rows(path, results, "a", [{"task": "a", "method": "new", "auc": 0.7}],
+                         attempt)
+    bench.save_task_rows(path, results, "c", [{"task": "c", "method": "x", "auc": 0.8}],
+                         attempt)
+    with open(path) as f:
+        saved = json.load(f)
+    assert [(r["task"], r["method"]) for r in saved["rows"]] == [("b", "kept"), ("a", "new"),
+                                                                 ("c", "x")]
+    assert saved["attempts"] == [{"name": "try", "tasks_done": ["a", "c"],
+                                  "figures": {"a/new": 0.7, "c/x": 0.8}}]
+    assert "protocol" in saved
