@@ -1,0 +1,245 @@
+"""Lift probe: what lifts the hand-made feature pool's GBDT on the real tasks, when added.
+
+  python benchmarks/lift_probe.py --work bench_out/real [--tasks bought_after,bought_again]
+      [--seeds 0,1,2] [--config autorisk_tf/configs/real.yaml]
+
+Reads what a `real_data_bench.py` run left under `--work` (each task's event, label and
+feature tables, its preprocessed sequences and its `run_seed<N>` pre-training folders; a
+seed whose folder is missing is pre-trained first, as the benchmark would). For each task,
+the GBDT on the hand-made features (`evaluate.gbdt`, out-of-fold scores over the benchmark's
+5 stratified folds) against the same GBDT with, added to the features:
+
+- `activity_windows`: per customer, active days and events in windows of days before the
+  cut-off (the last event where there is none), the last gap and the spread of the gaps
+  between active days: a richer recency profile than the pool's;
+- `bag_svd32` (tasks with item ids): the SVD-32 of the binary bag of items;
+- `activity_windows_bag_svd32`: both;
+- per pre-training seed, the embeddings three ways: `embeddings_raw` (every column, as
+  `real_data_bench.py`'s lift row), `embeddings_pca16` (their first 16 principal
+  components, fitted on the training folds) and `embeddings_pca16_lr_score` (those plus an
+  LR's score on the embeddings, out-of-fold within the training folds).
+
+Each row gives the AUC and the lift over the GBDT alone with a bootstrap 95% interval.
+Prints a table and writes `benchmarks/lift_probe.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from autorisk_tf import evaluate  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+JSON = os.path.join(HERE, "lift_probe.json")
+# Window edges in days before the reference time: [0, 30), [30, 60), ..., [270, inf).
+WINDOW_DAYS = (0, 30, 60, 90, 180, 270)
+DAY_MS = 86_400_000
+
+
+def activity_windows(keys: list[str], event_keys: list[str], timestamps_ms: np.ndarray,
+                     reference_ms: int, edges: tuple[int, ...] = WINDOW_DAYS) -> np.ndarray:
+    """Per-key activity by window of days before a reference time.
+
+    Args:
+        keys: list of str [N]. The customers, in row order.
+        event_keys: list of str [M]. Each event's customer.
+        timestamps_ms: int array [M]. Each event's time (ms since the epoch).
+        reference_ms: int. The cut-off; days are counted back from it.
+        edges: tuple of int. Window starts in days (ascending, from 0); the last is open.
+
+    Returns:
+        float [N, 2 * len(edges) + 2]: distinct active days per window, events per window,
+        the gap in days between the last two active days and the standard deviation of the
+        gaps (NaN with too few active days). A key without events gets zeros and NaNs.
+    """
+    bounds = list(edges) + [np.inf]
+    index = {k: i for i, k in enumerate(keys)}
+    per_key: dict[int, list[int]] = {}
+    for key, ts in zip(event_keys, timestamps_ms, strict=True):
+        if key in index:
+            per_key.setdefault(index[key], []).append(int(ts))
+    out = np.zeros((len(keys), 2 * len(edges) + 2))
+    out[:, -2:] = np.nan
+    for row, stamps in per_key.items():
+        stamps = np.asarray(stamps)
+        ages = (reference_ms - stamps) / DAY_MS
+        # Calendar days (UTC), newest first, as days back from the reference.
+        days = (reference_ms - np.unique(stamps // DAY_MS)[::-1] * DAY_MS) / DAY_MS
+        for w, (low, high) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+            out[row, w] = np.sum((days >= low) & (days < high))
+            out[row, len(edges) + w] = np.sum((ages >= low) & (ages < high))
+        gaps = np.diff(days)
+        if len(gaps):
+            out[row, -2] = gaps[0]
+        if len(gaps) > 1:
+            out[row, -1] = gaps.std()
+    return out
+
+
+class CompactEmbeddingGBDT:
+    """The hand-made GBDT with the embeddings joined compactly, as a scikit-learn classifier.
+
+    The input's first `num_features` columns are the hand-made features, the rest the
+    embeddings. Fitting adds the embeddings' first `components` principal components and,
+    with `lr_score`, an LR's score on the embeddings (out-of-fold over 5 inner folds on the
+    training rows; the LR refitted on all of them scores new rows).
+    """
+
+    def __init__(self, num_features: int, components: int = 16, lr_score: bool = False,
+                 seed: int = 0):
+        self.num_features, self.components = num_features, components
+        self.lr_score, self.seed = lr_score, seed
+
+    def _columns(self, x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+        from sklearn.decomposition import PCA
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+        features, embeddings = x[:, :self.num_features], x[:, self.num_features:]
+        if y is not None:
+            self.pca_ = PCA(self.components, random_state=self.seed).fit(embeddings)
+        parts = [features, self.pca_.transform(embeddings)]
+        if self.lr_score:
+            if y is not None:
+                folds = StratifiedKFold(5, shuffle=True, random_state=self.seed + 1)
+                score = cross_val_predict(evaluate.logistic_regression(0.1), embeddings, y,
+                                          cv=folds, method="predict_proba")[:, 1]
+                self.lr_ = evaluate.logistic_regression(0.1).fit(embeddings, y)
+            else:
+                score = self.lr_.predict_proba(embeddings)[:, 1]
+            parts.append(score[:, None])
+        return np.concatenate(parts, axis=1)
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> CompactEmbeddingGBDT:
+        self.gbdt_ = evaluate.gbdt(self.seed).fit(self._columns(x, y), y)
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self.gbdt_.predict_proba(self._columns(x))
+
+
+def lift_row(task: str, probe: str, y: np.ndarray, base: np.ndarray, x: np.ndarray,
+             make_model, **extra) -> dict:
+    """Cross-validated AUC of a model on `x` and its lift over the baseline's scores."""
+    aucs, scores = evaluate.cv_auc(x, y, make_model)
+    lift, low, high = evaluate.bootstrap_auc_lift(y, base, scores)
+    return {"task": task, "probe": probe, "auc": round(float(np.mean(aucs)), 4),
+            "lift": round(lift, 4), "lift_ci95": [round(low, 4), round(high, 4)], **extra}
+
+
+def read_event_times(path: str, schema) -> tuple[list[str], np.ndarray]:
+    """Each event's key and time (ms) from an event table written by `real_data_bench.py`."""
+    import csv
+
+    from autorisk_tf.data.events import parse_timestamp_ms
+
+    with open(path, encoding="utf-8", newline="") as f:
+        if schema.csv_delimiter == "whitespace":
+            header = f.readline().split()
+            rows = (dict(zip(header, line.split(), strict=True)) for line in f
+                    if line.strip())
+        else:
+            rows = csv.DictReader(f, delimiter=schema.csv_delimiter)
+        pairs = [(row[schema.key], parse_timestamp_ms(row[schema.timestamp_column],
+                                                       schema.timestamp_format))
+                 for row in rows]
+    return [k for k, _ in pairs], np.array([t for _, t in pairs], dtype=np.int64)
+
+
+def main(argv=None) -> int:
+    """Runs the probe; prints the table and writes the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", required=True,
+                        help="The --work folder of a real_data_bench.py run.")
+    parser.add_argument("--tasks", default="bought_after,bought_again")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--config", default=os.path.join(ROOT, "autorisk_tf", "configs",
+                                                         "real.yaml"))
+    parser.add_argument("--json", default=JSON)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import real_data_bench as bench
+    from absl import logging
+
+    from autorisk_tf.data.artifacts import Artifacts
+    from autorisk_tf.data.events import parse_timestamp_ms
+    from autorisk_tf.embed import embed
+    from autorisk_tf.training import Pretrainer, load_config
+
+    logging.set_verbosity(logging.ERROR)
+    rows = []
+    for task in [t for t in args.tasks.split(",") if t]:
+        spec = bench.TASKS[task]
+        folder = os.path.join(args.work, task)
+        keys, feats, _ = evaluate.load_features(os.path.join(folder, "features"))
+        labels = bench.read_labels(os.path.join(folder, "labels.csv"), spec["label"])
+        labelled = np.array([k in labels for k in keys])
+        keys, feats = list(keys[labelled]), feats[labelled]
+        y = np.array([labels[k] for k in keys])
+        data = os.path.join(folder, "data")
+        artifacts = Artifacts.load(os.path.join(data, "artifacts"))
+        schema = artifacts.schema
+        event_keys, times = read_event_times(os.path.join(folder, spec["events"]), schema)
+        cutoff = spec["as_of"]
+        reference = (parse_timestamp_ms(cutoff, schema.timestamp_format) if cutoff
+                     else int(times.max()) + DAY_MS)
+        windows = activity_windows(keys, event_keys, times, reference)
+        base_aucs, base = evaluate.cv_auc(feats, y, evaluate.gbdt)
+        print(f"== {task}: hand-made GBDT {np.mean(base_aucs):.4f}", flush=True)
+        rows.append({"task": task, "probe": "handmade_gbdt",
+                     "auc": round(float(np.mean(base_aucs)), 4)})
+        extras = {"activity_windows": windows}
+        if spec["item"]:
+            item_keys, items = bench.read_event_items(os.path.join(folder, spec["events"]),
+                                                      spec["item"])
+            svd = evaluate.svd_features(evaluate.bag_of_items(keys, item_keys, items)[0])
+            extras.update(bag_svd32=svd, activity_windows_bag_svd32=np.concatenate(
+                [windows, svd], axis=1))
+        for probe, extra in extras.items():
+            rows.append(lift_row(task, probe, y, base, np.concatenate([feats, extra], axis=1),
+                                 evaluate.gbdt))
+            print(f"  {probe:<30} {rows[-1]['auc']:.4f} lift {rows[-1]['lift']:+.4f}",
+                  flush=True)
+        for seed in [int(s) for s in args.seeds.split(",") if s]:
+            trainer = Pretrainer(artifacts, load_config(args.config, {"input.seed": seed}),
+                                 os.path.join(folder, f"run_seed{seed}"))
+            trainer.fit(os.path.join(data, "train", "*.tfrecord"), verbose=0)
+            emb_keys, vectors, _ = embed(trainer.embedder(),
+                                         os.path.join(data, "train", "*.tfrecord"), schema, 128)
+            order = {k: i for i, k in enumerate(emb_keys)}
+            both = np.concatenate([feats, vectors[[order[k] for k in keys]]], axis=1)
+            for probe, make_model in (
+                    ("embeddings_raw", evaluate.gbdt),
+                    ("embeddings_pca16", functools.partial(CompactEmbeddingGBDT,
+                                                           feats.shape[1])),
+                    ("embeddings_pca16_lr_score", functools.partial(
+                        CompactEmbeddingGBDT, feats.shape[1], lr_score=True))):
+                rows.append(lift_row(task, probe, y, base, both, make_model, seed=seed))
+                print(f"  seed {seed}: {probe:<24} {rows[-1]['auc']:.4f} lift "
+                      f"{rows[-1]['lift']:+.4f}", flush=True)
+    print("| task | probe | seed | AUC | lift over hand-made GBDT (95% CI) |")
+    print("|---|---|---|---:|---|")
+    for r in rows:
+        lift = (f"{r['lift']:+.4f} ({r['lift_ci95'][0]:+.4f} to {r['lift_ci95'][1]:+.4f})"
+                if "lift" in r else "")
+        print(f"| {r['task']} | {r['probe']} | {r.get('seed', '')} | {r['auc']:.4f} | {lift} |")
+    with open(args.json, "w") as f:
+        json.dump({"measured": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+                   "config_file": os.path.relpath(args.config, ROOT), "rows": rows}, f,
+                  indent=1)
+        f.write("\n")
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

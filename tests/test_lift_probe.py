@@ -1,0 +1,75 @@
+import functools
+import importlib.util
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from autorisk_tf.data.schema import parse_schema
+
+_HERE = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks")
+sys.path.insert(0, _HERE)
+_SPEC = importlib.util.spec_from_file_location("lift_probe", os.path.join(_HERE, "lift_probe.py"))
+probe = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(probe)
+
+DAY = probe.DAY_MS
+
+
+def test_activity_windows_count_days_and_events_per_window():
+    reference = 1000 * DAY
+    # "a": two events on day 995 (5 days back), one on day 950 (50 back), one 400 back.
+    event_keys = ["a", "a", "a", "a", "b", "z"]
+    times = np.array([995 * DAY, 995 * DAY + 3_600_000, 950 * DAY, 600 * DAY, 999 * DAY,
+                      1 * DAY])
+    out = probe.activity_windows(["a", "b", "c"], event_keys, times, reference,
+                                 edges=(0, 30, 90))
+    assert out.shape == (3, 8)
+    np.testing.assert_array_equal(out[0, :6], [1, 1, 1, 2, 1, 1])
+    assert out[0, 6] == 45  # the gap between the two latest active days
+    np.testing.assert_allclose(out[0, 7], np.std([45, 350]))
+    np.testing.assert_array_equal(out[1, :6], [1, 0, 0, 1, 0, 0])
+    assert np.isnan(out[1, 6]) and np.isnan(out[1, 7])
+    np.testing.assert_array_equal(out[2, :6], 0)  # no events: zeros, NaN gaps
+
+
+def test_compact_embedding_gbdt_uses_the_signal_in_the_embeddings():
+    rng = np.random.default_rng(0)
+    n = 1200
+    features = rng.normal(size=(n, 3))
+    signal = rng.normal(size=n)
+    embeddings = rng.normal(size=(n, 40)) * 0.3
+    embeddings[:, :5] += signal[:, None]
+    y = (signal + 0.3 * rng.normal(size=n) > 0).astype(int)
+    x = np.concatenate([features, embeddings], axis=1)
+    from autorisk_tf import evaluate
+
+    base, _ = evaluate.cv_auc(features, y, evaluate.gbdt)
+    for lr_score in (False, True):
+        aucs, scores = evaluate.cv_auc(x, y, functools.partial(
+            probe.CompactEmbeddingGBDT, 3, components=4, lr_score=lr_score))
+        assert np.mean(base) < 0.6
+        assert np.mean(aucs) > 0.85
+        assert scores.shape == (n,)
+    model = probe.CompactEmbeddingGBDT(3, components=4, lr_score=True).fit(x[:800], y[:800])
+    assert model.gbdt_.n_features_in_ == 3 + 4 + 1
+    assert model.predict_proba(x[800:]).shape == (400, 2)
+
+
+@pytest.mark.parametrize("delimiter,text", [
+    ("whitespace", "customer_id date number_of_cds dollar_value\n"
+                   "00001 19970101 1 11.77\n00002  19970112 2 12.00\n"),
+    (",", "customer_id,date,number_of_cds,dollar_value\n00001,19970101,1,11.77\n"
+          "00002,19970112,2,12.00\n"),
+])
+def test_read_event_times_follows_the_schema(tmp_path, delimiter, text):
+    schema = parse_schema(
+        "key: customer_id\ntimestamp: {column: date, format: '%Y%m%d'}\n"
+        f"csv: {{delimiter: '{delimiter}'}}\n"
+        "fields:\n  - {name: number_of_cds, kind: numeric, num_buckets: 4}\n")
+    path = tmp_path / "events.txt"
+    path.write_text(text)
+    keys, times = probe.read_event_times(str(path), schema)
+    assert keys == ["00001", "00002"]
+    np.testing.assert_array_equal(times, [852076800000, 853027200000])
