@@ -374,11 +374,11 @@ class BuildSequencesFn(beam.DoFn):
         covered = np.zeros(n, dtype=bool)
         for index, (start, end) in enumerate(slices):
             covered[start:end] = True
-            yield beam.pvalue.TaggedOutput(split, seqex.encode_sequence(
+            yield beam.pvalue.TaggedOutput(split, ((key, index), seqex.encode_sequence(
                 self._schema, key, timestamps[start:end],
                 [column[start:end] for column in columns],
                 {name: values[start:end] for name, values in derived.items()},
-                labels=labels, window_index=index, num_events_total=n))
+                labels=labels, window_index=index, num_events_total=n)))
         used = int(covered.sum())
         summary.users[split] += 1
         summary.examples[split] += len(slices)
@@ -502,6 +502,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "exits non-zero; dead letters and stats.json are written anyway.")
     parser.add_argument("--num_shards", type=int, default=0,
                         help="TFRecord shards per split; 0 lets the runner decide.")
+    parser.add_argument("--sorted_shards", action="store_true",
+                        help="Write each key to the shard a stable hash of it picks, sorted "
+                             "by key within the shard (needs --num_shards): the same files "
+                             "on every run and runner, so a seeded training run repeats "
+                             "exactly. Costs one more grouping of the written examples, and "
+                             "a worker holds one shard in memory while it writes it.")
     parser.add_argument("--shuffle", default="auto", choices=("auto", "beam", "files"),
                         help="How events are grouped by key: beam (the runner's GroupByKey), "
                              "files (partitioned temporary files under the output folder: "
@@ -514,6 +520,43 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Key partitions of the files shuffle; 0 picks one per "
                              f"{file_shuffle.BYTES_PER_PARTITION // 2**20} MiB of input.")
     return parser
+
+
+class WriteSortedShards(beam.PTransform):
+    """Writes `((key, window_index), record)` pairs as TFRecord shards of a fixed layout.
+
+    Each key goes to shard `events.shard_of(key, num_shards)`, and a shard's records are
+    sorted by key and window: the files (`part-SSSSS-of-NNNNN.tfrecord`, all of them, empty
+    or not) are the same bytes whichever runner, worker count or shuffle wrote them.
+
+    Args:
+        directory: str. The split's output folder (local or any filesystem TF can write).
+        num_shards: int. Shards (positive).
+    """
+
+    def __init__(self, directory: str, num_shards: int):
+        super().__init__()
+        self._directory, self._num_shards = directory, num_shards
+
+    def expand(self, pairs):
+        n = self._num_shards
+        every_shard = pairs.pipeline | "EveryShard" >> beam.Create([(s, None) for s in range(n)])
+        return ((pairs | "ShardOf" >> beam.Map(lambda pair: (events.shard_of(pair[0][0], n),
+                                                              pair)),
+                 every_shard)
+                | "Flatten" >> beam.Flatten()
+                | "GroupByShard" >> beam.GroupByKey()
+                | "WriteShard" >> beam.MapTuple(self._write))
+
+    def _write(self, shard: int, pairs) -> str:
+        import tensorflow as tf
+
+        path = f"{self._directory}/part-{shard:05d}-of-{self._num_shards:05d}.tfrecord"
+        tf.io.gfile.makedirs(self._directory)
+        with tf.io.TFRecordWriter(path) as writer:
+            for _, record in sorted(pair for pair in pairs if pair is not None):
+                writer.write(record)
+        return path
 
 
 def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Schema,
@@ -573,8 +616,14 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Sc
                  .with_outputs(DEAD_LETTER, SUMMARY, *analysis.SPLITS))
     dead_letters.append(built[DEAD_LETTER])
     for split in analysis.SPLITS:
-        _ = built[split] | f"Write_{split}" >> beam.io.WriteToTFRecord(
-            f"{out}/{split}/part", file_name_suffix=".tfrecord", num_shards=args.num_shards)
+        if args.sorted_shards:
+            _ = built[split] | f"Write_{split}" >> WriteSortedShards(f"{out}/{split}",
+                                                                     args.num_shards)
+        else:
+            _ = (built[split] | f"Records_{split}" >> beam.Values()
+                 | f"Write_{split}" >> beam.io.WriteToTFRecord(
+                     f"{out}/{split}/part", file_name_suffix=".tfrecord",
+                     num_shards=args.num_shards))
     _ = (tuple(dead_letters) | "AllDeadLetters" >> beam.Flatten()
          | "WriteDeadLetters" >> beam.io.WriteToText(
              f"{out}/{DEAD_LETTER}/rejected", file_name_suffix=".jsonl",
@@ -584,7 +633,7 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Sc
     sequences = built[SUMMARY] | "MergeSequenceSummaries" >> beam.CombineGlobally(
         analysis.MergeSequenceSummaries())
     options = {k: getattr(args, k) for k in ("input", "labels", "max_len", "window_stride",
-                                              "split", "num_shards")}
+                                              "split", "num_shards", "sorted_shards")}
     if args.as_of:
         options["as_of_ms"] = events.parse_timestamp_ms(args.as_of, schema.timestamp_format)
     side = {"labels": label_summary} if label_summary is not None else {}
@@ -632,6 +681,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--window_stride must be 0 or positive, got {args.window_stride}")
     if args.num_shards < 0:
         raise UsageError(f"--num_shards must be 0 or positive, got {args.num_shards}")
+    if args.sorted_shards and not args.num_shards:
+        raise UsageError("--sorted_shards needs --num_shards N (N > 0): the shard a key goes "
+                         "to is a hash of the key modulo N")
     if args.shuffle_partitions < 0:
         raise UsageError("--shuffle_partitions must be 0 or positive, "
                          f"got {args.shuffle_partitions}")

@@ -9,7 +9,9 @@ Per task (`../shared/data/README.md`), with the project's own commands' code:
 
 1. the dataset builder writes the event and label tables from the file in `--data_root`;
 2. `beam.preprocess` writes every customer's sequence (all in the training split: the
-   pre-training sees every customer, before the cut-off where there is one; no labels);
+   pre-training sees every customer, before the cut-off where there is one; no labels),
+   in sorted shards (`--sorted_shards`: the same files on every run, so a pre-training
+   seed repeats exactly);
    `beam.features` writes the hand-made feature pool;
 3. baselines: LR on a binary bag of item ids (C=0.1), TruncatedSVD-32 of the L2-normalised
    bag + LR, GBDT on the hand-made features;
@@ -310,7 +312,7 @@ def main(argv=None) -> int:
         preprocess.run(["--input", events_path, "--schema", schema_path, "--labels",
                         os.path.join(folder, "labels.csv"), "--output_dir", data,
                         "--split", "1,0,0", "--max_len", str(args.max_len),
-                        "--num_shards", "4"])
+                        "--num_shards", "4", "--sorted_shards"])
         feature_args = ["--input", events_path, "--schema", schema_path, "--output_dir",
                         os.path.join(folder, "features")]
         if spec["as_of"]:

@@ -110,3 +110,16 @@ def test_split_is_stable_and_follows_fractions():
     assert splits.tolist() == [events.split_of(k, (0.8, 0.1, 0.1)) for k in keys]
     np.testing.assert_allclose(np.bincount(splits) / len(keys), [0.8, 0.1, 0.1], atol=0.01)
     assert events.split_of("user1", (1.0, 0.0, 0.0)) == 0
+
+
+def test_shard_of_is_balanced_within_every_split():
+    import hashlib
+
+    keys = [f"user{i}" for i in range(4000)]
+    train = [k for k in keys if events.split_of(k, (0.8, 0.1, 0.1)) == 0]
+    for group in (keys, train):
+        counts = np.bincount([events.shard_of(k, 4) for k in group], minlength=4)
+        assert counts.min() > 0.9 * len(group) / 4 and counts.max() < 1.1 * len(group) / 4
+    # A stable hash (not Python's salted `hash`): the digest's second half, modulo N.
+    digest = hashlib.md5(b"user7").digest()
+    assert events.shard_of("user7", 5) == int.from_bytes(digest[8:], "little") % 5

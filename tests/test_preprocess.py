@@ -331,3 +331,51 @@ def test_a_lone_surrogate_from_a_json_escape_is_a_dead_letter_not_a_crash(prepro
     assert sorted(d["line"] for d in run.dead_letters) == [2, 3]
     assert "lone surrogate" in run.dead_letters[0]["detail"]
     assert list(run.one("u2")["event/item"]) == ["😀"]  # a proper surrogate pair is kept
+
+
+def test_sorted_shards_are_the_same_bytes_whichever_shuffle_wrote_them(tmp_path):
+    """--sorted_shards: a fixed key-to-shard layout, keys sorted within each shard."""
+    from autorisk_tf import simulate
+    from autorisk_tf.data import events
+    from tests.conftest import SIMULATED_SCHEMA, Run
+
+    simulate.write_dataset(str(tmp_path / "sim"), seed=4, num_users=60, num_shards=3,
+                           block_users=16)
+    shards = {}
+    for shuffle, extra in (("beam", []), ("files", ["--shuffle_partitions", "3"])):
+        out = tmp_path / shuffle
+        job.run(["--input", str(tmp_path / "sim" / "events" / "*.csv"),
+                 "--schema", SIMULATED_SCHEMA, "--output_dir", str(out), "--max_len", "20",
+                 "--window_stride", "20", "--num_shards", "3", "--sorted_shards",
+                 "--shuffle", shuffle, *extra])
+        shards[shuffle] = {f"{split}/{name}": (out / split / name).read_bytes()
+                           for split in ("train", "valid", "test")
+                           for name in sorted(os.listdir(out / split))}
+        run = Run(str(out), SIMULATED_SCHEMA)
+    assert shards["beam"] == shards["files"]
+    assert sorted(shards["beam"]) == [f"{split}/part-{s:05d}-of-00003.tfrecord"
+                                      for split in ("test", "train", "valid") for s in range(3)]
+    assert run.stats["options"]["sorted_shards"] is True
+    from autorisk_tf.data.reader import read_sequences
+    from autorisk_tf.data.schema import load_schema
+
+    schema = load_schema(SIMULATED_SCHEMA)
+    seen = 0
+    for name in shards["beam"]:
+        shard = int(name.split("part-")[1][:5])
+        order = [(ex["key"], ex["window_index"])
+                 for ex in read_sequences(str(tmp_path / "beam" / name), schema)]
+        assert order == sorted(order)
+        assert all(events.shard_of(key, 3) == shard for key, _ in order)
+        seen += len(order)
+    assert seen == sum(run.stats["examples_by_split"].values()) > 60  # windows of 20
+    assert len({key for key in run.examples}) == 60
+
+
+def test_sorted_shards_need_a_shard_count(tmp_path, capsys):
+    from tests.conftest import SIMULATED_SCHEMA
+
+    (tmp_path / "e.csv").write_text("user_id,ts\n", encoding="utf-8")
+    assert job.main(["--input", str(tmp_path / "e.csv"), "--schema", SIMULATED_SCHEMA,
+                     "--output_dir", str(tmp_path / "out"), "--sorted_shards"]) == 2
+    assert "--sorted_shards needs --num_shards" in capsys.readouterr().err

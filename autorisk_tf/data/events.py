@@ -248,6 +248,20 @@ def split_of(key: str, fractions: Sequence[float]) -> int:
     return len(fractions) - 1
 
 
+def shard_of(key: str, num_shards: int) -> int:
+    """Assigns a key to one of `num_shards` shards by a stable hash, independent of its split.
+
+    Args:
+        key: str. The sequence key.
+        num_shards: int. Shards of the split (positive).
+
+    Returns:
+        Index of the shard, in [0, num_shards).
+    """
+    # The digest's second half: `split_of` uses the first, so shards mix every split point.
+    return int.from_bytes(hashlib.md5(key.encode("utf-8")).digest()[8:], "little") % num_shards
+
+
 def time_features(timestamps_ms: np.ndarray, config: TimeFeatures) -> dict[str, np.ndarray]:
     """Derives time features from the timestamps of one time-sorted history.
 
