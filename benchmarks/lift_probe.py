@@ -172,7 +172,6 @@ def main(argv=None) -> int:
 
     from autorisk_tf.data.artifacts import Artifacts
     from autorisk_tf.data.events import parse_timestamp_ms
-    from autorisk_tf.embed import embed
     from autorisk_tf.training import Pretrainer, load_config
 
     logging.set_verbosity(logging.ERROR)
@@ -180,11 +179,7 @@ def main(argv=None) -> int:
     for task in [t for t in args.tasks.split(",") if t]:
         spec = bench.TASKS[task]
         folder = os.path.join(args.work, task)
-        keys, feats, _ = evaluate.load_features(os.path.join(folder, "features"))
-        labels = bench.read_labels(os.path.join(folder, "labels.csv"), spec["label"])
-        labelled = np.array([k in labels for k in keys])
-        keys, feats = list(keys[labelled]), feats[labelled]
-        y = np.array([labels[k] for k in keys])
+        keys, feats, _, y = bench.labelled_features(folder, spec["label"])
         data = os.path.join(folder, "data")
         artifacts = Artifacts.load(os.path.join(data, "artifacts"))
         schema = artifacts.schema
@@ -213,10 +208,8 @@ def main(argv=None) -> int:
             trainer = Pretrainer(artifacts, load_config(args.config, {"input.seed": seed}),
                                  os.path.join(folder, f"run_seed{seed}"))
             trainer.fit(os.path.join(data, "train", "*.tfrecord"), verbose=0)
-            emb_keys, vectors, _ = embed(trainer.embedder(),
-                                         os.path.join(data, "train", "*.tfrecord"), schema, 128)
-            order = {k: i for i, k in enumerate(emb_keys)}
-            both = np.concatenate([feats, vectors[[order[k] for k in keys]]], axis=1)
+            both = np.concatenate(
+                [feats, bench.embeddings_of(trainer.embedder(), data, schema, keys)], axis=1)
             for probe, make_model in (
                     ("embeddings_raw", evaluate.gbdt),
                     ("embeddings_pca16", functools.partial(CompactEmbeddingGBDT,

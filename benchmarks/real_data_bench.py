@@ -144,6 +144,34 @@ def read_event_items(path: str, item_column: str) -> tuple[list[str], list[str]]
     return keys, items
 
 
+def labelled_features(folder: str, label: str) -> tuple[list[str], np.ndarray, list[str],
+                                                     np.ndarray]:
+    """A task folder's hand-made features of its labelled customers, with their labels.
+
+    Args:
+        folder: str. The task's work folder (`features/` and `labels.csv` in it).
+        label: str. The label column.
+
+    Returns:
+        `(keys, features [N, F], columns, y [N])`, customers without a label left out.
+    """
+    keys, feats, columns = evaluate.load_features(os.path.join(folder, "features"))
+    labels = read_labels(os.path.join(folder, "labels.csv"), label)
+    labelled = np.array([k in labels for k in keys])
+    keys, feats = list(keys[labelled]), feats[labelled]
+    return keys, feats, columns, np.array([labels[k] for k in keys])
+
+
+def embeddings_of(embedder, data: str, schema, keys: list[str]) -> np.ndarray:
+    """The embeddings of a preprocessed training split, in the order of `keys` [N, E]."""
+    from autorisk_tf.embed import embed
+
+    emb_keys, vectors, _ = embed(embedder, os.path.join(data, "train", "*.tfrecord"), schema,
+                                 128)
+    order = {k: i for i, k in enumerate(emb_keys)}
+    return vectors[[order[k] for k in keys]]
+
+
 def rfm_columns(columns: list[str]) -> list[int]:
     """Indices of the activity and numeric-statistics features of a feature table.
 
@@ -270,7 +298,6 @@ def main(argv=None) -> int:
     from absl import logging
 
     from autorisk_tf.data.artifacts import Artifacts
-    from autorisk_tf.embed import embed
     from autorisk_tf.training import Pretrainer, load_config
     from beam import features as beam_features
     from beam import preprocess
@@ -318,11 +345,7 @@ def main(argv=None) -> int:
         if spec["as_of"]:
             feature_args += ["--as_of", spec["as_of"]]
         beam_features.run(feature_args)
-        keys, feats, columns = evaluate.load_features(os.path.join(folder, "features"))
-        labels = read_labels(os.path.join(folder, "labels.csv"), spec["label"])
-        labelled = np.array([k in labels for k in keys])
-        keys, feats = list(keys[labelled]), feats[labelled]
-        y = np.array([labels[k] for k in keys])
+        keys, feats, columns, y = labelled_features(folder, spec["label"])
         print(f"== {task}: {len(keys)} labelled customers ({y.mean():.3f} positive), "
               f"{counts['events']} events; tables in {time.time() - started:.0f} s", flush=True)
         event_keys = items = None
@@ -347,10 +370,7 @@ def main(argv=None) -> int:
             seconds = time.time() - tic
             embedder = trainer.embedder()
             encoders[seed] = embedder
-            emb_keys, vectors, _ = embed(embedder, os.path.join(data, "train", "*.tfrecord"),
-                                         artifacts.schema, 128)
-            order = {k: i for i, k in enumerate(emb_keys)}
-            x = vectors[[order[k] for k in keys]]
+            x = embeddings_of(embedder, data, artifacts.schema, keys)
             aucs, _ = evaluate.cv_auc(x, y, lambda: evaluate.logistic_regression(0.1))
             lr_runs.append({"seed": seed, "auc": round(float(np.mean(aucs)), 4),
                             "fold_aucs": [round(a, 4) for a in aucs],
