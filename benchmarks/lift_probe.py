@@ -14,6 +14,13 @@ the GBDT on the hand-made features (`evaluate.gbdt`, out-of-fold scores over the
   between active days: a richer recency profile than the pool's;
 - `bag_svd32` (tasks with item ids): the SVD-32 of the binary bag of items;
 - `activity_windows_bag_svd32`: both;
+- `calendar_months`: per calendar month of the history, active days and the log of the
+  value spent (the product of `VALUE_COLUMNS`, summed; the pool has neither a seasonal
+  profile nor a spend per line);
+- `bag_lr_score` (tasks with item ids): the bag-of-items LR's score (C 0.1), out-of-fold
+  within the training folds: the most a linear model on the items adds, in one column;
+- `bag_lr_score_calendar_months`: both: item and time information the pool lacks, built
+  by hand with the raw events in view, as a bound for what an embedding could add;
 - per pre-training seed, the embeddings three ways: `embeddings_raw` (every column, as
   `real_data_bench.py`'s lift row), `embeddings_pca16` (their first 16 principal
   components, fitted on the training folds) and `embeddings_pca16_lr_score` (those plus an
@@ -44,6 +51,8 @@ JSON = os.path.join(HERE, "lift_probe.json")
 # Window edges in days before the reference time: [0, 30), [30, 60), ..., [270, inf).
 WINDOW_DAYS = (0, 30, 60, 90, 180, 270)
 DAY_MS = 86_400_000
+# Dataset -> event columns whose product is an event's value (`calendar_months`).
+VALUE_COLUMNS = {"online_retail": ("quantity", "unit_price"), "cdnow": ("dollar_value",)}
 
 
 def activity_windows(keys: list[str], event_keys: list[str], timestamps_ms: np.ndarray,
@@ -86,40 +95,78 @@ def activity_windows(keys: list[str], event_keys: list[str], timestamps_ms: np.n
     return out
 
 
-class CompactEmbeddingGBDT:
-    """The hand-made GBDT with the embeddings joined compactly, as a scikit-learn classifier.
+def calendar_months(keys: list[str], event_keys: list[str], timestamps_ms: np.ndarray,
+                    values: np.ndarray) -> np.ndarray:
+    """Per-key activity and value by calendar month (UTC) of the events' span.
 
-    The input's first `num_features` columns are the hand-made features, the rest the
-    embeddings. Fitting adds the embeddings' first `components` principal components and,
-    with `lr_score`, an LR's score on the embeddings (out-of-fold over 5 inner folds on the
-    training rows; the LR refitted on all of them scores new rows).
+    Args:
+        keys: list of str [N]. The customers, in row order.
+        event_keys: list of str [M]. Each event's customer.
+        timestamps_ms: int array [M]. Each event's time (ms since the epoch).
+        values: float array [M]. Each event's value (negative for a return).
+
+    Returns:
+        float [N, 2 * months], months from the first event's to the last event's: distinct
+        active days per month, then log1p of the month's summed value (0 below 0).
+    """
+    months = timestamps_ms.astype("datetime64[ms]").astype("datetime64[M]").astype(int)
+    days = timestamps_ms // DAY_MS
+    first, count = int(months.min()), int(months.max() - months.min()) + 1
+    index = {k: i for i, k in enumerate(keys)}
+    active = np.zeros((len(keys), count))
+    spent = np.zeros((len(keys), count))
+    seen = set()
+    for key, month, day, value in zip(event_keys, months, days, values, strict=True):
+        row = index.get(key)
+        if row is None:
+            continue
+        spent[row, month - first] += value
+        if (row, day) not in seen:
+            seen.add((row, day))
+            active[row, month - first] += 1
+    return np.concatenate([active, np.log1p(np.maximum(spent, 0))], axis=1)
+
+
+class CompactGBDT:
+    """The hand-made GBDT with another block of columns joined compactly, as a classifier.
+
+    The input's first `num_features` columns are the hand-made features, the rest the block
+    (embeddings, a bag of items). Fitting adds the block's first `components` principal
+    components (none at 0) and, with `lr_score`, an LR's score on the block (C 0.1,
+    out-of-fold over 5 inner folds on the training rows; the LR refitted on all of them
+    scores new rows; `standardise` as `evaluate.logistic_regression`).
     """
 
     def __init__(self, num_features: int, components: int = 16, lr_score: bool = False,
-                 seed: int = 0):
+                 standardise: bool = True, seed: int = 0):
         self.num_features, self.components = num_features, components
-        self.lr_score, self.seed = lr_score, seed
+        self.lr_score, self.standardise, self.seed = lr_score, standardise, seed
 
     def _columns(self, x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
         from sklearn.decomposition import PCA
         from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-        features, embeddings = x[:, :self.num_features], x[:, self.num_features:]
-        if y is not None:
-            self.pca_ = PCA(self.components, random_state=self.seed).fit(embeddings)
-        parts = [features, self.pca_.transform(embeddings)]
+        features, block = x[:, :self.num_features], x[:, self.num_features:]
+        parts = [features]
+        if self.components:
+            if y is not None:
+                self.pca_ = PCA(self.components, random_state=self.seed).fit(block)
+            parts.append(self.pca_.transform(block))
         if self.lr_score:
+            def make_lr():
+                return evaluate.logistic_regression(0.1, standardise=self.standardise)
+
             if y is not None:
                 folds = StratifiedKFold(5, shuffle=True, random_state=self.seed + 1)
-                score = cross_val_predict(evaluate.logistic_regression(0.1), embeddings, y,
-                                          cv=folds, method="predict_proba")[:, 1]
-                self.lr_ = evaluate.logistic_regression(0.1).fit(embeddings, y)
+                score = cross_val_predict(make_lr(), block, y, cv=folds,
+                                          method="predict_proba")[:, 1]
+                self.lr_ = make_lr().fit(block, y)
             else:
-                score = self.lr_.predict_proba(embeddings)[:, 1]
+                score = self.lr_.predict_proba(block)[:, 1]
             parts.append(score[:, None])
         return np.concatenate(parts, axis=1)
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> CompactEmbeddingGBDT:
+    def fit(self, x: np.ndarray, y: np.ndarray) -> CompactGBDT:
         self.gbdt_ = evaluate.gbdt(self.seed).fit(self._columns(x, y), y)
         return self
 
@@ -136,8 +183,19 @@ def lift_row(task: str, probe: str, y: np.ndarray, base: np.ndarray, x: np.ndarr
             "lift": round(lift, 4), "lift_ci95": [round(low, 4), round(high, 4)], **extra}
 
 
-def read_event_times(path: str, schema) -> tuple[list[str], np.ndarray]:
-    """Each event's key and time (ms) from an event table written by `real_data_bench.py`."""
+def read_event_times(path: str, schema, value_columns: tuple[str, ...] = ()
+                     ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Each event's key, time (ms) and value from an event table of `real_data_bench.py`.
+
+    Args:
+        path: str. The event table (CSV, or whitespace-separated as the schema says).
+        schema: Schema. Its key, timestamp and delimiter.
+        value_columns: tuple of str. Columns whose product is an event's value (an empty
+            tuple: every value is 1).
+
+    Returns:
+        `(keys [M], times_ms int64 [M], values float [M])`.
+    """
     import csv
 
     from autorisk_tf.data.events import parse_timestamp_ms
@@ -149,10 +207,12 @@ def read_event_times(path: str, schema) -> tuple[list[str], np.ndarray]:
                     if line.strip())
         else:
             rows = csv.DictReader(f, delimiter=schema.csv_delimiter)
-        pairs = [(row[schema.key], parse_timestamp_ms(row[schema.timestamp_column],
-                                                       schema.timestamp_format))
-                 for row in rows]
-    return [k for k, _ in pairs], np.array([t for _, t in pairs], dtype=np.int64)
+        events = [(row[schema.key], parse_timestamp_ms(row[schema.timestamp_column],
+                                                        schema.timestamp_format),
+                   float(np.prod([float(row[c]) for c in value_columns])))
+                  for row in rows]
+    return ([k for k, _, _ in events], np.array([t for _, t, _ in events], dtype=np.int64),
+            np.array([v for _, _, v in events]))
 
 
 def main(argv=None) -> int:
@@ -183,7 +243,8 @@ def main(argv=None) -> int:
         data = os.path.join(folder, "data")
         artifacts = Artifacts.load(os.path.join(data, "artifacts"))
         schema = artifacts.schema
-        event_keys, times = read_event_times(os.path.join(folder, spec["events"]), schema)
+        event_keys, times, values = read_event_times(
+            os.path.join(folder, spec["events"]), schema, VALUE_COLUMNS[spec["dataset"]])
         cutoff = spec["as_of"]
         reference = (parse_timestamp_ms(cutoff, schema.timestamp_format) if cutoff
                      else int(times.max()) + DAY_MS)
@@ -192,16 +253,28 @@ def main(argv=None) -> int:
         print(f"== {task}: hand-made GBDT {np.mean(base_aucs):.4f}", flush=True)
         rows.append({"task": task, "probe": "handmade_gbdt",
                      "auc": round(float(np.mean(base_aucs)), 4)})
-        extras = {"activity_windows": windows}
+        months = calendar_months(keys, event_keys, times, values)
+        extras = {"activity_windows": (windows, evaluate.gbdt),
+                  "calendar_months": (months, evaluate.gbdt)}
         if spec["item"]:
             item_keys, items = bench.read_event_items(os.path.join(folder, spec["events"]),
                                                       spec["item"])
-            svd = evaluate.svd_features(evaluate.bag_of_items(keys, item_keys, items)[0])
-            extras.update(bag_svd32=svd, activity_windows_bag_svd32=np.concatenate(
-                [windows, svd], axis=1))
-        for probe, extra in extras.items():
+            bag = evaluate.bag_of_items(keys, item_keys, items)[0]
+            svd = evaluate.svd_features(bag)
+            extras.update(
+                bag_svd32=(svd, evaluate.gbdt),
+                activity_windows_bag_svd32=(np.concatenate([windows, svd], axis=1),
+                                            evaluate.gbdt),
+                bag_lr_score=(bag.toarray(), functools.partial(
+                    CompactGBDT, feats.shape[1], components=0, lr_score=True,
+                    standardise=False)),
+                bag_lr_score_calendar_months=(
+                    np.concatenate([months, bag.toarray()], axis=1), functools.partial(
+                        CompactGBDT, feats.shape[1] + months.shape[1], components=0,
+                        lr_score=True, standardise=False)))
+        for probe, (extra, make_model) in extras.items():
             rows.append(lift_row(task, probe, y, base, np.concatenate([feats, extra], axis=1),
-                                 evaluate.gbdt))
+                                 make_model))
             print(f"  {probe:<30} {rows[-1]['auc']:.4f} lift {rows[-1]['lift']:+.4f}",
                   flush=True)
         for seed in [int(s) for s in args.seeds.split(",") if s]:
@@ -212,10 +285,10 @@ def main(argv=None) -> int:
                 [feats, bench.embeddings_of(trainer.embedder(), data, schema, keys)], axis=1)
             for probe, make_model in (
                     ("embeddings_raw", evaluate.gbdt),
-                    ("embeddings_pca16", functools.partial(CompactEmbeddingGBDT,
+                    ("embeddings_pca16", functools.partial(CompactGBDT,
                                                            feats.shape[1])),
                     ("embeddings_pca16_lr_score", functools.partial(
-                        CompactEmbeddingGBDT, feats.shape[1], lr_score=True))):
+                        CompactGBDT, feats.shape[1], lr_score=True))):
                 rows.append(lift_row(task, probe, y, base, both, make_model, seed=seed))
                 print(f"  seed {seed}: {probe:<24} {rows[-1]['auc']:.4f} lift "
                       f"{rows[-1]['lift']:+.4f}", flush=True)

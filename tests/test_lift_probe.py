@@ -34,7 +34,43 @@ def test_activity_windows_count_days_and_events_per_window():
     np.testing.assert_array_equal(out[2, :6], 0)  # no events: zeros, NaN gaps
 
 
-def test_compact_embedding_gbdt_uses_the_signal_in_the_embeddings():
+def test_calendar_months_count_active_days_and_value_per_month():
+    jan1, feb1, mar1 = (np.datetime64(d, "ms").astype(np.int64)
+                        for d in ("2011-01-01", "2011-02-01", "2011-03-01"))
+    hour = 3_600_000
+    event_keys = ["a", "a", "a", "b", "b", "z"]
+    # "a": two events on Jan 1 (one day), one on Mar 1; "b": a purchase and a larger return
+    # in February, then January; "z" is not a key.
+    times = np.array([jan1, jan1 + hour, mar1, feb1, feb1 + DAY, jan1 + 2 * DAY])
+    values = np.array([10.0, 5.0, np.e - 1, 3.0, -8.0, 2.0])
+    out = probe.calendar_months(["a", "b", "c"], event_keys, times, values)
+    assert out.shape == (3, 6)  # January to March: active days, then log value
+    np.testing.assert_array_equal(out[:, :3], [[1, 0, 1], [0, 2, 0], [0, 0, 0]])
+    np.testing.assert_allclose(out[0, 3:], [np.log1p(15.0), 0.0, 1.0])
+    np.testing.assert_array_equal(out[1, 3:], 0.0)  # a net return counts as nothing spent
+    np.testing.assert_array_equal(out[2], 0.0)
+
+
+def test_compact_gbdt_takes_a_bag_through_its_lr_score_only():
+    rng = np.random.default_rng(1)
+    n = 1200
+    features = rng.normal(size=(n, 2))
+    bag = (rng.random(size=(n, 60)) < 0.1).astype(float)
+    y = (bag[:, :6].sum(axis=1) + 0.2 * rng.normal(size=n) > 0.5).astype(int)
+    x = np.concatenate([features, bag], axis=1)
+    from autorisk_tf import evaluate
+
+    base, _ = evaluate.cv_auc(features, y, evaluate.gbdt)
+    aucs, _ = evaluate.cv_auc(x, y, functools.partial(
+        probe.CompactGBDT, 2, components=0, lr_score=True, standardise=False))
+    assert np.mean(base) < 0.6
+    assert np.mean(aucs) > 0.85
+    model = probe.CompactGBDT(2, components=0, lr_score=True, standardise=False).fit(
+        x[:800], y[:800])
+    assert model.gbdt_.n_features_in_ == 2 + 1  # the features and the bag's LR score
+
+
+def test_compact_gbdt_uses_the_signal_in_the_embeddings():
     rng = np.random.default_rng(0)
     n = 1200
     features = rng.normal(size=(n, 3))
@@ -48,11 +84,11 @@ def test_compact_embedding_gbdt_uses_the_signal_in_the_embeddings():
     base, _ = evaluate.cv_auc(features, y, evaluate.gbdt)
     for lr_score in (False, True):
         aucs, scores = evaluate.cv_auc(x, y, functools.partial(
-            probe.CompactEmbeddingGBDT, 3, components=4, lr_score=lr_score))
+            probe.CompactGBDT, 3, components=4, lr_score=lr_score))
         assert np.mean(base) < 0.6
         assert np.mean(aucs) > 0.85
         assert scores.shape == (n,)
-    model = probe.CompactEmbeddingGBDT(3, components=4, lr_score=True).fit(x[:800], y[:800])
+    model = probe.CompactGBDT(3, components=4, lr_score=True).fit(x[:800], y[:800])
     assert model.gbdt_.n_features_in_ == 3 + 4 + 1
     assert model.predict_proba(x[800:]).shape == (400, 2)
 
@@ -70,6 +106,9 @@ def test_read_event_times_follows_the_schema(tmp_path, delimiter, text):
         "fields:\n  - {name: number_of_cds, kind: numeric, num_buckets: 4}\n")
     path = tmp_path / "events.txt"
     path.write_text(text)
-    keys, times = probe.read_event_times(str(path), schema)
+    keys, times, values = probe.read_event_times(str(path), schema)
     assert keys == ["00001", "00002"]
     np.testing.assert_array_equal(times, [852076800000, 853027200000])
+    np.testing.assert_array_equal(values, [1.0, 1.0])
+    _, _, values = probe.read_event_times(str(path), schema, ("number_of_cds", "dollar_value"))
+    np.testing.assert_allclose(values, [11.77, 24.0])
