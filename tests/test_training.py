@@ -341,6 +341,29 @@ def test_idf_weighting_counts_document_frequencies_and_weighs_the_ids_target(
     assert abs(float(own) - float(plain)) > 1e-4  # the weights change the ids target
 
 
+def test_a_resumed_run_keeps_the_idf_weights_it_trained_with(pretraining_data, tmp_path):
+    """The `ids` pooling's idf weights (not trained) come back from the checkpoint.
+
+    They were once missing from it: a finished run restored in a new process embedded with
+    every weight 1 (binary), not the idf its tables were trained with.
+    """
+    overrides = {"model.pooling": ["mean", "ids"], "model.ids_dim": 8,
+                 "model.ids_weighting": "idf", "bag_of_ids.loss": "squared",
+                 "curriculum.bag_of_ids_weight": 1.0, "curriculum.quick_thought_start": None,
+                 "training.steps": 2, "training.checkpoint_every": 1}
+    pattern = f"{pretraining_data}/train/*.tfrecord"
+    trained = _tiny_trainer(pretraining_data, tmp_path, **overrides)
+    trained.fit(pattern, verbose=0)
+    restored = _tiny_trainer(pretraining_data, tmp_path, **overrides)
+    assert restored.restore() == 2
+    idf = np.asarray(trained.encoder.id_bag.id_weights()["channel"])
+    assert idf.max() > 1.5  # set from the data, not the initial ones
+    np.testing.assert_array_equal(
+        np.asarray(restored.encoder.id_bag.id_weights()["channel"]), idf)
+    for a, b in zip(trained.encoder.weights, restored.encoder.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 def test_a_seeded_run_on_the_same_files_repeats_exactly(pretraining_data, tmp_path):
     """What `beam.preprocess --sorted_shards` relies on: same files + seed = same weights."""
     artifacts = Artifacts.load(f"{pretraining_data}/artifacts")

@@ -191,6 +191,12 @@ class Pretrainer:
         extra = {name: head for name, head in (("ids_bag_head", self.ids_bag_head),
                                                ("next_head", self.next_head))
                  if head is not None}
+        # The modules' trainable variables are restored through the optimizer's list of
+        # them; state that no gradient updates (the `ids` pooling's idf weights, set from
+        # the training data before step 1) needs its own entry.
+        state = [v for module in modules for v in module.non_trainable_weights]
+        if state:
+            extra["non_trainable_state"] = state
         self.checkpoint = tf.train.Checkpoint(encoder=self.encoder, mlm_head=self.mlm_head,
                                               qt_head=self.qt_head,
                                               slice_head=self.slice_head,
