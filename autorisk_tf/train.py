@@ -89,7 +89,10 @@ def main(argv) -> None:
     except (ValueError, TypeError, OSError) as e:
         sys.exit(f"error: {e}")
     trainer = Pretrainer(artifacts, config, FLAGS.model_dir)
-    metrics = trainer.fit(train, verbose=FLAGS.verbose)
+    try:
+        metrics = trainer.fit(train, verbose=FLAGS.verbose)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     if trainer.is_chief and valid:
         metrics.update({f"valid/{k}": v for k, v in
                         trainer.evaluate(valid, FLAGS.eval_batches).items()})

@@ -364,6 +364,21 @@ def test_a_resumed_run_keeps_the_idf_weights_it_trained_with(pretraining_data, t
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+def test_a_checkpoint_lacking_some_of_the_models_variables_is_a_clear_error(
+        pretraining_data, tmp_path):
+    # Binary then idf weighting: the same trainable variables, and idf weights that the
+    # first run's checkpoint does not hold (as checkpoints written before they were kept).
+    overrides = {"model.pooling": ["mean", "ids"], "model.ids_dim": 8,
+                 "curriculum.quick_thought_start": None, "training.steps": 1}
+    _tiny_trainer(pretraining_data, tmp_path, **overrides).fit(
+        f"{pretraining_data}/train/*.tfrecord", verbose=0)
+    idf = _tiny_trainer(pretraining_data, tmp_path, **overrides,
+                        **{"model.ids_weighting": "idf"})
+    with pytest.raises(ValueError, match=r"ckpt-1 does not hold every variable(.|\n)*"
+                                         r"idf_channel"):
+        idf.restore()
+
+
 def test_a_seeded_run_on_the_same_files_repeats_exactly(pretraining_data, tmp_path):
     """What `beam.preprocess --sorted_shards` relies on: same files + seed = same weights."""
     artifacts = Artifacts.load(f"{pretraining_data}/artifacts")

@@ -392,10 +392,21 @@ class Pretrainer:
         return float(optimizer.learning_rate)
 
     def restore(self) -> int:
-        """Restores the latest checkpoint of `model_dir`, if any; returns the step."""
+        """Restores the latest checkpoint of `model_dir`, if any; returns the step.
+
+        Raises:
+            ValueError: the checkpoint lacks some of the model's variables.
+        """
         manager = self._manager()
         if manager.latest_checkpoint:
-            self.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            status = self.checkpoint.restore(manager.latest_checkpoint)
+            try:
+                status.assert_existing_objects_matched()
+            except AssertionError as error:
+                raise ValueError(
+                    f"the checkpoint {manager.latest_checkpoint} does not hold every variable "
+                    f"of this config's model (written by another config or version?): "
+                    f"train into a new model_dir. {error}") from error
         return self.step
 
     def _checkpoint_dir(self) -> str:
