@@ -379,6 +379,19 @@ def test_a_checkpoint_lacking_some_of_the_models_variables_is_a_clear_error(
         idf.restore()
 
 
+def test_train_cli_stops_with_one_line_on_a_checkpoint_lacking_variables(pretraining_data,
+                                                                         tmp_path):
+    ids = ["--set", "model.pooling=[mean,ids]", "--set", "model.ids_dim=8",
+           "--set", "curriculum.quick_thought_start=null"]
+    _train(pretraining_data, tmp_path, steps=1, extra=ids)
+    process = _train(pretraining_data, tmp_path, steps=1, wait=False,
+                     extra=[*ids, "--set", "model.ids_weighting=idf"])
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 1
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the checkpoint ") and "idf_channel" in last, last
+
+
 def test_a_seeded_run_on_the_same_files_repeats_exactly(pretraining_data, tmp_path):
     """What `beam.preprocess --sorted_shards` relies on: same files + seed = same weights."""
     artifacts = Artifacts.load(f"{pretraining_data}/artifacts")
