@@ -74,7 +74,7 @@ def main(argv) -> None:
         if not FLAGS[name].value:
             sys.exit(f"error: --{name} is required (see --helpfull)")
     from autorisk_tf.data.artifacts import Artifacts
-    from autorisk_tf.training import Pretrainer, load_config
+    from autorisk_tf.training import CheckpointMismatchError, Pretrainer, load_config
 
     (train,) = fileio.split_patterns_or_exit(FLAGS.data, ("train",))
     valid = None
@@ -91,7 +91,7 @@ def main(argv) -> None:
     trainer = Pretrainer(artifacts, config, FLAGS.model_dir)
     try:
         metrics = trainer.fit(train, verbose=FLAGS.verbose)
-    except ValueError as e:
+    except CheckpointMismatchError as e:
         sys.exit(f"error: {e}")
     if trainer.is_chief and valid:
         metrics.update({f"valid/{k}": v for k, v in

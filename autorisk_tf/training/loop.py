@@ -87,6 +87,10 @@ def _summed_gradients_optimizer(cls: type) -> type:
     return SummedGradients
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that lacks some of the model's variables (another config or version)."""
+
+
 def _random_states(layers) -> list:
     """The dropout streams' seed states (`keras.random.SeedGenerator`s) of some layers.
 
@@ -395,7 +399,7 @@ class Pretrainer:
         """Restores the latest checkpoint of `model_dir`, if any; returns the step.
 
         Raises:
-            ValueError: the checkpoint lacks some of the model's variables.
+            CheckpointMismatchError: the checkpoint lacks some of the model's variables.
         """
         manager = self._manager()
         if manager.latest_checkpoint:
@@ -403,7 +407,7 @@ class Pretrainer:
             try:
                 status.assert_existing_objects_matched()
             except AssertionError as error:
-                raise ValueError(
+                raise CheckpointMismatchError(
                     f"the checkpoint {manager.latest_checkpoint} does not hold every variable "
                     f"of this config's model (written by another config or version?): "
                     f"train into a new model_dir. {error}") from error
