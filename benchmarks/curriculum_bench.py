@@ -72,6 +72,9 @@ SCHEDULES = {
     "default + masked time features": {"masked_event.mask_time_features": True},
     "default + inputs and last pooling": {
         "model.pooling": ["mean", "attention", "last", "inputs"]},
+    "default + inputs, last and idf-weighted ids pooling": {
+        "model.pooling": ["mean", "attention", "last", "inputs", "ids"],
+        "model.ids_dim": 96, "model.ids_weighting": "idf"},
 }
 COMMON = {"curriculum.quick_thought_ramp": 50}
 
