@@ -77,3 +77,20 @@ def test_idf_weighting_divides_by_the_weights_norm_and_survives_saving(tmp_path)
     assert np.all(ops.convert_to_numpy(IdBag(FEATURES[:1]).id_weights()["item"]) == 1)
     with pytest.raises(ValueError, match="ids weighting must be one of"):
         IdBag(FEATURES, weighting="tf")
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_idf_weighting_under_a_mixed_precision_policy(policy):
+    df = np.zeros(40, np.int64)
+    df[4], df[9] = 99, 9
+    outputs = []
+    for dtype in ("float32", policy):
+        keras.utils.set_random_seed(0)
+        bag = IdBag(FEATURES[:1], dim=8, weighting="idf", dtype=dtype)
+        bag({"item": IDS["item"]})  # built by its first call, as in the encoder
+        bag.set_document_frequencies({"item": df}, 99)
+        outputs.append(bag({"item": IDS["item"]}))
+    assert outputs[1].dtype == policy.removeprefix("mixed_")
+    np.testing.assert_allclose(ops.convert_to_numpy(ops.cast(outputs[1], "float32")),
+                               ops.convert_to_numpy(outputs[0]), rtol=0.02, atol=2e-4)
+    assert np.abs(ops.convert_to_numpy(outputs[0])).max() > 0.01

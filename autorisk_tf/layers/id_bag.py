@@ -81,9 +81,11 @@ class IdBag(keras.layers.Layer):
         for name, table in self._tables.items():
             table.build(None)
             if self.weighting == "idf":
+                # float32 under a mixed policy too (no autocast): the weights and their
+                # norm are computed in float32, where a float16 sum of squares overflows.
                 self._idf[name] = self.add_weight(
                     shape=(table.input_dim,), initializer="ones", trainable=False,
-                    name=f"idf_{name}", dtype="float32")
+                    name=f"idf_{name}", dtype="float32", autocast=False)
 
     def set_document_frequencies(self, frequencies: dict, num_sequences: int) -> None:
         """Sets the inverse document frequencies of `weighting="idf"`.
