@@ -301,7 +301,8 @@ def test_separate_ids_gives_the_ids_part_its_own_bag_decoder(pretraining_data, t
     own, _ = trainer.ids_bag_head.loss_and_metrics(embedding[:, 16:], targets, 32)
     np.testing.assert_allclose(float(loss), float(shared + own), rtol=1e-5)
     with pytest.raises(ValueError, match="separate_ids needs `ids` in model.pooling"):
-        load_config(SMALL, {"bag_of_ids.separate_ids": True})
+        load_config(SMALL, {"bag_of_ids.separate_ids": True,
+                            "model.pooling": ["mean", "attention"]})
 
 
 def test_idf_weighting_counts_document_frequencies_and_weighs_the_ids_target(
@@ -370,7 +371,8 @@ def test_a_checkpoint_lacking_some_of_the_models_variables_is_a_clear_error(
     # first run's checkpoint does not hold (as checkpoints written before they were kept).
     overrides = {"model.pooling": ["mean", "ids"], "model.ids_dim": 8,
                  "curriculum.quick_thought_start": None, "training.steps": 1}
-    _tiny_trainer(pretraining_data, tmp_path, **overrides).fit(
+    _tiny_trainer(pretraining_data, tmp_path, **overrides,
+                  **{"model.ids_weighting": "binary"}).fit(
         f"{pretraining_data}/train/*.tfrecord", verbose=0)
     idf = _tiny_trainer(pretraining_data, tmp_path, **overrides,
                         **{"model.ids_weighting": "idf"})
@@ -383,7 +385,8 @@ def test_train_cli_stops_with_one_line_on_a_checkpoint_lacking_variables(pretrai
                                                                          tmp_path):
     ids = ["--set", "model.pooling=[mean,ids]", "--set", "model.ids_dim=8",
            "--set", "curriculum.quick_thought_start=null"]
-    _train(pretraining_data, tmp_path, steps=1, extra=ids)
+    _train(pretraining_data, tmp_path, steps=1,
+           extra=[*ids, "--set", "model.ids_weighting=binary"])
     process = _train(pretraining_data, tmp_path, steps=1, wait=False,
                      extra=[*ids, "--set", "model.ids_weighting=idf"])
     _, stderr = process.communicate(timeout=600)
