@@ -75,6 +75,11 @@ SCHEDULES = {
     "default + inputs, last and idf-weighted ids pooling": {
         "model.pooling": ["mean", "attention", "last", "inputs", "ids"],
         "model.ids_dim": 96, "model.ids_weighting": "idf"},
+    # small.yaml as shipped (the pooling above) with real.yaml's squared bag-of-ids loss.
+    "default + squared bag of ids at weight 30": {
+        "curriculum.bag_of_ids_weight": 30.0, "bag_of_ids.loss": "squared"},
+    "default + squared bag of ids at weight 10": {
+        "curriculum.bag_of_ids_weight": 10.0, "bag_of_ids.loss": "squared"},
 }
 COMMON = {"curriculum.quick_thought_ramp": 50}
 
