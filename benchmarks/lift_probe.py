@@ -32,7 +32,6 @@ Prints a table and writes `benchmarks/lift_probe.json`.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -42,6 +41,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import real_data_bench as bench  # noqa: E402
 
 from autorisk_tf import evaluate  # noqa: E402
 
@@ -217,17 +218,9 @@ def read_event_times(path: str, schema, value_columns: tuple[str, ...] = ()
 
 def main(argv=None) -> int:
     """Runs the probe; prints the table and writes the JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--work", required=True,
-                        help="The --work folder of a real_data_bench.py run.")
-    parser.add_argument("--tasks", default="bought_after,bought_again")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--config", default=os.path.join(ROOT, "autorisk_tf", "configs",
-                                                         "real.yaml"))
-    parser.add_argument("--json", default=JSON)
-    args = parser.parse_args(argv)
+    args = bench.work_folder_parser(__doc__.split("\n")[0], "bought_after,bought_again",
+                                    "0,1,2", JSON).parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import real_data_bench as bench
     from absl import logging
 
     from autorisk_tf.data.artifacts import Artifacts

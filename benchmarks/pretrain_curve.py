@@ -17,7 +17,6 @@ nothing. Prints a table (mean and range over seeds) and writes
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -27,6 +26,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import real_data_bench as bench  # noqa: E402
 
 from autorisk_tf import evaluate  # noqa: E402
 
@@ -79,19 +80,12 @@ def write_curve(path: str, config: str, runs: list[dict]) -> None:
 
 def main(argv=None) -> int:
     """Runs the curve; prints the table and writes the JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--work", required=True,
-                        help="The --work folder of a real_data_bench.py run.")
-    parser.add_argument("--tasks", default="country_non_uk,bought_after,bought_again")
-    parser.add_argument("--seeds", default="0")
+    parser = bench.work_folder_parser(__doc__.split("\n")[0], ",".join(bench.TASKS), "0",
+                                      JSON)
     parser.add_argument("--steps", default="0,150,300,600,900,1800",
                         help="Comma-separated step budgets, each pre-trained afresh.")
-    parser.add_argument("--config", default=os.path.join(ROOT, "autorisk_tf", "configs",
-                                                         "real.yaml"))
-    parser.add_argument("--json", default=JSON)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import real_data_bench as bench
     from absl import logging
 
     from autorisk_tf.data.artifacts import Artifacts

@@ -240,6 +240,31 @@ def _summary(task: str, method: str, runs: list[dict], key: str = "auc", **extra
             "runs": runs, **extra}
 
 
+def work_folder_parser(description: str, tasks: str, seeds: str, json_path: str
+                       ) -> argparse.ArgumentParser:
+    """The arguments of a script that reads the `--work` folder of a run of this benchmark.
+
+    Args:
+        description: str. The script's one-line description.
+        tasks: str. The default of `--tasks` (comma-separated names of `TASKS`).
+        seeds: str. The default of `--seeds` (comma-separated pre-training seeds).
+        json_path: str. The default of `--json`, where the script writes its results.
+
+    Returns:
+        A parser with `--work` (required), `--tasks`, `--seeds`, `--config` (default
+        `configs/real.yaml`) and `--json`; the script adds its own arguments.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--work", required=True,
+                        help="The --work folder of a real_data_bench.py run.")
+    parser.add_argument("--tasks", default=tasks)
+    parser.add_argument("--seeds", default=seeds)
+    parser.add_argument("--config", default=os.path.join(ROOT, "autorisk_tf", "configs",
+                                                         "real.yaml"))
+    parser.add_argument("--json", default=json_path)
+    return parser
+
+
 def main(argv=None) -> int:
     """Runs the benchmark; prints the table and writes the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
