@@ -190,6 +190,21 @@ class Finetuner:
             self._fit(train_keys, epochs, seed)
         return float(self.model.evaluate(self._test, verbose=0, return_dict=True)["auc"])
 
+    def test_scores(self) -> dict[str, float]:
+        """The classifier's score of each test user, with its weights as they are now.
+
+        Returns:
+            dict: key -> the positive class's probability, for every test user.
+        """
+        from autorisk_tf.data import sequence_example as seqex
+
+        scores = {}
+        for inputs, _ in self._test:
+            batch = self.model(inputs, training=False).numpy()[:, 0]
+            scores.update(zip((k.decode("utf-8") for k in inputs[seqex.KEY].numpy()),
+                              batch.tolist(), strict=True))
+        return scores
+
     def validation_curve(self, pretrained: bool, train_keys: Sequence[str],
                          valid_keys: Sequence[str], epochs: int, seed: int) -> list[float]:
         """AUC on validation users (of the training split) after 0, 1, ..., epochs epochs.

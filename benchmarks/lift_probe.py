@@ -26,12 +26,26 @@ the GBDT on the hand-made features (`evaluate.gbdt`, out-of-fold scores over the
   components, fitted on the training folds) and `embeddings_pca16_lr_score` (those plus an
   LR's score on the embeddings, out-of-fold within the training folds).
 
+Late fusion (`fusion_*` rows; not a joined pool): the GBDT's out-of-fold scores averaged
+with another model's out-of-fold scores over the same 5 folds, on the logit scale at a
+fixed weight (`FUSION_WEIGHT`): each row's two scores come from models fitted without it.
+
+- `fusion_handmade_lr`: an LR on the same hand-made features (missing values imputed by
+  the training folds' means): the control, what a second model of the pool alone adds;
+- `fusion_bag_svd32_lr` (tasks with item ids): the SVD-32 baseline's LR;
+- `fusion_embeddings_lr`, per seed: the embeddings' LR, C by inner CV;
+- `fusion_supervised_encoder` (with `--supervised`): the encoder of `--config` trained
+  from new weights on the labels of the training folds (`few_labels.Finetuner`, epochs
+  chosen on a held-out quarter, as the benchmark's fine-tuning from scratch): a ceiling
+  on what this encoder can find in the sequences for the task, labels included.
+
 Each row gives the AUC and the lift over the GBDT alone with a bootstrap 95% interval.
 Prints a table and writes `benchmarks/lift_probe.json`.
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
@@ -54,6 +68,8 @@ WINDOW_DAYS = (0, 30, 60, 90, 180, 270)
 DAY_MS = 86_400_000
 # Dataset -> event columns whose product is an event's value (`calendar_months`).
 VALUE_COLUMNS = {"online_retail": ("quantity", "unit_price"), "cdnow": ("dollar_value",)}
+# Weight of the other model's logit in a late fusion with the GBDT's (fixed, not tuned).
+FUSION_WEIGHT = 0.3
 
 
 def activity_windows(keys: list[str], event_keys: list[str], timestamps_ms: np.ndarray,
@@ -175,6 +191,85 @@ class CompactGBDT:
         return self.gbdt_.predict_proba(self._columns(x))
 
 
+def late_fusion(base: np.ndarray, other: np.ndarray, weight: float = FUSION_WEIGHT
+                ) -> np.ndarray:
+    """Weighted average of two models' scores on the logit scale.
+
+    Args:
+        base: float [N]. The first model's probabilities.
+        other: float [N]. The second model's probabilities of the same rows.
+        weight: float. The second model's weight (the first gets 1 - weight).
+
+    Returns:
+        float [N]: the fused logits (ranked as the fused probabilities would be).
+    """
+    def logit(p):
+        p = np.clip(p, 1e-7, 1 - 1e-7)
+        return np.log(p) - np.log1p(-p)
+
+    return (1 - weight) * logit(base) + weight * logit(other)
+
+
+def supervised_scores(embedder, data: str, schema, label: str, keys: list[str],
+                      y: np.ndarray, seed: int = 0, steps: int = 300) -> np.ndarray:
+    """Out-of-fold scores of the encoder trained from new weights on the labels.
+
+    Over the benchmark's 5 stratified folds (`random_state=0`): for each fold, a
+    `few_labels.Finetuner` trains a copy of the embedder's architecture from new weights
+    (drawn from `seed`) on the other folds' users, its epoch count chosen on a held-out
+    quarter of them (`few_labels.early_stopped_auc`, up to about `steps` steps), and scores
+    the fold's users.
+
+    Args:
+        embedder: SequenceEmbedder. Its architecture (its weights are not used).
+        data: str. Output folder of beam.preprocess (every user in its train split).
+        schema: Schema. Its schema.
+        label: str. Binary label column.
+        keys: list of str [N]. The labelled users, in row order.
+        y: int [N]. Their labels.
+        seed: int. Seed of the new weights, the shuffling and the held-out quarter.
+        steps: int. Training steps the most epochs tried add up to
+            (`few_labels.finetune_epochs`; at least 3 epochs).
+
+    Returns:
+        float [N]: each user's score from the run that did not train on it.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    from autorisk_tf import few_labels
+
+    scores = np.full(len(keys), np.nan)
+    # one classifier for the five runs: it scores every user, each fold's are kept
+    runner = few_labels.Finetuner(embedder, data, schema, label, keys, test_split="train")
+    for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(
+            np.zeros(len(y)), y):
+        few_labels.early_stopped_auc(runner, False, [keys[i] for i in train], y[train],
+                                     few_labels.finetune_epochs(len(train), steps=steps), seed)
+        fold = runner.test_scores()
+        scores[test] = [fold[keys[i]] for i in test]
+    return scores
+
+
+def fusion_row(task: str, probe: str, y: np.ndarray, base: np.ndarray, other: np.ndarray,
+               **extra) -> dict:
+    """AUC of the late fusion of two models' scores and its lift over the first's."""
+    from sklearn.metrics import roc_auc_score
+
+    fused = late_fusion(base, other)
+    lift, low, high = evaluate.bootstrap_auc_lift(y, base, fused)
+    return {"task": task, "probe": probe, "auc": round(float(roc_auc_score(y, fused)), 4),
+            "alone_auc": round(float(roc_auc_score(y, other)), 4), "lift": round(lift, 4),
+            "lift_ci95": [round(low, 4), round(high, 4)], **extra}
+
+
+def handmade_lr():
+    """An LR on the hand-made features: missing values imputed by the means, C 0.1."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(SimpleImputer(), evaluate.logistic_regression(0.1))
+
+
 def lift_row(task: str, probe: str, y: np.ndarray, base: np.ndarray, x: np.ndarray,
              make_model, **extra) -> dict:
     """Cross-validated AUC of a model on `x` and its lift over the baseline's scores."""
@@ -218,8 +313,12 @@ def read_event_times(path: str, schema, value_columns: tuple[str, ...] = ()
 
 def main(argv=None) -> int:
     """Runs the probe; prints the table and writes the JSON."""
-    args = bench.work_folder_parser(__doc__.split("\n")[0], "bought_after,bought_again",
-                                    "0,1,2", JSON).parse_args(argv)
+    parser = bench.work_folder_parser(__doc__.split("\n")[0], "bought_after,bought_again",
+                                      "0,1,2", JSON)
+    parser.add_argument("--supervised", action=argparse.BooleanOptionalAction, default=True,
+                        help="Add the `fusion_supervised_encoder` row: the encoder trained "
+                             "from new weights on the labels, 5 times a task.")
+    args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from absl import logging
 
@@ -229,6 +328,7 @@ def main(argv=None) -> int:
 
     logging.set_verbosity(logging.ERROR)
     rows = []
+    seeds = [int(s) for s in args.seeds.split(",") if s]
     for task in [t for t in args.tasks.split(",") if t]:
         spec = bench.TASKS[task]
         folder = os.path.join(args.work, task)
@@ -270,12 +370,20 @@ def main(argv=None) -> int:
                                  make_model))
             print(f"  {probe:<30} {rows[-1]['auc']:.4f} lift {rows[-1]['lift']:+.4f}",
                   flush=True)
-        for seed in [int(s) for s in args.seeds.split(",") if s]:
+        others = {"fusion_handmade_lr": evaluate.cv_auc(feats, y, handmade_lr)[1]}
+        if spec["item"]:
+            others["fusion_bag_svd32_lr"] = evaluate.cv_auc(
+                svd, y, lambda: evaluate.logistic_regression(0.1))[1]
+        for probe, other in others.items():
+            rows.append(fusion_row(task, probe, y, base, other))
+            print(f"  {probe:<30} {rows[-1]['auc']:.4f} lift {rows[-1]['lift']:+.4f}",
+                  flush=True)
+        for seed in seeds:
             trainer = Pretrainer(artifacts, load_config(args.config, {"input.seed": seed}),
                                  os.path.join(folder, f"run_seed{seed}"))
             trainer.fit(os.path.join(data, "train", "*.tfrecord"), verbose=0)
-            both = np.concatenate(
-                [feats, bench.embeddings_of(trainer.embedder(), data, schema, keys)], axis=1)
+            embeddings = bench.embeddings_of(trainer.embedder(), data, schema, keys)
+            both = np.concatenate([feats, embeddings], axis=1)
             for probe, make_model in (
                     ("embeddings_raw", evaluate.gbdt),
                     ("embeddings_pca16", functools.partial(CompactGBDT,
@@ -285,12 +393,27 @@ def main(argv=None) -> int:
                 rows.append(lift_row(task, probe, y, base, both, make_model, seed=seed))
                 print(f"  seed {seed}: {probe:<24} {rows[-1]['auc']:.4f} lift "
                       f"{rows[-1]['lift']:+.4f}", flush=True)
-    print("| task | probe | seed | AUC | lift over hand-made GBDT (95% CI) |")
-    print("|---|---|---|---:|---|")
+            rows.append(fusion_row(task, "fusion_embeddings_lr", y, base, evaluate.cv_auc(
+                embeddings, y, evaluate.tuned_logistic_regression)[1], seed=seed))
+            print(f"  seed {seed}: {'fusion_embeddings_lr':<24} {rows[-1]['auc']:.4f} lift "
+                  f"{rows[-1]['lift']:+.4f}", flush=True)
+            if args.supervised and seed == seeds[0]:
+                tic = time.time()
+                rows.append(fusion_row(task, "fusion_supervised_encoder", y, base,
+                                       supervised_scores(trainer.embedder(), data, schema,
+                                                         spec["label"], keys, y, seed),
+                                       seed=seed, seconds=round(time.time() - tic)))
+                print(f"  seed {seed}: {'fusion_supervised_encoder':<24} "
+                      f"{rows[-1]['auc']:.4f} (alone {rows[-1]['alone_auc']:.4f}) lift "
+                      f"{rows[-1]['lift']:+.4f}", flush=True)
+    print("| task | probe | seed | AUC | fused model alone | lift over hand-made GBDT (95% CI) |")
+    print("|---|---|---|---:|---:|---|")
     for r in rows:
         lift = (f"{r['lift']:+.4f} ({r['lift_ci95'][0]:+.4f} to {r['lift_ci95'][1]:+.4f})"
                 if "lift" in r else "")
-        print(f"| {r['task']} | {r['probe']} | {r.get('seed', '')} | {r['auc']:.4f} | {lift} |")
+        alone = f"{r['alone_auc']:.4f}" if "alone_auc" in r else ""
+        print(f"| {r['task']} | {r['probe']} | {r.get('seed', '')} | {r['auc']:.4f} | {alone} "
+              f"| {lift} |")
     with open(args.json, "w") as f:
         json.dump({"measured": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
                    "config_file": os.path.relpath(args.config, ROOT), "rows": rows}, f,

@@ -160,3 +160,19 @@ def test_early_stopping_trains_when_the_held_out_users_say_it_helps(pretrained,
     assert 1 <= epochs <= 3
     assert auc == pytest.approx(runner.auc(False, train_keys, epochs, seed=0), abs=1e-4)
     assert auc > runner.auc(False, train_keys, 0, seed=0) + 0.05
+
+
+def test_test_scores_are_the_scores_behind_the_test_auc(pretrained, pretraining_data):
+    from sklearn.metrics import roc_auc_score
+
+    trainer, _ = pretrained
+    train_keys, test_keys = split_train_keys(trainer, pretraining_data)
+    runner = _runner(trainer, pretraining_data, test_keys, probe_c=0.1)
+    auc = runner.auc(True, train_keys, epochs=0, seed=0)
+    scores = runner.test_scores()
+    labels = risk_labels(trainer, pretraining_data)
+    assert set(scores) == set(test_keys)  # every test user once, keyed by its key
+    assert all(0.0 < s < 1.0 for s in scores.values())
+    keys = sorted(scores)
+    assert roc_auc_score([labels[k] for k in keys], [scores[k] for k in keys]) == \
+        pytest.approx(auc, abs=5e-3)  # Keras AUC: 200 thresholds
