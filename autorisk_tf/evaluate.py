@@ -110,6 +110,26 @@ def fitted_auc(make_model: Callable, train_x: np.ndarray, train_y: np.ndarray,
     return float(roc_auc_score(test_y, model.predict_proba(test_x)[:, 1]))
 
 
+def fold_index(y: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Each row's fold in a shuffled stratified k-fold split (scikit-learn's).
+
+    Args:
+        y: int array [N]. Binary labels.
+        folds: int. Folds. Defaults to 5.
+        seed: int. `random_state` of the shuffled folds. Defaults to 0.
+
+    Returns:
+        int [N]: each row's test fold, 0 to folds - 1.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    index = np.zeros(len(y), dtype=int)
+    for fold, (_, test) in enumerate(StratifiedKFold(folds, shuffle=True,
+                                                     random_state=seed).split(np.zeros(len(y)), y)):
+        index[test] = fold
+    return index
+
+
 def cv_auc(x, y: np.ndarray, make_model: Callable, folds: int = 5, seed: int = 0,
            ) -> tuple[list[float], np.ndarray]:
     """Stratified k-fold AUC of a model, with its out-of-fold scores.
@@ -125,12 +145,12 @@ def cv_auc(x, y: np.ndarray, make_model: Callable, folds: int = 5, seed: int = 0
         `(fold_aucs, scores)`: the AUC of each fold and every row's out-of-fold score.
     """
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold
 
     scores = np.zeros(len(y), dtype=np.float64)
     aucs = []
-    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(
-            np.zeros(len(y)), y):
+    fold_of = fold_index(y, folds, seed)
+    for fold in range(folds):
+        train, test = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
         model = make_model().fit(x[train], y[train])
         scores[test] = model.predict_proba(x[test])[:, 1]
         aucs.append(float(roc_auc_score(y[test], scores[test])))

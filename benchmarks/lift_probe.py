@@ -27,8 +27,9 @@ the GBDT on the hand-made features (`evaluate.gbdt`, out-of-fold scores over the
   LR's score on the embeddings, out-of-fold within the training folds).
 
 Late fusion (`fusion_*` rows; not a joined pool): the GBDT's out-of-fold scores averaged
-with another model's out-of-fold scores over the same 5 folds, on the logit scale at a
-fixed weight (`FUSION_WEIGHT`): each row's two scores come from models fitted without it.
+with another model's out-of-fold scores over the same 5 folds, as logits standardised
+within each fold, at a fixed weight (`FUSION_WEIGHT`): each row's two scores come from
+models fitted without it (`late_fusion`).
 
 - `fusion_handmade_lr`: an LR on the same hand-made features (missing values imputed by
   the training folds' means): the control, what a second model of the pool alone adds;
@@ -191,23 +192,36 @@ class CompactGBDT:
         return self.gbdt_.predict_proba(self._columns(x))
 
 
-def late_fusion(base: np.ndarray, other: np.ndarray, weight: float = FUSION_WEIGHT
-                ) -> np.ndarray:
-    """Weighted average of two models' scores on the logit scale.
+def late_fusion(base: np.ndarray, other: np.ndarray, folds: np.ndarray,
+                weight: float = FUSION_WEIGHT) -> np.ndarray:
+    """Weighted average of two models' out-of-fold scores, on a common scale per fold.
+
+    Each fold's scores come from models fitted on the other folds, and separately fitted
+    networks (early-stopped at different epochs) need not share a scale, which would cost
+    their pooled scores AUC that no fold's ranking loses. So each model's logits are
+    standardised within each fold (by the fold's own mean and spread, no labels) before
+    they are averaged.
 
     Args:
         base: float [N]. The first model's probabilities.
         other: float [N]. The second model's probabilities of the same rows.
+        folds: int [N]. Each row's fold.
         weight: float. The second model's weight (the first gets 1 - weight).
 
     Returns:
-        float [N]: the fused logits (ranked as the fused probabilities would be).
+        float [N]: the fused standardised logits.
     """
-    def logit(p):
-        p = np.clip(p, 1e-7, 1 - 1e-7)
-        return np.log(p) - np.log1p(-p)
+    return (1 - weight) * fold_logits(base, folds) + weight * fold_logits(other, folds)
 
-    return (1 - weight) * logit(base) + weight * logit(other)
+
+def fold_logits(p: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Logits of probabilities, standardised (mean 0, standard deviation 1) fold by fold."""
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    z = np.log(p) - np.log1p(-p)
+    for fold in np.unique(folds):
+        rows = folds == fold
+        z[rows] = (z[rows] - z[rows].mean()) / max(z[rows].std(), 1e-12)
+    return z
 
 
 def supervised_scores(embedder, data: str, schema, label: str, keys: list[str],
@@ -234,15 +248,14 @@ def supervised_scores(embedder, data: str, schema, label: str, keys: list[str],
     Returns:
         float [N]: each user's score from the run that did not train on it.
     """
-    from sklearn.model_selection import StratifiedKFold
-
     from autorisk_tf import few_labels
 
     scores = np.full(len(keys), np.nan)
+    folds = evaluate.fold_index(y)
     # one classifier for the five runs: it scores every user, each fold's are kept
     runner = few_labels.Finetuner(embedder, data, schema, label, keys, test_split="train")
-    for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(
-            np.zeros(len(y)), y):
+    for fold in range(5):
+        train, test = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
         few_labels.early_stopped_auc(runner, False, [keys[i] for i in train], y[train],
                                      few_labels.finetune_epochs(len(train), steps=steps), seed)
         fold = runner.test_scores()
@@ -252,13 +265,18 @@ def supervised_scores(embedder, data: str, schema, label: str, keys: list[str],
 
 def fusion_row(task: str, probe: str, y: np.ndarray, base: np.ndarray, other: np.ndarray,
                **extra) -> dict:
-    """AUC of the late fusion of two models' scores and its lift over the first's."""
+    """AUC of the late fusion of two models' out-of-fold scores, and its lift over the first's.
+
+    `alone_auc` is the second model's, its logits standardised fold by fold as in the fusion.
+    """
     from sklearn.metrics import roc_auc_score
 
-    fused = late_fusion(base, other)
+    folds = evaluate.fold_index(y)
+    fused = late_fusion(base, other, folds)
     lift, low, high = evaluate.bootstrap_auc_lift(y, base, fused)
+    alone = roc_auc_score(y, fold_logits(other, folds))
     return {"task": task, "probe": probe, "auc": round(float(roc_auc_score(y, fused)), 4),
-            "alone_auc": round(float(roc_auc_score(y, other)), 4), "lift": round(lift, 4),
+            "alone_auc": round(float(alone), 4), "lift": round(lift, 4),
             "lift_ci95": [round(low, 4), round(high, 4)], **extra}
 
 

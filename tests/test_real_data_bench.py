@@ -70,6 +70,17 @@ def test_cv_auc_and_bootstrap_lift_on_seeded_data():
     assert same == low == high == 0.0
 
 
+def test_fold_index_is_scikit_learns_stratified_split():
+    from sklearn.model_selection import StratifiedKFold
+
+    _, y = _seeded(103)
+    index = evaluate.fold_index(y)
+    for fold, (_, test) in enumerate(StratifiedKFold(5, shuffle=True, random_state=0).split(
+            np.zeros(len(y)), y)):
+        np.testing.assert_array_equal(np.flatnonzero(index == fold), test)
+    assert set(np.bincount(index)) <= {20, 21}  # every row once, folds of even size
+
+
 def test_baseline_rows_name_every_baseline():
     x, y = _seeded(300)
     keys = [f"k{i}" for i in range(len(y))]
