@@ -1,7 +1,7 @@
 """Lift probe: what lifts the hand-made feature pool's GBDT on the real tasks, when added.
 
   python benchmarks/lift_probe.py --work bench_out/real [--tasks bought_after,bought_again]
-      [--seeds 0,1,2] [--config autorisk_tf/configs/real.yaml]
+      [--seeds 0,1,2] [--config autorisk_tf/configs/real.yaml] [--no-supervised]
 
 Reads what a `real_data_bench.py` run left under `--work` (each task's event, label and
 feature tables, its preprocessed sequences and its `run_seed<N>` pre-training folders; a
