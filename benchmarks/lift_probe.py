@@ -258,8 +258,8 @@ def supervised_scores(embedder, data: str, schema, label: str, keys: list[str],
         train, test = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
         few_labels.early_stopped_auc(runner, False, [keys[i] for i in train], y[train],
                                      few_labels.finetune_epochs(len(train), steps=steps), seed)
-        fold = runner.test_scores()
-        scores[test] = [fold[keys[i]] for i in test]
+        fold_scores = runner.test_scores()
+        scores[test] = [fold_scores[keys[i]] for i in test]
     return scores
 
 
