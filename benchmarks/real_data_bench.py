@@ -488,10 +488,8 @@ def finetune_rows(task, data, schema, label, keys, y, encoders, sizes, epochs, d
     (up to `epochs`, 0 included) is chosen on that share of its labels held out
     (`few_labels.early_stopped_auc`); each run records the count it chose.
     """
-    from sklearn.model_selection import StratifiedKFold
-
-    train_idx, test_idx = next(StratifiedKFold(5, shuffle=True, random_state=0).split(
-        np.zeros(len(y)), y))
+    folds = evaluate.fold_index(y)
+    train_idx, test_idx = np.flatnonzero(folds != 0), np.flatnonzero(folds == 0)
     test_keys = [keys[i] for i in test_idx]
     runners = {seed: few_labels.Finetuner(embedder, data, schema, label, test_keys,
                                           test_split="train", probe=probe,
