@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+from autorisk_tf import evaluate
 from autorisk_tf.data.schema import parse_schema
 
 _HERE = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks")
@@ -164,7 +165,11 @@ def test_supervised_scores_cover_every_user_and_learn_the_label(pretrained, pret
     labels = risk_labels(trainer, pretraining_data)
     y = np.array([labels[k] for k in keys])
     scores = probe.supervised_scores(trainer.embedder(), pretraining_data,
-                                     trainer.artifacts.schema, "is_risk", keys, y, steps=30)
+                                     trainer.artifacts.schema, "is_risk", keys, y, steps=60)
     assert scores.shape == (len(keys),) and np.isfinite(scores).all()
-    # 0.90 measured: trained from new weights on 400 labels of the simulator's is_risk
-    assert roc_auc_score(y, scores) > 0.8
+    # Trained from new weights on 400 labels of the simulator's is_risk, the logits
+    # standardised fold by fold as the fusion does: 0.966 / 0.953 / 0.961 measured with
+    # weight seeds 0 / 1 / 2. At 30 steps seed 1 scored 0.85 (0.70 unstandardised, and CI
+    # once measured 0.799 unstandardised for seed 0), too close to a floor.
+    folds = evaluate.fold_index(y)
+    assert roc_auc_score(y, probe.fold_logits(scores, folds)) > 0.88
