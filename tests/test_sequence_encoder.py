@@ -17,7 +17,8 @@ def _numpy(out):
     return {k: ops.convert_to_numpy(v) for k, v in out.items()}
 
 
-@pytest.mark.parametrize("options", [{}, {"block_type": "transformer", "pooling": ["mean"]}])
+@pytest.mark.parametrize("options", [{}, {"block_type": "transformer", "pooling": ["mean"]},
+                                     {"block_type": "gru", "pooling": ["last"]}])
 def test_layer_contract(options):
     ids = random_ids(FEATURES, [11, 5], 11)
     config = EncoderConfig(**{**SMALL, **options})
@@ -28,7 +29,7 @@ def test_layer_contract(options):
 
 @pytest.mark.parametrize("length", [16, 21])  # a multiple of the block size, and not
 @pytest.mark.parametrize("features", [FEATURES, NO_TEXT], ids=["text", "no_text"])
-@pytest.mark.parametrize("block_type", ["conv_attention", "transformer"])
+@pytest.mark.parametrize("block_type", ["conv_attention", "transformer", "gru"])
 def test_padding_invariance(features, length, block_type):
     keras.utils.set_random_seed(1)
     encoder = SequenceEncoder(features, EncoderConfig(**SMALL, block_type=block_type))

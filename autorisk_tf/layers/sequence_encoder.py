@@ -17,9 +17,10 @@ from autorisk_tf.layers.field_embedding import (
 )
 from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 from autorisk_tf.layers.id_bag import WEIGHTINGS, IdBag
+from autorisk_tf.layers.recurrent_block import RecurrentBlock
 from autorisk_tf.layers.transformer_block import TransformerBlock
 
-BLOCK_TYPES = ("conv_attention", "transformer")
+BLOCK_TYPES = ("conv_attention", "transformer", "gru")
 POOLINGS = ("mean", "max", "attention", "last", "inputs", "ids")
 
 
@@ -30,8 +31,10 @@ class EncoderConfig:
     Args:
         width: int. Model width D. Defaults to 128.
         num_blocks: int. Stacked blocks. Defaults to 3.
-        block_type: str. `conv_attention` (gated separable conv + block attention) or
-            `transformer` (full attention, the baseline). Defaults to `conv_attention`.
+        block_type: str. `conv_attention` (gated separable conv + block attention),
+            `transformer` (full attention, the baseline) or `gru` (`RecurrentBlock`, the
+            encoder family of CoLES; bidirectional unless `causal`). Defaults to
+            `conv_attention`.
         kernel_size: int. Conv kernel K. Defaults to 7.
         block_size: int. Attention block size. Defaults to 64.
         num_heads: int. Attention heads. Defaults to 4.
@@ -151,6 +154,9 @@ class SequenceEncoder(keras.layers.Layer):
                 block = TransformerBlock(c.num_heads, c.ffn_dim, c.dropout, c.causal,
                                          c.ffn_activation, name=f"block_{i}",
                                          dtype=self.dtype_policy)
+            elif c.block_type == "gru":
+                block = RecurrentBlock(c.ffn_dim, c.dropout, c.causal, c.ffn_activation,
+                                       name=f"block_{i}", dtype=self.dtype_policy)
             else:
                 block = EncoderBlock(
                     c.kernel_size, c.block_size, c.num_heads, c.num_global, c.ffn_dim,
