@@ -18,7 +18,8 @@ def _numpy(out):
 
 
 @pytest.mark.parametrize("options", [{}, {"block_type": "transformer", "pooling": ["mean"]},
-                                     {"block_type": "gru", "pooling": ["last"]}])
+                                     {"block_type": "gru", "pooling": ["last"]},
+                                     {"block_type": ["conv_attention", "gru"]}])
 def test_layer_contract(options):
     ids = random_ids(FEATURES, [11, 5], 11)
     config = EncoderConfig(**{**SMALL, **options})
@@ -29,7 +30,8 @@ def test_layer_contract(options):
 
 @pytest.mark.parametrize("length", [16, 21])  # a multiple of the block size, and not
 @pytest.mark.parametrize("features", [FEATURES, NO_TEXT], ids=["text", "no_text"])
-@pytest.mark.parametrize("block_type", ["conv_attention", "transformer", "gru"])
+@pytest.mark.parametrize("block_type", ["conv_attention", "transformer", "gru",
+                                        ("gru", "conv_attention")])
 def test_padding_invariance(features, length, block_type):
     keras.utils.set_random_seed(1)
     encoder = SequenceEncoder(features, EncoderConfig(**SMALL, block_type=block_type))
@@ -104,5 +106,16 @@ def test_config_rejects_unknown_options():
         EncoderConfig.from_dict({"widht": 3})
     with pytest.raises(ValueError, match="block_type"):
         EncoderConfig(block_type="rnn")
+    with pytest.raises(ValueError, match="block_type lists 1 types for 2 blocks"):
+        EncoderConfig(num_blocks=2, block_type=["gru"])
+
+
+def test_block_types_one_per_block_from_the_input_up():
+    config = EncoderConfig.from_dict({**SMALL, "block_type": ["conv_attention", "gru"]})
+    assert config.block_type == ("conv_attention", "gru")
+    encoder = SequenceEncoder(FEATURES, config)
+    assert [type(block).__name__ for block in encoder.blocks] == ["EncoderBlock",
+                                                                  "RecurrentBlock"]
+    assert EncoderConfig(num_blocks=3, block_type="gru").block_types == ("gru",) * 3
     with pytest.raises(ValueError, match="ffn_activation must be one of"):
         EncoderConfig(ffn_activation="swish")

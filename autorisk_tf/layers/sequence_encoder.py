@@ -31,10 +31,10 @@ class EncoderConfig:
     Args:
         width: int. Model width D. Defaults to 128.
         num_blocks: int. Stacked blocks. Defaults to 3.
-        block_type: str. `conv_attention` (gated separable conv + block attention),
-            `transformer` (full attention, the baseline) or `gru` (`RecurrentBlock`, the
-            encoder family of CoLES; bidirectional unless `causal`). Defaults to
-            `conv_attention`.
+        block_type: str, or a list of one per block (from the input up). `conv_attention`
+            (gated separable conv + block attention), `transformer` (full attention, the
+            baseline) or `gru` (`RecurrentBlock`, the encoder family of CoLES;
+            bidirectional unless `causal`). Defaults to `conv_attention`.
         kernel_size: int. Conv kernel K. Defaults to 7.
         block_size: int. Attention block size. Defaults to 64.
         num_heads: int. Attention heads. Defaults to 4.
@@ -65,7 +65,7 @@ class EncoderConfig:
 
     width: int = 128
     num_blocks: int = 3
-    block_type: str = "conv_attention"
+    block_type: str | tuple[str, ...] = "conv_attention"
     kernel_size: int = 7
     block_size: int = 64
     num_heads: int = 4
@@ -85,8 +85,15 @@ class EncoderConfig:
     ids_weighting: str = "binary"
 
     def __post_init__(self):
-        if self.block_type not in BLOCK_TYPES:
-            raise ValueError(f"block_type must be one of {BLOCK_TYPES}, got {self.block_type!r}")
+        if not isinstance(self.block_type, str):
+            object.__setattr__(self, "block_type", tuple(self.block_type))
+            if len(self.block_type) != self.num_blocks:
+                raise ValueError(f"block_type lists {len(self.block_type)} types for "
+                                 f"{self.num_blocks} blocks: {self.block_type!r}")
+        unknown = set(self.block_types) - set(BLOCK_TYPES)
+        if unknown:
+            raise ValueError(f"block_type must be one of {BLOCK_TYPES} (or a list of them, "
+                             f"one per block), got {self.block_type!r}")
         if self.ffn_activation not in FFN_ACTIVATIONS:
             raise ValueError(f"ffn_activation must be one of {FFN_ACTIVATIONS}, "
                              f"got {self.ffn_activation!r}")
@@ -98,6 +105,13 @@ class EncoderConfig:
             raise ValueError(f"pooling must be a non-empty subset of {POOLINGS}, "
                              f"got {self.pooling!r}")
         object.__setattr__(self, "pooling", tuple(self.pooling))
+
+    @property
+    def block_types(self) -> tuple[str, ...]:
+        """The type of each block, from the input up."""
+        if isinstance(self.block_type, str):
+            return (self.block_type,) * self.num_blocks
+        return self.block_type
 
     @classmethod
     def from_dict(cls, values: dict) -> EncoderConfig:
@@ -149,12 +163,12 @@ class SequenceEncoder(keras.layers.Layer):
             self.features, c.width, merge=c.merge, field_dim=c.field_dim, text_dim=c.text_dim,
             text_summary=c.text_summary, name="field_embedding", dtype=self.dtype_policy)
         self.blocks = []
-        for i in range(c.num_blocks):
-            if c.block_type == "transformer":
+        for i, block_type in enumerate(c.block_types):
+            if block_type == "transformer":
                 block = TransformerBlock(c.num_heads, c.ffn_dim, c.dropout, c.causal,
                                          c.ffn_activation, name=f"block_{i}",
                                          dtype=self.dtype_policy)
-            elif c.block_type == "gru":
+            elif block_type == "gru":
                 block = RecurrentBlock(c.ffn_dim, c.dropout, c.causal, c.ffn_activation,
                                        name=f"block_{i}", dtype=self.dtype_policy)
             else:
