@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from autorisk_tf.layers.byte_dropout import ByteDropout
-from autorisk_tf.layers.feed_forward import feed_forward
+from autorisk_tf.layers.feed_forward import ResidualFeedForward
 from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 
 
@@ -56,12 +56,9 @@ class TransformerBlock(keras.layers.Layer):
         self.attention_norm.build(input_shape)
         self.ffn = None
         if self.ffn_dim:
-            self.ffn = feed_forward(width, self.ffn_dim, self.ffn_activation,
-                                    dtype=self.dtype_policy)
+            self.ffn = ResidualFeedForward(self.ffn_dim, self.ffn_activation, self.dropout,
+                                           name="ffn", dtype=self.dtype_policy)
             self.ffn.build(input_shape)
-            self.ffn_norm = keras.layers.LayerNormalization(
-                epsilon=1e-5, name="ffn_norm", dtype="float32")
-            self.ffn_norm.build(input_shape)
         self._dropout = ByteDropout(self.dropout, dtype=self.dtype_policy)
 
     def call(self, inputs, padding_mask=None, training=None):
@@ -80,8 +77,7 @@ class TransformerBlock(keras.layers.Layer):
         h = self.attention(h, h, attention_mask=attention_mask, training=training)
         x = x + self._dropout(h, training=training)
         if self.ffn is not None:
-            h = ops.cast(self.ffn_norm(ops.cast(x, "float32")), x.dtype)
-            x = x + self._dropout(self.ffn(h, training=training), training=training)
+            x = self.ffn(x, training=training)
         return x * ops.cast(padding_mask, x.dtype)[..., None]
 
     def compute_output_shape(self, input_shape):
