@@ -130,6 +130,22 @@ def fold_index(y: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
     return index
 
 
+def cv_splits(y: np.ndarray, folds: int = 5, seed: int = 0):
+    """The rows of each fold of `fold_index`'s split, in fold order.
+
+    Args:
+        y: int array [N]. Binary labels.
+        folds: int. Folds. Defaults to 5.
+        seed: int. `random_state` of the shuffled folds. Defaults to 0.
+
+    Yields:
+        `(train, test)`: int arrays of row indices, the other folds' and the fold's own.
+    """
+    fold_of = fold_index(y, folds, seed)
+    for fold in range(folds):
+        yield np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+
+
 def cv_auc(x, y: np.ndarray, make_model: Callable, folds: int = 5, seed: int = 0,
            ) -> tuple[list[float], np.ndarray]:
     """Stratified k-fold AUC of a model, with its out-of-fold scores.
@@ -148,9 +164,7 @@ def cv_auc(x, y: np.ndarray, make_model: Callable, folds: int = 5, seed: int = 0
 
     scores = np.zeros(len(y), dtype=np.float64)
     aucs = []
-    fold_of = fold_index(y, folds, seed)
-    for fold in range(folds):
-        train, test = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+    for train, test in cv_splits(y, folds, seed):
         model = make_model().fit(x[train], y[train])
         scores[test] = model.predict_proba(x[test])[:, 1]
         aucs.append(float(roc_auc_score(y[test], scores[test])))

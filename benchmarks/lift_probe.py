@@ -251,11 +251,9 @@ def supervised_scores(embedder, data: str, schema, label: str, keys: list[str],
     from autorisk_tf import few_labels
 
     scores = np.full(len(keys), np.nan)
-    folds = evaluate.fold_index(y)
     # one classifier for the five runs: it scores every user, each fold's are kept
     runner = few_labels.Finetuner(embedder, data, schema, label, keys, test_split="train")
-    for fold in range(5):
-        train, test = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    for train, test in evaluate.cv_splits(y):
         few_labels.early_stopped_auc(runner, False, [keys[i] for i in train], y[train],
                                      few_labels.finetune_epochs(len(train), steps=steps), seed)
         fold_scores = runner.test_scores()

@@ -488,8 +488,7 @@ def finetune_rows(task, data, schema, label, keys, y, encoders, sizes, epochs, d
     (up to `epochs`, 0 included) is chosen on that share of its labels held out
     (`few_labels.early_stopped_auc`); each run records the count it chose.
     """
-    folds = evaluate.fold_index(y)
-    train_idx, test_idx = np.flatnonzero(folds != 0), np.flatnonzero(folds == 0)
+    train_idx, test_idx = next(evaluate.cv_splits(y))
     test_keys = [keys[i] for i in test_idx]
     runners = {seed: few_labels.Finetuner(embedder, data, schema, label, test_keys,
                                           test_split="train", probe=probe,

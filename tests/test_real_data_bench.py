@@ -75,9 +75,12 @@ def test_fold_index_is_scikit_learns_stratified_split():
 
     _, y = _seeded(103)
     index = evaluate.fold_index(y)
-    for fold, (_, test) in enumerate(StratifiedKFold(5, shuffle=True, random_state=0).split(
+    splits = list(evaluate.cv_splits(y))
+    for fold, (train, test) in enumerate(StratifiedKFold(5, shuffle=True, random_state=0).split(
             np.zeros(len(y)), y)):
         np.testing.assert_array_equal(np.flatnonzero(index == fold), test)
+        np.testing.assert_array_equal(splits[fold][0], train)
+        np.testing.assert_array_equal(splits[fold][1], test)
     assert set(np.bincount(index)) <= {20, 21}  # every row once, folds of even size
 
 
