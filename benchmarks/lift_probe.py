@@ -3,6 +3,8 @@
   python benchmarks/lift_probe.py --work bench_out/real [--tasks bought_after,bought_again]
       [--seeds 0,1,2] [--config autorisk_tf/configs/real.yaml] [--no-supervised]
 
+(`--seeds ""` runs the rows built by hand alone, with no pre-training.)
+
 Reads what a `real_data_bench.py` run left under `--work` (each task's event, label and
 feature tables, its preprocessed sequences and its `run_seed<N>` pre-training folders; a
 seed whose folder is missing is pre-trained first, as the benchmark would). For each task,
@@ -17,6 +19,12 @@ the GBDT on the hand-made features (`evaluate.gbdt`, out-of-fold scores over the
 - `calendar_months`: per calendar month of the history, active days and the log of the
   value spent (the product of `VALUE_COLUMNS`, summed; the pool has neither a seasonal
   profile nor a spend per line);
+- `raw_history`: the last `HISTORY_EVENTS` events themselves as columns, newest first, each
+  as its age in days and the value of every numeric field of the schema (`last_events`).
+  Where a customer's whole history fits (its `complete_share` of the labelled customers),
+  the GBDT sees every number that any embedding of the history is computed from, the
+  categorical and text fields aside: on a log whose events hold only a time and numbers
+  (CDNOW), a model-free ceiling on what an embedding could add to the pool;
 - `bag_lr_score` (tasks with item ids): the bag-of-items LR's score (C 0.1), out-of-fold
   within the training folds: the most a linear model on the items adds, in one column;
 - `bag_lr_score_calendar_months`: both: item and time information the pool lacks, built
@@ -41,12 +49,15 @@ models fitted without it (`late_fusion`).
   on what this encoder can find in the sequences for the task, labels included.
 
 Each row gives the AUC and the lift over the GBDT alone with a bootstrap 95% interval.
-Prints a table and writes `benchmarks/lift_probe.json`.
+Prints a table and merges the rows into `benchmarks/lift_probe.json` (`save_rows`: each row
+replaces the one of its task, probe and seed; the rest are kept), each with the time it was
+measured and, for the rows of a pre-training seed, the config it was pre-trained with.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import json
 import os
@@ -69,6 +80,9 @@ WINDOW_DAYS = (0, 30, 60, 90, 180, 270)
 DAY_MS = 86_400_000
 # Dataset -> event columns whose product is an event's value (`calendar_months`).
 VALUE_COLUMNS = {"online_retail": ("quantity", "unit_price"), "cdnow": ("dollar_value",)}
+# Events per customer that `raw_history` keeps as columns: the whole history of 99.8% of
+# CDNOW's customers before its cut-off.
+HISTORY_EVENTS = 20
 # Weight of the other model's logit in a late fusion with the GBDT's (fixed, not tuned).
 FUSION_WEIGHT = 0.3
 
@@ -143,6 +157,40 @@ def calendar_months(keys: list[str], event_keys: list[str], timestamps_ms: np.nd
             seen.add((row, day))
             active[row, month - first] += 1
     return np.concatenate([active, np.log1p(np.maximum(spent, 0))], axis=1)
+
+
+def last_events(keys: list[str], event_keys: list[str], timestamps_ms: np.ndarray,
+                values: np.ndarray, reference_ms: int, count: int = HISTORY_EVENTS
+                ) -> np.ndarray:
+    """Per-key raw history as columns: the last `count` events, newest first.
+
+    Args:
+        keys: list of str [N]. The customers, in row order.
+        event_keys: list of str [M]. Each event's customer.
+        timestamps_ms: int array [M]. Each event's time (ms since the epoch).
+        values: float array [M, F]. Each event's numbers (one column per numeric field).
+        reference_ms: int. The cut-off; ages are counted back from it.
+        count: int. Events kept per key.
+
+    Returns:
+        float [N, count * (1 + F)]: for the newest event, then the one before it, and so
+        on, its age in days before the reference and its F numbers. NaN where a key has
+        fewer events. Of events at the same time, the later row of the table counts as
+        the newer.
+    """
+    index = {k: i for i, k in enumerate(keys)}
+    width = 1 + values.shape[1]
+    out = np.full((len(keys), count, width), np.nan)
+    filled = np.zeros(len(keys), dtype=int)
+    # newest first; a stable sort keeps the table's order among equal times, reversed
+    for e in np.argsort(timestamps_ms, kind="stable")[::-1]:
+        row = index.get(event_keys[e])
+        if row is None or filled[row] == count:
+            continue
+        out[row, filled[row], 0] = (reference_ms - timestamps_ms[e]) / DAY_MS
+        out[row, filled[row], 1:] = values[e]
+        filled[row] += 1
+    return out.reshape(len(keys), count * width)
 
 
 class CompactGBDT:
@@ -295,18 +343,17 @@ def lift_row(task: str, probe: str, y: np.ndarray, base: np.ndarray, x: np.ndarr
             "lift": round(lift, 4), "lift_ci95": [round(low, 4), round(high, 4)], **extra}
 
 
-def read_event_times(path: str, schema, value_columns: tuple[str, ...] = ()
-                     ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Each event's key, time (ms) and value from an event table of `real_data_bench.py`.
+def read_event_columns(path: str, schema, columns: tuple[str, ...] = ()
+                       ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Each event's key, time (ms) and numbers from an event table of `real_data_bench.py`.
 
     Args:
         path: str. The event table (CSV, or whitespace-separated as the schema says).
         schema: Schema. Its key, timestamp and delimiter.
-        value_columns: tuple of str. Columns whose product is an event's value (an empty
-            tuple: every value is 1).
+        columns: tuple of str. Numeric columns to read.
 
     Returns:
-        `(keys [M], times_ms int64 [M], values float [M])`.
+        `(keys [M], times_ms int64 [M], values float [M, len(columns)])`.
     """
     import csv
 
@@ -321,10 +368,32 @@ def read_event_times(path: str, schema, value_columns: tuple[str, ...] = ()
             rows = csv.DictReader(f, delimiter=schema.csv_delimiter)
         events = [(row[schema.key], parse_timestamp_ms(row[schema.timestamp_column],
                                                         schema.timestamp_format),
-                   float(np.prod([float(row[c]) for c in value_columns])))
+                   [float(row[c]) for c in columns])
                   for row in rows]
     return ([k for k, _, _ in events], np.array([t for _, t, _ in events], dtype=np.int64),
-            np.array([v for _, _, v in events]))
+            np.array([v for _, _, v in events], dtype=float).reshape(len(events),
+                                                                     len(columns)))
+
+
+def save_rows(path: str, rows: list[dict]) -> None:
+    """Merges a run's rows into the JSON: a row replaces the one of its task, probe and seed.
+
+    Rows of (task, probe, seed) that the run did not measure are kept as they were, so a
+    run of some probes (`--seeds ""`, `--no-supervised`) leaves the others' figures.
+
+    Args:
+        path: str. The JSON file (`{"rows": [...]}`; created if missing).
+        rows: list of dict. The run's rows, each with its `measured` time.
+    """
+    def key(row):
+        return row["task"], row["probe"], row.get("seed")
+
+    old = json.load(open(path))["rows"] if os.path.exists(path) else []
+    new = {key(r): r for r in rows}
+    merged = [new.pop(key(r), r) for r in old] + list(new.values())
+    with open(path, "w") as f:
+        json.dump({"rows": merged}, f, indent=1)
+        f.write("\n")
 
 
 def main(argv=None) -> int:
@@ -352,8 +421,10 @@ def main(argv=None) -> int:
         data = os.path.join(folder, "data")
         artifacts = Artifacts.load(os.path.join(data, "artifacts"))
         schema = artifacts.schema
-        event_keys, times, values = read_event_times(
-            os.path.join(folder, spec["events"]), schema, VALUE_COLUMNS[spec["dataset"]])
+        columns = tuple(f.column for f in schema.fields_of_kind("numeric"))
+        event_keys, times, numbers = read_event_columns(
+            os.path.join(folder, spec["events"]), schema, columns)
+        values = numbers[:, [columns.index(c) for c in VALUE_COLUMNS[spec["dataset"]]]].prod(1)
         cutoff = spec["as_of"]
         reference = (parse_timestamp_ms(cutoff, schema.timestamp_format) if cutoff
                      else int(times.max()) + DAY_MS)
@@ -364,7 +435,12 @@ def main(argv=None) -> int:
                      "auc": round(float(np.mean(base_aucs)), 4)})
         months = calendar_months(keys, event_keys, times, values)
         extras = {"activity_windows": (windows, evaluate.gbdt),
-                  "calendar_months": (months, evaluate.gbdt)}
+                  "calendar_months": (months, evaluate.gbdt),
+                  "raw_history": (last_events(keys, event_keys, times, numbers, reference),
+                                  evaluate.gbdt)}
+        per_key = collections.Counter(event_keys)
+        complete = {"raw_history": {"complete_share": round(float(np.mean(
+            [per_key[k] <= HISTORY_EVENTS for k in keys])), 4)}}
         if spec["item"]:
             item_keys, items = bench.read_event_items(os.path.join(folder, spec["events"]),
                                                       spec["item"])
@@ -383,7 +459,7 @@ def main(argv=None) -> int:
                         lr_score=True, standardise=False)))
         for probe, (extra, make_model) in extras.items():
             rows.append(lift_row(task, probe, y, base, np.concatenate([feats, extra], axis=1),
-                                 make_model))
+                                 make_model, **complete.get(probe, {})))
             print(f"  {probe:<30} {rows[-1]['auc']:.4f} lift {rows[-1]['lift']:+.4f}",
                   flush=True)
         others = {"fusion_handmade_lr": evaluate.cv_auc(feats, y, handmade_lr)[1]}
@@ -430,11 +506,12 @@ def main(argv=None) -> int:
         alone = f"{r['alone_auc']:.4f}" if "alone_auc" in r else ""
         print(f"| {r['task']} | {r['probe']} | {r.get('seed', '')} | {r['auc']:.4f} | {alone} "
               f"| {lift} |")
-    with open(args.json, "w") as f:
-        json.dump({"measured": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-                   "config_file": os.path.relpath(args.config, ROOT), "rows": rows}, f,
-                  indent=1)
-        f.write("\n")
+    measured = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    for r in rows:
+        r["measured"] = measured
+        if "seed" in r:
+            r["config_file"] = os.path.relpath(args.config, ROOT)
+    save_rows(args.json, rows)
     print(f"wrote {args.json}")
     return 0
 

@@ -1,5 +1,6 @@
 import functools
 import importlib.util
+import json
 import os
 import sys
 
@@ -100,19 +101,48 @@ def test_compact_gbdt_uses_the_signal_in_the_embeddings():
     (",", "customer_id,date,number_of_cds,dollar_value\n00001,19970101,1,11.77\n"
           "00002,19970112,2,12.00\n"),
 ])
-def test_read_event_times_follows_the_schema(tmp_path, delimiter, text):
+def test_read_event_columns_follows_the_schema(tmp_path, delimiter, text):
     schema = parse_schema(
         "key: customer_id\ntimestamp: {column: date, format: '%Y%m%d'}\n"
         f"csv: {{delimiter: '{delimiter}'}}\n"
         "fields:\n  - {name: number_of_cds, kind: numeric, num_buckets: 4}\n")
     path = tmp_path / "events.txt"
     path.write_text(text)
-    keys, times, values = probe.read_event_times(str(path), schema)
+    keys, times, values = probe.read_event_columns(str(path), schema)
     assert keys == ["00001", "00002"]
     np.testing.assert_array_equal(times, [852076800000, 853027200000])
-    np.testing.assert_array_equal(values, [1.0, 1.0])
-    _, _, values = probe.read_event_times(str(path), schema, ("number_of_cds", "dollar_value"))
-    np.testing.assert_allclose(values, [11.77, 24.0])
+    assert values.shape == (2, 0)
+    _, _, values = probe.read_event_columns(str(path), schema,
+                                            ("number_of_cds", "dollar_value"))
+    np.testing.assert_allclose(values, [[1.0, 11.77], [2.0, 12.00]])
+
+
+def test_last_events_lays_out_the_newest_events_first():
+    reference = 100 * DAY
+    # "a": three events, two of them at the same time (the later row is the newer);
+    # "b": one event; "c": none; "z" is not a key.
+    event_keys = ["a", "b", "a", "a", "z"]
+    times = np.array([90 * DAY, 99 * DAY, 95 * DAY, 95 * DAY, 98 * DAY])
+    values = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [4.0, 40.0], [5.0, 50.0]])
+    out = probe.last_events(["a", "b", "c"], event_keys, times, values, reference, count=2)
+    assert out.shape == (3, 6)  # 2 events x (age, 2 numbers)
+    np.testing.assert_array_equal(out[0], [5, 4, 40, 5, 3, 30])  # the oldest is dropped
+    np.testing.assert_array_equal(out[1, :3], [1, 2, 20])
+    assert np.isnan(out[1, 3:]).all() and np.isnan(out[2]).all()
+    whole = probe.last_events(["a"], event_keys, times, values, reference, count=3)
+    np.testing.assert_array_equal(whole[0, 6:], [10, 1, 10])
+
+
+def test_save_rows_replaces_only_the_rows_it_measured(tmp_path):
+    path = str(tmp_path / "probe.json")
+    probe.save_rows(path, [{"task": "t", "probe": "p", "auc": 0.6},
+                           {"task": "t", "probe": "e", "seed": 0, "auc": 0.7},
+                           {"task": "t", "probe": "e", "seed": 1, "auc": 0.8}])
+    probe.save_rows(path, [{"task": "t", "probe": "p", "auc": 0.65},
+                           {"task": "u", "probe": "p", "auc": 0.9}])
+    rows = json.load(open(path))["rows"]
+    assert [(r["task"], r["probe"], r.get("seed"), r["auc"]) for r in rows] == [
+        ("t", "p", None, 0.65), ("t", "e", 0, 0.7), ("t", "e", 1, 0.8), ("u", "p", None, 0.9)]
 
 
 def test_late_fusion_averages_logits_standardised_fold_by_fold():
