@@ -3,7 +3,8 @@
   python benchmarks/lift_probe.py --work bench_out/real [--tasks bought_after,bought_again]
       [--seeds 0,1,2] [--config autorisk_tf/configs/real.yaml] [--no-supervised]
 
-(`--seeds ""` runs the rows built by hand alone, with no pre-training.)
+(`--seeds ""` runs the rows built by hand alone, with no pre-training; `--gbdt_seed N`
+gives every GBDT another random_state, to see how much a lift moves with it.)
 
 Reads what a `real_data_bench.py` run left under `--work` (each task's event, label and
 feature tables, its preprocessed sequences and its `run_seed<N>` pre-training folders; a
@@ -25,6 +26,8 @@ the GBDT on the hand-made features (`evaluate.gbdt`, out-of-fold scores over the
   the GBDT sees every number that any embedding of the history is computed from, the
   categorical and text fields aside: on a log whose events hold only a time and numbers
   (CDNOW), a model-free ceiling on what an embedding could add to the pool;
+- `raw_history_shuffled`: the same columns with the customers permuted (a fixed seed): the
+  control, what columns without information add to the pool;
 - `bag_lr_score` (tasks with item ids): the bag-of-items LR's score (C 0.1), out-of-fold
   within the training folds: the most a linear model on the items adds, in one column;
 - `bag_lr_score_calendar_months`: both: item and time information the pool lacks, built
@@ -50,7 +53,7 @@ models fitted without it (`late_fusion`).
 
 Each row gives the AUC and the lift over the GBDT alone with a bootstrap 95% interval.
 Prints a table and merges the rows into `benchmarks/lift_probe.json` (`save_rows`: each row
-replaces the one of its task, probe and seed; the rest are kept), each with the time it was
+replaces the one of its task, probe and seeds; the rest are kept), each with the time it was
 measured and, for the rows of a pre-training seed, the config it was pre-trained with.
 """
 
@@ -376,9 +379,10 @@ def read_event_columns(path: str, schema, columns: tuple[str, ...] = ()
 
 
 def save_rows(path: str, rows: list[dict]) -> None:
-    """Merges a run's rows into the JSON: a row replaces the one of its task, probe and seed.
+    """Merges a run's rows into the JSON: a row replaces the one of its task, probe and seeds.
 
-    Rows of (task, probe, seed) that the run did not measure are kept as they were, so a
+    A row's key is its task, probe, pre-training `seed` and `gbdt_seed` (0 where absent).
+    Rows of a key that the run did not measure are kept as they were, so a
     run of some probes (`--seeds ""`, `--no-supervised`) leaves the others' figures.
 
     Args:
@@ -386,7 +390,7 @@ def save_rows(path: str, rows: list[dict]) -> None:
         rows: list of dict. The run's rows, each with its `measured` time.
     """
     def key(row):
-        return row["task"], row["probe"], row.get("seed")
+        return row["task"], row["probe"], row.get("seed"), row.get("gbdt_seed", 0)
 
     old = json.load(open(path))["rows"] if os.path.exists(path) else []
     new = {key(r): r for r in rows}
@@ -403,7 +407,11 @@ def main(argv=None) -> int:
     parser.add_argument("--supervised", action=argparse.BooleanOptionalAction, default=True,
                         help="Add the `fusion_supervised_encoder` row: the encoder trained "
                              "from new weights on the labels, 5 times a task.")
+    parser.add_argument("--gbdt_seed", type=int, default=0,
+                        help="random_state of every GBDT (the pool's alone included); rows "
+                             "of another seed than 0 record it and are kept apart.")
     args = parser.parse_args(argv)
+    gbdt = functools.partial(evaluate.gbdt, args.gbdt_seed)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from absl import logging
 
@@ -429,15 +437,17 @@ def main(argv=None) -> int:
         reference = (parse_timestamp_ms(cutoff, schema.timestamp_format) if cutoff
                      else int(times.max()) + DAY_MS)
         windows = activity_windows(keys, event_keys, times, reference)
-        base_aucs, base = evaluate.cv_auc(feats, y, evaluate.gbdt)
+        base_aucs, base = evaluate.cv_auc(feats, y, gbdt)
         print(f"== {task}: hand-made GBDT {np.mean(base_aucs):.4f}", flush=True)
         rows.append({"task": task, "probe": "handmade_gbdt",
                      "auc": round(float(np.mean(base_aucs)), 4)})
         months = calendar_months(keys, event_keys, times, values)
-        extras = {"activity_windows": (windows, evaluate.gbdt),
-                  "calendar_months": (months, evaluate.gbdt),
-                  "raw_history": (last_events(keys, event_keys, times, numbers, reference),
-                                  evaluate.gbdt)}
+        history = last_events(keys, event_keys, times, numbers, reference)
+        shuffled = history[np.random.default_rng(0).permutation(len(keys))]
+        extras = {"activity_windows": (windows, gbdt),
+                  "calendar_months": (months, gbdt),
+                  "raw_history": (history, gbdt),
+                  "raw_history_shuffled": (shuffled, gbdt)}
         per_key = collections.Counter(event_keys)
         complete = {"raw_history": {"complete_share": round(float(np.mean(
             [per_key[k] <= HISTORY_EVENTS for k in keys])), 4)}}
@@ -447,16 +457,16 @@ def main(argv=None) -> int:
             bag = evaluate.bag_of_items(keys, item_keys, items)[0]
             svd = evaluate.svd_features(bag)
             extras.update(
-                bag_svd32=(svd, evaluate.gbdt),
+                bag_svd32=(svd, gbdt),
                 activity_windows_bag_svd32=(np.concatenate([windows, svd], axis=1),
-                                            evaluate.gbdt),
+                                            gbdt),
                 bag_lr_score=(bag.toarray(), functools.partial(
                     CompactGBDT, feats.shape[1], components=0, lr_score=True,
-                    standardise=False)),
+                    standardise=False, seed=args.gbdt_seed)),
                 bag_lr_score_calendar_months=(
                     np.concatenate([months, bag.toarray()], axis=1), functools.partial(
                         CompactGBDT, feats.shape[1] + months.shape[1], components=0,
-                        lr_score=True, standardise=False)))
+                        lr_score=True, standardise=False, seed=args.gbdt_seed)))
         for probe, (extra, make_model) in extras.items():
             rows.append(lift_row(task, probe, y, base, np.concatenate([feats, extra], axis=1),
                                  make_model, **complete.get(probe, {})))
@@ -477,11 +487,12 @@ def main(argv=None) -> int:
             embeddings = bench.embeddings_of(trainer.embedder(), data, schema, keys)
             both = np.concatenate([feats, embeddings], axis=1)
             for probe, make_model in (
-                    ("embeddings_raw", evaluate.gbdt),
-                    ("embeddings_pca16", functools.partial(CompactGBDT,
-                                                           feats.shape[1])),
+                    ("embeddings_raw", gbdt),
+                    ("embeddings_pca16", functools.partial(CompactGBDT, feats.shape[1],
+                                                           seed=args.gbdt_seed)),
                     ("embeddings_pca16_lr_score", functools.partial(
-                        CompactGBDT, feats.shape[1], lr_score=True))):
+                        CompactGBDT, feats.shape[1], lr_score=True,
+                        seed=args.gbdt_seed))):
                 rows.append(lift_row(task, probe, y, base, both, make_model, seed=seed))
                 print(f"  seed {seed}: {probe:<24} {rows[-1]['auc']:.4f} lift "
                       f"{rows[-1]['lift']:+.4f}", flush=True)
@@ -509,6 +520,8 @@ def main(argv=None) -> int:
     measured = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     for r in rows:
         r["measured"] = measured
+        if args.gbdt_seed:
+            r["gbdt_seed"] = args.gbdt_seed
         if "seed" in r:
             r["config_file"] = os.path.relpath(args.config, ROOT)
     save_rows(args.json, rows)

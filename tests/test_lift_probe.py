@@ -140,9 +140,12 @@ def test_save_rows_replaces_only_the_rows_it_measured(tmp_path):
                            {"task": "t", "probe": "e", "seed": 1, "auc": 0.8}])
     probe.save_rows(path, [{"task": "t", "probe": "p", "auc": 0.65},
                            {"task": "u", "probe": "p", "auc": 0.9}])
+    probe.save_rows(path, [{"task": "t", "probe": "p", "gbdt_seed": 1, "auc": 0.62}])
     rows = json.load(open(path))["rows"]
-    assert [(r["task"], r["probe"], r.get("seed"), r["auc"]) for r in rows] == [
-        ("t", "p", None, 0.65), ("t", "e", 0, 0.7), ("t", "e", 1, 0.8), ("u", "p", None, 0.9)]
+    assert [(r["task"], r["probe"], r.get("seed"), r.get("gbdt_seed"), r["auc"])
+            for r in rows] == [
+        ("t", "p", None, None, 0.65), ("t", "e", 0, None, 0.7), ("t", "e", 1, None, 0.8),
+        ("u", "p", None, None, 0.9), ("t", "p", None, 1, 0.62)]
 
 
 def test_late_fusion_averages_logits_standardised_fold_by_fold():
