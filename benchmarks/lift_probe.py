@@ -35,7 +35,9 @@ the GBDT on the hand-made features (`evaluate.gbdt`, out-of-fold scores over the
 - per pre-training seed, the embeddings three ways: `embeddings_raw` (every column, as
   `real_data_bench.py`'s lift row), `embeddings_pca16` (their first 16 principal
   components, fitted on the training folds) and `embeddings_pca16_lr_score` (those plus an
-  LR's score on the embeddings, out-of-fold within the training folds).
+  LR's score on the embeddings, out-of-fold within the training folds); and, where the
+  embedding has an `ids` part, `embeddings_without_ids`: every other pooling's part (the
+  contextual states and the mean of the input vectors) without the projected bag of ids.
 
 Late fusion (`fusion_*` rows; not a joined pool): the GBDT's out-of-fold scores averaged
 with another model's out-of-fold scores over the same 5 folds, as logits standardised
@@ -241,6 +243,21 @@ class CompactGBDT:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return self.gbdt_.predict_proba(self._columns(x))
+
+
+def without_part(parts: dict, kind: str) -> np.ndarray | None:
+    """The embedding without one pooling's part, or None where it has no such part.
+
+    Args:
+        parts: dict. `{pooling: [N, width]}` (`SequenceEncoder.split_embedding`), in order.
+        kind: str. The pooling to leave out.
+
+    Returns:
+        float [N, width of the other parts], or None where `kind` is absent or 0 wide.
+    """
+    if kind not in parts or not parts[kind].shape[1]:
+        return None
+    return np.concatenate([np.asarray(p) for k, p in parts.items() if k != kind], axis=1)
 
 
 def late_fusion(base: np.ndarray, other: np.ndarray, folds: np.ndarray,
@@ -486,6 +503,12 @@ def main(argv=None) -> int:
             trainer.fit(os.path.join(data, "train", "*.tfrecord"), verbose=0)
             embeddings = bench.embeddings_of(trainer.embedder(), data, schema, keys)
             both = np.concatenate([feats, embeddings], axis=1)
+            rest = without_part(trainer.embedder().encoder.split_embedding(embeddings), "ids")
+            if rest is not None:
+                rows.append(lift_row(task, "embeddings_without_ids", y, base,
+                                     np.concatenate([feats, rest], axis=1), gbdt, seed=seed))
+                print(f"  seed {seed}: {'embeddings_without_ids':<24} {rows[-1]['auc']:.4f} "
+                      f"lift {rows[-1]['lift']:+.4f}", flush=True)
             for probe, make_model in (
                     ("embeddings_raw", gbdt),
                     ("embeddings_pca16", functools.partial(CompactGBDT, feats.shape[1],

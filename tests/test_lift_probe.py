@@ -133,6 +133,14 @@ def test_last_events_lays_out_the_newest_events_first():
     np.testing.assert_array_equal(whole[0, 6:], [10, 1, 10])
 
 
+def test_without_part_leaves_one_pooling_out():
+    parts = {"mean": np.array([[1.0, 2.0]]), "ids": np.array([[3.0, 4.0, 5.0]]),
+             "last": np.array([[6.0]])}
+    np.testing.assert_array_equal(probe.without_part(parts, "ids"), [[1.0, 2.0, 6.0]])
+    assert probe.without_part(parts, "attention") is None
+    assert probe.without_part({**parts, "ids": np.zeros((1, 0))}, "ids") is None
+
+
 def test_save_rows_replaces_only_the_rows_it_measured(tmp_path):
     path = str(tmp_path / "probe.json")
     probe.save_rows(path, [{"task": "t", "probe": "p", "auc": 0.6},
