@@ -501,9 +501,10 @@ def main(argv=None) -> int:
             trainer = Pretrainer(artifacts, load_config(args.config, {"input.seed": seed}),
                                  os.path.join(folder, f"run_seed{seed}"))
             trainer.fit(os.path.join(data, "train", "*.tfrecord"), verbose=0)
-            embeddings = bench.embeddings_of(trainer.embedder(), data, schema, keys)
+            embedder = trainer.embedder()
+            embeddings = bench.embeddings_of(embedder, data, schema, keys)
             both = np.concatenate([feats, embeddings], axis=1)
-            rest = without_part(trainer.embedder().encoder.split_embedding(embeddings), "ids")
+            rest = without_part(embedder.encoder.split_embedding(embeddings), "ids")
             if rest is not None:
                 rows.append(lift_row(task, "embeddings_without_ids", y, base,
                                      np.concatenate([feats, rest], axis=1), gbdt, seed=seed))
@@ -526,7 +527,7 @@ def main(argv=None) -> int:
             if args.supervised and seed == seeds[0]:
                 tic = time.time()
                 rows.append(fusion_row(task, "fusion_supervised_encoder", y, base,
-                                       supervised_scores(trainer.embedder(), data, schema,
+                                       supervised_scores(embedder, data, schema,
                                                          spec["label"], keys, y, seed),
                                        seed=seed, seconds=round(time.time() - tic)))
                 print(f"  seed {seed}: {'fusion_supervised_encoder':<24} "
