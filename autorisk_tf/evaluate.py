@@ -37,6 +37,20 @@ def logistic_regression(c: float = 0.1, standardise: bool = True):
     return make_pipeline(StandardScaler(), model) if standardise else model
 
 
+def imputed_lr(c: float = 0.1):
+    """Median imputation of NaNs, standard scaling and a logistic regression (C `c`).
+
+    The LR of a hand-made pool with missing values (a variable never measured).
+    """
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
+                         StandardScaler(), LogisticRegression(C=c, max_iter=3000))
+
+
 # The inverse regularisation strengths `tuned_logistic_regression` chooses among.
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 

@@ -17,7 +17,11 @@ row of numbers per key:
   multi-valued field every value of a cell counts, so shares are per event and may sum
   over 1);
 - every numeric field: `<f>_mean`, `_sum`, `_min`, `_max`, `_std`, `_last` (NaN when the key
-  has no value) and `_missing_share`;
+  has no value) and `_missing_share`; a field with `bucket_by` also gets, for each of the
+  `--top_values` most frequent values of that field, the `first`, `last`, `min`, `max`,
+  `mean` and `count` of its numbers at the events of that value
+  (`<f>_by<i>_first` ... for the i-th value: a lab value per test, an amount per event
+  type);
 - every text field: `<f>_distinct` and `<f>_missing_share`;
 - the schema's time features: `hour_<h>_share` and `dow_<d>_share` profiles.
 
@@ -58,6 +62,7 @@ from beam.preprocess import (
 )
 
 DAY_MS = 86_400_000
+CATEGORY_STATS = ("first", "last", "min", "max", "mean", "count")
 # Every key counts as "training" for the top values: features are not a train/test split.
 _ALL_KEYS = (1.0, 0.0, 0.0)
 
@@ -84,6 +89,9 @@ def feature_columns(schema: Schema, top_values: int) -> list[str]:
         elif field.kind == "numeric":
             names += [f"{f}_{stat}" for stat in ("mean", "sum", "min", "max", "std", "last",
                                                   "missing_share")]
+            if field.bucket_by:
+                names += [f"{f}_by{i}_{stat}" for i in range(top_values)
+                          for stat in CATEGORY_STATS]
         else:
             names += [f"{f}_distinct", f"{f}_missing_share"]
     if schema.time_features.hour:
@@ -134,6 +142,7 @@ def key_features(schema: Schema, ts: np.ndarray, columns: list, top: dict[str, l
            "days_since_first": (as_of_ms - ts[0]) / DAY_MS,
            "events_per_active_day": n / days.size,
            "mean_gap_days": float(np.diff(ts).mean() / DAY_MS) if n > 1 else float("nan")}
+    by_name = dict(zip(schema.field_names, columns, strict=True))
     for field, column in zip(schema.fields, columns, strict=True):
         f = field.name
         if field.kind == "numeric":
@@ -144,6 +153,9 @@ def key_features(schema: Schema, ts: np.ndarray, columns: list, top: dict[str, l
             row.update({f"{f}_{name}": float(value) for name, value in
                         zip(("mean", "sum", "min", "max", "std", "last"), stats, strict=True)})
             row[f"{f}_missing_share"] = 1.0 - present.size / n
+            if field.bucket_by:
+                row.update(category_stats(f, values, by_name[field.bucket_by],
+                                          top[field.bucket_by], top_values))
             continue
         counts = Counter(column)
         missing = counts.pop("", 0)
@@ -167,6 +179,34 @@ def key_features(schema: Schema, ts: np.ndarray, columns: list, top: dict[str, l
     if schema.time_features.day_of_week:
         dows = np.bincount(derived["day_of_week"], minlength=7) / n
         row.update({f"dow_{d}_share": float(dows[d]) for d in range(7)})
+    return row
+
+
+def category_stats(name: str, values: np.ndarray, categories: list[str], top: list[str],
+                   top_values: int) -> dict[str, float]:
+    """First, last, min, max, mean and count of a numeric field at each top category.
+
+    Args:
+        name: str. The numeric field.
+        values: float array [n]. Its values at the key's events, in time order (NaN:
+            missing).
+        categories: list of str. The `bucket_by` field's value at each event.
+        top: list of str. That field's most frequent values (`top_values_of`).
+        top_values: int. Columns per field (a category past `top` gets NaN and count 0).
+
+    Returns:
+        `{f"{name}_by{i}_{stat}": value}` for every i below `top_values` and every stat of
+        `CATEGORY_STATS` (NaN where the key has no value of that category, count 0).
+    """
+    row = {}
+    categories = np.asarray(categories, dtype=object)
+    for i in range(top_values):
+        at = (categories == top[i]) & np.isfinite(values) if i < len(top) else None
+        present = values[at] if at is not None else values[:0]
+        stats = ((present[0], present[-1], present.min(), present.max(), present.mean())
+                 if present.size else (float("nan"),) * 5)
+        row.update({f"{name}_by{i}_{stat}": float(value)
+                    for stat, value in zip(CATEGORY_STATS, (*stats, present.size), strict=True)})
     return row
 
 

@@ -54,13 +54,15 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from autorisk_tf import evaluate, few_labels  # noqa: E402
-from autorisk_tf.datasets import cdnow, online_retail, tables  # noqa: E402
+from autorisk_tf.datasets import cdnow, online_retail, physionet2012, tables  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 JSON = os.path.join(HERE, "real_data_bench.json")
 SCHEMAS = os.path.join(ROOT, "autorisk_tf", "schemas")
-# task -> dataset, label column, item column (None: no item ids), schema, --as_of, events file
+# task -> dataset, label column, item column (None: no item ids), schema, --as_of, events
+# file, and the `--top_values` of its feature pool where not beam.features' default (every
+# variable of PhysioNet gets its first/last/min/max/mean/count)
 TASKS = {
     "country_non_uk": {"dataset": "online_retail", "label": "country_non_uk",
                        "item": "stock_code", "schema": "online_retail.yaml", "as_of": None,
@@ -70,9 +72,15 @@ TASKS = {
                      "events": "events.csv"},
     "bought_again": {"dataset": "cdnow", "label": "bought_again", "item": None,
                      "schema": "cdnow.yaml", "as_of": cdnow.CUTOFF, "events": "events.txt"},
+    **{label: {"dataset": "physionet2012", "label": label, "item": None,
+               "schema": "physionet2012.yaml", "as_of": physionet2012.WINDOW_END,
+               "events": "events.csv", "top_values": 48}
+       for label in ("death", "long_stay")},
 }
 SOURCES = {"online_retail": os.path.join("online-retail", "online_retail.csv.gz"),
-           "cdnow": os.path.join("cdnow", "CDNOW_master.txt")}
+           "cdnow": os.path.join("cdnow", "CDNOW_master.txt"),
+           "physionet2012": os.path.join("physionet2012", "set-a.tar.gz")}
+PHYSIONET_OUTCOMES = os.path.join("physionet2012", "Outcomes-a.txt")
 
 
 def build_task_tables(task: str, data_root: str, folder: str) -> dict:
@@ -89,6 +97,12 @@ def build_task_tables(task: str, data_root: str, folder: str) -> dict:
         tables.write_csv(os.path.join(folder, "labels.csv"), ("customer_id", "bought_again"),
                          labels)
         return counts
+    if spec["dataset"] == "physionet2012":
+        with tables.open_text(os.path.join(data_root, PHYSIONET_OUTCOMES)) as f:
+            events, labels, counts = physionet2012.build_tables(
+                physionet2012.read_stays(source), f)
+        physionet2012.write_tables(events, labels, folder)
+        return {**counts, "events": counts["observations"]}
     events, labels, counts = online_retail.build_tables(online_retail.read_rows(source), task)
     tables.write_csv(os.path.join(folder, spec["events"]), online_retail.EVENT_COLUMNS, events)
     tables.write_csv(os.path.join(folder, "labels.csv"), online_retail.LABEL_COLUMNS, labels)
@@ -128,10 +142,24 @@ def task_schema(path: str, field_overrides: dict, folder: str) -> str:
 
 
 def read_labels(path: str, column: str) -> dict[str, int]:
-    """`{key: 0 or 1}` of a label table's column (rows with an empty cell are skipped)."""
+    """`{key: 0 or 1}` of a label table's column (rows with an empty cell are skipped).
+
+    The key is the table's first column.
+    """
     with open(path, encoding="utf-8", newline="") as f:
-        return {row["customer_id"]: int(row[column]) for row in csv.DictReader(f)
-                if row[column] != ""}
+        reader = csv.DictReader(f)
+        key = reader.fieldnames[0]
+        return {row[key]: int(row[column]) for row in reader if row[column] != ""}
+
+
+def per_category_columns(columns: list[str]) -> list[int]:
+    """Indices of the per-category numeric summaries (`<field>_by<i>_<stat>`) of a table.
+
+    On PhysioNet, the first/last/min/max/mean/count per variable of the reference figures
+    in `../shared/data/physionet2012/README.md`.
+    """
+    return [i for i, c in enumerate(columns) if "_by" in c and c.rsplit("_", 1)[-1] in
+            ("first", "last", "min", "max", "mean", "count")]
 
 
 def read_event_items(path: str, item_column: str) -> tuple[list[str], list[str]]:
@@ -153,13 +181,17 @@ def labelled_features(folder: str, label: str) -> tuple[list[str], np.ndarray, l
         label: str. The label column.
 
     Returns:
-        `(keys, features [N, F], columns, y [N])`, customers without a label left out.
+        `(keys, features [N, F], columns, y [N])`, customers without a label left out, and
+        columns without any value left out (a per-category summary past the categories
+        the data has; scikit-learn's GBDT cannot bin them).
     """
     keys, feats, columns = evaluate.load_features(os.path.join(folder, "features"))
     labels = read_labels(os.path.join(folder, "labels.csv"), label)
     labelled = np.array([k in labels for k in keys])
     keys, feats = list(keys[labelled]), feats[labelled]
-    return keys, feats, columns, np.array([labels[k] for k in keys])
+    valued = np.isfinite(feats).any(axis=0)
+    return (keys, feats[:, valued], [c for c, v in zip(columns, valued, strict=True) if v],
+            np.array([labels[k] for k in keys]))
 
 
 def embeddings_of(embedder, data: str, schema, keys: list[str]) -> np.ndarray:
@@ -204,10 +236,20 @@ def baseline_rows(task: str, keys: list[str], y: np.ndarray, features: np.ndarra
             rows.append(_row(task, "bag_of_items_lr_tuned_c", aucs))
             aucs, _ = evaluate.cv_auc(svd, y, evaluate.tuned_logistic_regression)
             rows.append(_row(task, "svd32_lr_tuned_c", aucs))
-    aucs, _ = evaluate.cv_auc(features[:, rfm_columns(columns)], y, evaluate.gbdt)
-    rows.append(_row(task, "handmade_rfm_gbdt", aucs))
+    per_category = per_category_columns(columns)
+    if per_category:
+        # The reference pool of PhysioNet's README: its LR imputes medians, its GBDT NaNs.
+        aucs, _ = evaluate.cv_auc(features[:, per_category], y, evaluate.imputed_lr)
+        rows.append(_row(task, "handmade_per_category_lr", aucs))
+        aucs, _ = evaluate.cv_auc(features[:, per_category], y, evaluate.gbdt)
+        rows.append(_row(task, "handmade_per_category_gbdt", aucs))
+    else:
+        aucs, _ = evaluate.cv_auc(features[:, rfm_columns(columns)], y, evaluate.gbdt)
+        rows.append(_row(task, "handmade_rfm_gbdt", aucs))
     aucs, scores["gbdt_features"] = evaluate.cv_auc(features, y, evaluate.gbdt)
     rows.append(_row(task, "handmade_gbdt", aucs))
+    aucs, _ = evaluate.cv_auc(features, y, evaluate.imputed_lr)
+    rows.append(_row(task, "handmade_lr", aucs))
     return rows, scores
 
 
@@ -344,7 +386,7 @@ def main(argv=None) -> int:
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         sys.exit(f"error: unknown task(s) {unknown}; known: {sorted(TASKS)}")
-    all_rows = []
+    all_rows, pretrained = [], {}
     attempt = None
     if args.attempt:
         attempt = {"name": args.attempt, "overrides": overrides,
@@ -366,7 +408,8 @@ def main(argv=None) -> int:
                         "--split", "1,0,0", "--max_len", str(args.max_len),
                         "--num_shards", "4", "--sorted_shards"])
         feature_args = ["--input", events_path, "--schema", schema_path, "--output_dir",
-                        os.path.join(folder, "features")]
+                        os.path.join(folder, "features"),
+                        "--top_values", str(spec.get("top_values", 10))]
         if spec["as_of"]:
             feature_args += ["--as_of", spec["as_of"]]
         beam_features.run(feature_args)
@@ -384,16 +427,19 @@ def main(argv=None) -> int:
         config = load_config(args.config, {**overrides})
         lr_runs, gbdt_runs, encoders, part_runs, tuned_runs = [], [], {}, {}, []
         for seed in seeds:
-            model_dir = os.path.join(folder, f"run_seed{seed}")
-            # Every run trains from scratch: a folder left by an earlier run would otherwise
-            # be resumed from its checkpoint (and a finished one not trained at all).
-            shutil.rmtree(model_dir, ignore_errors=True)
-            trainer = Pretrainer(artifacts, load_config(args.config, {
-                **overrides, "input.seed": seed}), model_dir)
-            tic = time.time()
-            final = trainer.fit(os.path.join(data, "train", "*.tfrecord"), verbose=0)
-            seconds = time.time() - tic
-            embedder = trainer.embedder()
+            # Tasks on the same events (PhysioNet's death and long_stay) share encoders.
+            shared = (spec["dataset"], spec["as_of"], seed)
+            if shared not in pretrained:
+                model_dir = os.path.join(folder, f"run_seed{seed}")
+                # Every run trains from scratch: a folder left by an earlier run would
+                # otherwise be resumed from its checkpoint (and a finished one not trained).
+                shutil.rmtree(model_dir, ignore_errors=True)
+                trainer = Pretrainer(artifacts, load_config(args.config, {
+                    **overrides, "input.seed": seed}), model_dir)
+                tic = time.time()
+                final = trainer.fit(os.path.join(data, "train", "*.tfrecord"), verbose=0)
+                pretrained[shared] = (trainer.embedder(), time.time() - tic, final)
+            embedder, seconds, final = pretrained[shared]
             encoders[seed] = embedder
             x = embeddings_of(embedder, data, artifacts.schema, keys)
             aucs, _ = evaluate.cv_auc(x, y, lambda: evaluate.logistic_regression(0.1))

@@ -279,8 +279,9 @@ class Exported:
             "model.width": 16, "model.num_blocks": 1, "model.ffn_dim": 32,
             "model.block_size": 4, "model.num_heads": 2, "model.num_global": 1,
             "model.field_dim": 8, "model.text_dim": 8, "input.batch_size": 8,
-            # the `ids` pooling too, so the export and serving tests cover its ops
-            "model.pooling": ["mean", "attention", "ids"], "model.ids_dim": 8,
+            # the `ids` and `state` poolings too, so the export and serving tests cover
+            # their ops
+            "model.pooling": ["mean", "attention", "ids", "state"], "model.ids_dim": 8,
             "input.bucket_boundaries": [8], "training.steps": 2,
             "training.warmup_steps": 1, "training.checkpoint_every": 100})
         trainer = Pretrainer(self.artifacts, config, self.model_dir)

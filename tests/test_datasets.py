@@ -2,7 +2,7 @@ import gzip
 
 import pytest
 
-from autorisk_tf.datasets import cdnow, online_retail
+from autorisk_tf.datasets import cdnow, online_retail, physionet2012
 
 HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
 LINES = [
@@ -77,3 +77,78 @@ def test_cdnow_cutoff_and_label():
     assert counts["after_cutoff"] == 2
     with pytest.raises(ValueError, match="line 3"):
         cdnow.build_tables(["h\n", "00001 19970101 1 1.0\n", "00001 19970101\n"])
+
+
+STAY_1 = """Time,Parameter,Value
+00:00,RecordID,132539
+00:00,Age,54
+00:00,Gender,0
+00:00,Height,-1
+00:00,Weight,-1
+00:07,HR,73
+25:30,HR,77
+47:59,Weight,80.5
+"""
+STAY_2 = """Time,Parameter,Value
+00:00,RecordID,132540
+00:00,Age,76
+01:00,Temp,-1
+"""
+OUTCOMES = """RecordID,SAPS-I,SOFA,Length_of_stay,Survival,In-hospital_death
+132539,6,1,5,-1,0
+132540,16,8,14,3,1
+132541,-1,-1,-1,-1,0
+"""
+
+
+def test_physionet_stays_drop_unmeasured_descriptors_and_count_minutes_from_admission():
+    events, labels, counts = physionet2012.build_tables(
+        [("132539.txt", STAY_1.splitlines()), ("132540.txt", STAY_2.splitlines())],
+        OUTCOMES.splitlines())
+    assert events == [
+        ("132539", "2012-01-01T00:00:00", "Age", "54"),
+        ("132539", "2012-01-01T00:00:00", "Gender", "0"),
+        ("132539", "2012-01-01T00:07:00", "HR", "73"),
+        ("132539", "2012-01-02T01:30:00", "HR", "77"),
+        ("132539", "2012-01-02T23:59:00", "Weight", "80.5"),
+        ("132540", "2012-01-01T00:00:00", "Age", "76"),
+        ("132540", "2012-01-01T01:00:00", "Temp", "-1"),  # -1 is a value, not a descriptor
+    ]
+    # death; long_stay from 14 days; stay 132541 has no events, so no label row
+    assert labels == [("132539", 0, 0), ("132540", 1, 1)]
+    assert counts["descriptor_not_measured"] == 2 and counts["observations"] == 7
+    assert counts["stays"] == 2 and counts["deaths"] == 1 and counts["long_stays"] == 1
+    assert physionet2012.outcome_labels(OUTCOMES.splitlines())["132541"] == (0, "")
+    with pytest.raises(ValueError, match="is not HH:MM"):
+        physionet2012.stay_events(["Time,Parameter,Value", "00:00,RecordID,1", "7:75,HR,1"])
+    with pytest.raises(ValueError, match="no RecordID"):
+        physionet2012.stay_events(["Time,Parameter,Value", "00:00,HR,1"], "x.txt")
+
+
+def physionet_files(root):
+    """Writes a tiny set-a.tar.gz and Outcomes-a.txt under `root` (a data root's folder)."""
+    import io
+    import tarfile
+
+    root.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(root / "set-a.tar.gz", "w:gz") as archive:
+        for name, text in (("132539.txt", STAY_1), ("132540.txt", STAY_2)):
+            data = text.encode()
+            info = tarfile.TarInfo(f"set-a/{name}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    (root / "Outcomes-a.txt").write_text(OUTCOMES)
+
+
+def test_physionet_command_reads_the_tarball(tmp_path):
+    physionet_files(tmp_path / "physionet2012")
+    out = tmp_path / "out"
+    assert physionet2012.main(["--input", str(tmp_path / "physionet2012" / "set-a.tar.gz"),
+                               "--outcomes", str(tmp_path / "physionet2012" / "Outcomes-a.txt"),
+                               "--output_dir", str(out)]) == 0
+    assert (out / "labels.csv").read_text().splitlines() == [
+        "record_id,death,long_stay", "132539,0,0", "132540,1,1"]
+    lines = (out / "events.csv").read_text().splitlines()
+    assert lines[0] == "record_id,timestamp,parameter,value" and len(lines) == 8
+    assert physionet2012.main(["--input", str(tmp_path / "none.tar.gz"), "--outcomes",
+                               str(out / "labels.csv"), "--output_dir", str(out)]) == 2

@@ -92,3 +92,44 @@ def test_bad_as_of_is_a_usage_error(tmp_path):
                           str(tmp_path / "schema.yaml"), "--output_dir", str(tmp_path / "o"),
                           "--as_of", "yesterday"])
     assert code == 2
+
+
+BY_SCHEMA = """\
+key: stay
+timestamp: {column: ts, format: iso8601}
+fields:
+  - {name: parameter, kind: categorical}
+  - {name: value, kind: numeric, bucket_by: parameter, continuous: true}
+time_features: {hour: false, day_of_week: false}
+"""
+BY_EVENTS = """\
+stay,ts,parameter,value
+s1,2012-01-01T00:10:00,HR,80
+s1,2012-01-01T00:20:00,Temp,37.5
+s1,2012-01-01T00:30:00,HR,90
+s1,2012-01-01T00:40:00,HR,70
+s1,2012-01-01T00:50:00,HR,
+s2,2012-01-01T00:05:00,Temp,38
+s2,2012-01-01T00:06:00,pH,7.4
+"""
+
+
+def test_numbers_per_category_of_their_bucket_by_field(tmp_path):
+    (tmp_path / "schema.yaml").write_text(BY_SCHEMA)
+    (tmp_path / "events.csv").write_text(BY_EVENTS)
+    out = tmp_path / "out"
+    features.run(["--input", str(tmp_path / "events.csv"), "--schema",
+                  str(tmp_path / "schema.yaml"), "--output_dir", str(out), "--top_values", "3"])
+    keys, values, columns = evaluate.load_features(str(out))
+    rows = {k: dict(zip(columns, v, strict=True)) for k, v in zip(keys, values, strict=True)}
+    info = json.loads((out / "feature_info.json").read_text())
+    assert info["top_values"]["parameter"] == ["HR", "Temp", "pH"]  # by count, ties by value
+    s1, s2 = rows["s1"], rows["s2"]
+    # HR at s1: 80, 90, 70 (the last HR has no value)
+    assert [s1[f"value_by0_{stat}"] for stat in features.CATEGORY_STATS] == [
+        80, 70, 70, 90, 80, 3]
+    assert s1["value_by1_last"] == 37.5 and s1["value_by1_count"] == 1
+    assert math.isnan(s1["value_by2_mean"]) and s1["value_by2_count"] == 0
+    assert s2["value_by2_first"] == pytest.approx(7.4) and s2["value_by0_count"] == 0
+    assert [c for c in columns if c.startswith("value_by")] == [
+        f"value_by{i}_{stat}" for i in range(3) for stat in features.CATEGORY_STATS]

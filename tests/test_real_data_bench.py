@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from autorisk_tf import evaluate
-from tests.test_datasets import CDNOW, HEADER, LINES
+from tests.test_datasets import CDNOW, HEADER, LINES, physionet_files
 
 _PATH = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "real_data_bench.py")
 _SPEC = importlib.util.spec_from_file_location("real_data_bench", _PATH)
@@ -24,6 +24,7 @@ def data_root(tmp_path):
         f.write(HEADER + "\n".join(LINES) + "\n")
     (tmp_path / "cdnow").mkdir()
     (tmp_path / "cdnow" / "CDNOW_master.txt").write_bytes(CDNOW.encode())
+    physionet_files(tmp_path / "physionet2012")
     return str(tmp_path)
 
 
@@ -94,9 +95,10 @@ def test_baseline_rows_name_every_baseline():
     assert bench.rfm_columns(columns) == [0, 2, 5, 6]
     rows, scores = bench.baseline_rows("t", keys, y, x, columns, event_keys, items)
     assert [r["method"] for r in rows] == ["bag_of_items_lr", "svd32_lr", "handmade_rfm_gbdt",
-                                           "handmade_gbdt"]
+                                           "handmade_gbdt", "handmade_lr"]
     assert rows[0]["auc"] > 0.9  # items are label-specific
     assert rows[3]["auc"] > 0.8 and scores["gbdt_features"].shape == (300,)
+    assert rows[4]["auc"] > 0.8
 
 
 def test_tuned_logistic_regression_picks_the_c_of_the_best_inner_cv_auc():
@@ -165,3 +167,35 @@ def test_save_task_rows_replaces_the_task_and_records_the_attempt(tmp_path):
     assert saved["attempts"] == [{"name": "try", "tasks_done": ["a", "c"],
                                   "figures": {"a/new": 0.7, "c/x": 0.8}}]
     assert "protocol" in saved
+
+
+def test_physionet_tasks_share_tables_and_read_the_record_key(data_root, tmp_path):
+    folder = str(tmp_path / "pn")
+    counts = bench.build_task_tables("long_stay", data_root, folder)
+    assert counts["events"] == 7 and counts["stays"] == 2
+    assert bench.read_labels(os.path.join(folder, "labels.csv"), "long_stay") == {
+        "132539": 0, "132540": 1}
+    assert bench.TASKS["death"]["as_of"] == "2012-01-03T00:00:00"
+
+
+def test_per_category_baselines_and_columns_without_values(tmp_path):
+    x, y = _seeded(300)
+    columns = ["n_events", "v_by0_first", "v_by0_last", "v_by1_count", "v_mean", "v_by1_std",
+               "p_top0_count", "recency_days"]
+    assert bench.per_category_columns(columns) == [1, 2, 3]
+    rows, _ = bench.baseline_rows("t", [f"k{i}" for i in range(300)], y, x, columns, None, None)
+    assert [r["method"] for r in rows] == ["handmade_per_category_lr",
+                                           "handmade_per_category_gbdt", "handmade_gbdt",
+                                           "handmade_lr"]
+    assert rows[0]["auc"] > 0.7 and rows[3]["auc"] > 0.8
+    features = tmp_path / "f" / "features"
+    features.mkdir(parents=True)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"key": ["a", "b", "c"], "x": [1.0, 2.0, np.nan],
+                             "empty": [np.nan] * 3}), features / "features-0.parquet")
+    (tmp_path / "f" / "labels.csv").write_text("record_id,death\na,1\nb,0\nc,\n")
+    keys, feats, cols, labels = bench.labelled_features(str(tmp_path / "f"), "death")
+    assert keys == ["a", "b"] and cols == ["x"] and labels.tolist() == [1, 0]
+    assert feats.tolist() == [[1.0], [2.0]]

@@ -51,7 +51,7 @@ def masked_mean(x, mask, axis):
 
 
 def embedding_specs(features: list[dict]) -> list[dict]:
-    """The part of feature specs a model needs: name, kind, vocab_size, continuous, multi.
+    """What a model needs of feature specs: name, kind, vocab_size, continuous, multi, bucket_by.
 
     Args:
         features: list of dict. Feature specs from `feature_specs_from_artifacts`.
@@ -59,7 +59,7 @@ def embedding_specs(features: list[dict]) -> list[dict]:
     Returns:
         The specs without vocabularies, boundaries or scales, which stay in the preprocessor.
     """
-    keys = ("name", "kind", "vocab_size", "continuous", "multi")
+    keys = ("name", "kind", "vocab_size", "continuous", "multi", "bucket_by")
     return [{k: spec[k] for k in keys if k in spec} for spec in features]
 
 

@@ -17,11 +17,12 @@ from autorisk_tf.layers.field_embedding import (
 )
 from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 from autorisk_tf.layers.id_bag import WEIGHTINGS, IdBag
+from autorisk_tf.layers.numeric_state import NumericState
 from autorisk_tf.layers.recurrent_block import RecurrentBlock
 from autorisk_tf.layers.transformer_block import TransformerBlock
 
 BLOCK_TYPES = ("conv_attention", "transformer", "gru")
-POOLINGS = ("mean", "max", "attention", "last", "inputs", "ids")
+POOLINGS = ("mean", "max", "attention", "last", "inputs", "ids", "state")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +56,9 @@ class EncoderConfig:
             masked mean of the field embeddings before the blocks: the bag of what the
             sequence holds, which the blocks may not carry through), and `ids` (`IdBag`:
             which ids of each categorical field the sequence holds, each once, projected
-            by a table of its own, `ids_dim` wide). Defaults to `mean` and `attention`.
+            by a table of its own, `ids_dim` wide), and `state` (`NumericState`: count,
+            first, last, min, max and mean of every `continuous` number, per category of
+            its `bucket_by` field; no weights). Defaults to `mean` and `attention`.
         ids_dim: int. Width of each field's table for the `ids` pooling (narrower for a
             field with fewer ids). Defaults to 128.
         ids_weighting: str. How the `ids` pooling weighs a held id: `binary` (each 1) or
@@ -187,12 +190,17 @@ class SequenceEncoder(keras.layers.Layer):
         if "ids" in c.pooling:
             self.id_bag = IdBag(self.features, c.ids_dim, c.ids_weighting, name="id_bag",
                                 dtype=self.dtype_policy)
+        self.numeric_state = None
+        if "state" in c.pooling:
+            self.numeric_state = NumericState(self.features, name="numeric_state",
+                                              dtype=self.dtype_policy)
 
     @property
     def pooling_dims(self) -> dict:
         """Width of each pooling's part of the embedding, in the embedding's order."""
-        return {kind: self.id_bag.output_dim if kind == "ids" else self.config.width
-                for kind in self.config.pooling}
+        widths = {"ids": self.id_bag.output_dim if self.id_bag else 0,
+                  "state": self.numeric_state.output_dim if self.numeric_state else 0}
+        return {kind: widths.get(kind, self.config.width) for kind in self.config.pooling}
 
     @property
     def embedding_dim(self) -> int:
@@ -224,6 +232,8 @@ class SequenceEncoder(keras.layers.Layer):
             self.pool_score.build(shape)
         if self.id_bag is not None:
             self.id_bag.build(input_shape)
+        if self.numeric_state is not None:
+            self.numeric_state.build(input_shape)
 
     def call(self, inputs, training=None):
         mask = self.embedding.compute_padding_mask(inputs)
@@ -243,6 +253,8 @@ class SequenceEncoder(keras.layers.Layer):
                 pooled.append(inputs_mean)
             elif kind == "ids":
                 pooled.append(ops.cast(self.id_bag(inputs), x.dtype))
+            elif kind == "state":
+                pooled.append(ops.cast(self.numeric_state(inputs), x.dtype))
             elif kind == "last":
                 last = ops.maximum(ops.sum(ops.cast(mask, "int32"), axis=1) - 1, 0)
                 pooled.append(ops.take_along_axis(x, last[:, None, None], axis=1)[:, 0])
