@@ -17,7 +17,7 @@ LABEL_COUNTS = ("100", "300", "1000", "3000", "all")
 # probed head (LP-FT's gentler second stage). With 1e-3 for both, the pre-trained runs lost
 # to the runs from scratch at 300 labels on every real-data task; with 1e-4 they won at 100
 # and 300 on all three, for each of three pre-training seeds (seed 0 with real.yaml's earlier
-# bag loss; `benchmarks/real_data_bench.py`, README "Real data").
+# bag loss; `benchmarks/real_data_bench.py`, docs/results.md).
 LEARNING_RATE = 1e-3
 PRETRAINED_LEARNING_RATE = 1e-4
 

@@ -301,7 +301,7 @@ def define_flags() -> None:
     flags.DEFINE_float("learning_rate", None, "Adam learning rate; default "
                        f"{few_labels.PRETRAINED_LEARNING_RATE:g} for a pre-trained encoder, "
                        f"{few_labels.LEARNING_RATE:g} with --from_scratch (chosen on the "
-                       "real-data tasks: README, Real data).")
+                       "real-data tasks: docs/results.md).")
     flags.DEFINE_bool("freeze_encoder", False, "Train the head only.")
     flags.DEFINE_bool("from_scratch", False, "Re-initialise the encoder (supervised baseline).")
     flags.DEFINE_bool("probe_head", True, "Start the head from a logistic regression on the "

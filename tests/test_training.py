@@ -30,7 +30,7 @@ def test_masked_event_accuracy_beats_the_majority_class(pretrained, pretraining_
                           ("device", 0.01)):
         assert metrics[f"mlm/{field}/accuracy"] > metrics[f"mlm/{field}/majority"] + margin
     # pay_method is empty unless the hidden event is a payment; by the simulator's own
-    # probabilities the best guess beats the majority class by only 0.01-0.02 (README);
+    # probabilities the best guess beats the majority class by only 0.01-0.02 (docs/results.md);
     # the seeded 300-step run gets 0.534 against 0.517, so at least the majority holds.
     assert metrics["mlm/pay_method/accuracy"] >= metrics["mlm/pay_method/majority"]
 

@@ -47,7 +47,7 @@ class CurriculumConfig:
     """When each task trains: masked events first, the contrastive tasks joining with a ramp.
 
     The quick thought defaults are the schedule that gave the best downstream AUC among the
-    300-step schedules of `benchmarks/curriculum_bench.py` on simulated data (README,
+    300-step schedules of `benchmarks/curriculum_bench.py` on simulated data (docs/training.md,
     "Curriculum"). The slice task is off unless a config turns it on.
 
     Args:
