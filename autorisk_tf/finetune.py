@@ -152,7 +152,8 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
         freeze_encoder: bool. Train the head only.
         max_train_labels: int or None. Use only the first N labelled training sequences.
         seed: int. Seed of weights and shuffling.
-        verbose: int. Keras verbosity.
+        verbose: int. 0 quiet; otherwise a progress bar on a terminal, one line per epoch
+            elsewhere.
         train_keys: list of str or None. Train only on these keys of the training split.
         valid_keys: list of str or None. Validate only on these keys of the validation split.
         train_split: str. Split trained on. Defaults to `train`.
@@ -191,6 +192,8 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
         probe_head(model, labelled_batches(train, schema, label, classes, batch_size, False,
                                            seed, max_train_labels, train_keys), probe_c)
     compile_classifier(model, learning_rate)
+    # A progress bar on a terminal; one line per epoch in a log file (no carriage returns).
+    verbose = 1 if verbose and sys.stdout.isatty() else (2 if verbose else 0)
     history = model.fit(train_data, validation_data=valid_data, epochs=epochs, verbose=verbose,
                         validation_freq=[e for e in range(1, epochs + 1)
                                          if e % validation_freq == 0 or e == epochs])

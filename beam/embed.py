@@ -15,7 +15,6 @@ or on Dataflow (the model path then must be readable by the workers, e.g. gs://)
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 import apache_beam as beam
@@ -25,7 +24,13 @@ from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, R
 from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerTensor
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from beam.preprocess import LOCAL_RUNNER, UsageError, match_inputs
+from beam.preprocess import (
+    LOCAL_RUNNER,
+    UsageError,
+    add_verbose_flag,
+    match_inputs,
+    set_log_level,
+)
 from export.savedmodel import EMBED_EXAMPLES
 
 LABEL_PREFIX = "label/"
@@ -133,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=64,
                         help="Largest batch RunInference sends to the model.")
     parser.add_argument("--num_shards", type=int, default=1, help="Parquet shards.")
+    add_verbose_flag(parser)
     return parser
 
 
@@ -179,7 +185,7 @@ def run(argv=None, save_main_session=True) -> int:
 
 def main(argv=None) -> int:
     """Command-line entry point; one line on errors."""
-    logging.getLogger().setLevel(logging.WARNING)
+    set_log_level(argv)
     args, _ = build_parser().parse_known_args(argv)
     try:
         users = run(argv)

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections import Counter
 
@@ -55,9 +54,11 @@ from beam.preprocess import (
     SUMMARY,
     ParseEventsFn,
     UsageError,
+    add_verbose_flag,
     check_input_columns,
     local_runner_args,
     match_inputs,
+    set_log_level,
     sorted_history,
 )
 
@@ -284,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Parquet shards; 0 lets the runner decide.")
     parser.add_argument("--shuffle", default="auto", choices=("auto", "beam", "files"),
                         help="How events are grouped by key (as in beam.preprocess).")
+    add_verbose_flag(parser)
     return parser
 
 
@@ -382,7 +384,7 @@ def run(argv=None, save_main_session=True) -> dict:
 
 def main(argv=None) -> int:
     """Command-line entry point: runs the job and prints a summary; one line on errors."""
-    logging.getLogger().setLevel(logging.WARNING)
+    set_log_level(argv)
     try:
         stats = run(argv)
     except (UsageError, SchemaError) as e:

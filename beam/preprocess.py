@@ -471,6 +471,25 @@ def match_inputs(patterns: str) -> list[str]:
     return sorted(set(paths))
 
 
+def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
+    """Adds `--verbose` to a Beam job's parser (see `set_log_level`)."""
+    parser.add_argument("--verbose", action="store_true",
+                        help="Log Beam's INFO messages; by default only warnings and errors.")
+
+
+def set_log_level(argv) -> None:
+    """Root logging at INFO with `--verbose`, else WARNING (Beam's INFO floods a terminal).
+
+    Args:
+        argv: list of str or None. The job's arguments (`sys.argv[1:]` when None); only
+            `--verbose` is read, so a bad command line is still reported by the job.
+    """
+    quiet = argparse.ArgumentParser(add_help=False)
+    add_verbose_flag(quiet)
+    args, _ = quiet.parse_known_args(argv)
+    logging.getLogger().setLevel(logging.INFO if args.verbose else logging.WARNING)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser (Beam pipeline options pass through)."""
     parser = argparse.ArgumentParser(
@@ -497,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "long histories into max_len windows starting every N events.")
     parser.add_argument("--split", default="0.8,0.1,0.1",
                         help="Fractions of keys for train,valid,test (stable hash of the key).")
+    add_verbose_flag(parser)
     parser.add_argument("--max_rejected_fraction", type=float, default=0.05,
                         help="Most event rows that may be rejected (0 to 1) before the job "
                              "exits non-zero; dead letters and stats.json are written anyway.")
@@ -797,7 +817,7 @@ def main(argv=None) -> int:
     Exit status: 0 done; 1 the job ran but rejected more than `--max_rejected_fraction` of
     the event rows, or wrote no user; 2 a bad command line, schema or input.
     """
-    logging.getLogger().setLevel(logging.INFO)
+    set_log_level(argv)
     try:
         stats = run(argv)
     except (UsageError, SchemaError) as e:

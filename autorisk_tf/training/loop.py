@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 
 import keras
@@ -53,6 +54,34 @@ PREPROCESSING_FILE = "preprocessing.json"
 _SCALAR = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
     data_class=summary_pb2.DATA_CLASS_SCALAR).SerializeToString()
+
+
+class ProgressReport:
+    """Training progress: Keras' bar on a terminal, a plain line every 5% of steps otherwise.
+
+    A bar redrawn with carriage returns fills a log file with thousands of updates when
+    stdout is a file or a pipe; there the report prints one line per 5% of the steps (and
+    the last step) instead.
+
+    Args:
+        steps: int. The step count of the run.
+        stream: file or None. Where plain lines go. Defaults to `sys.stdout`.
+    """
+
+    def __init__(self, steps: int, stream=None):
+        self.steps = steps
+        self.stream = stream or sys.stdout
+        self.every = max(1, steps // 20)
+        isatty = getattr(self.stream, "isatty", lambda: False)
+        self.bar = keras.utils.Progbar(steps, stateful_metrics=None) if isatty() else None
+
+    def update(self, step: int, metrics: dict) -> None:
+        """Reports that `step` steps are done, with their latest metrics."""
+        if self.bar is not None:
+            self.bar.update(step, list(metrics.items()))
+        elif step % self.every == 0 or step == self.steps:
+            values = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            print(f"step {step}/{self.steps} {values}", file=self.stream, flush=True)
 
 
 def _write_scalars(writer, step: int, scalars: dict) -> None:
@@ -474,8 +503,7 @@ class Pretrainer:
         manager = self._manager()
         writer = tf.summary.create_file_writer(
             fileio.join(self.model_dir, "logs" if self.is_chief else "logs_worker"))
-        progress = keras.utils.Progbar(train.steps, stateful_metrics=None) \
-            if verbose and self.is_chief else None
+        progress = ProgressReport(train.steps) if verbose and self.is_chief else None
         metrics, started, self.history = {}, time.time(), []
         for step in range(start, train.steps):
             qt_weight = self.config.curriculum.quick_thought_weight_at(step)
@@ -498,9 +526,9 @@ class Pretrainer:
             if done % train.checkpoint_every == 0 or done == train.steps:
                 manager.save(checkpoint_number=done)
             if progress is not None:
-                progress.update(done, [(k, v) for k, v in metrics.items()
+                progress.update(done, {k: v for k, v in metrics.items()
                                        if k in ("loss", "mlm/loss", "qt/accuracy",
-                                                "slice/accuracy")])
+                                                "slice/accuracy")})
         metrics["seconds"] = time.time() - started
         if self.is_chief:
             self.save_encoder()
