@@ -32,7 +32,7 @@ def split_patterns(data: str, split: str) -> str:
         ValueError: an unknown split name.
         fileio.EmptySplitError: a named split (or, for `all`, every split) is empty.
     """
-    from beam.analysis import SPLITS
+    from autorisk_tf.contract import SPLITS
 
     names = list(SPLITS) if split == "all" else [s.strip() for s in split.split(",")]
     unknown = [name for name in names if name not in SPLITS]

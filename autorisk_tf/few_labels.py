@@ -12,14 +12,20 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from autorisk_tf.data import fileio
+from autorisk_tf.finetune import (  # the learning rates are this module's defaults too
+    LEARNING_RATE,
+    PRETRAINED_LEARNING_RATE,
+    SequenceClassifier,
+    compile_classifier,
+    copy_embedder,
+    embedding_tables,
+    labelled_batches,
+    probe_head,
+)
+
 LABEL_COUNTS = ("100", "300", "1000", "3000", "all")
-# Adam learning rates of fine-tuning: from scratch, and from pre-trained weights with a
-# probed head (LP-FT's gentler second stage). With 1e-3 for both, the pre-trained runs lost
-# to the runs from scratch at 300 labels on every real-data task; with 1e-4 they won at 100
-# and 300 on all three, for each of three pre-training seeds (seed 0 with real.yaml's earlier
-# bag loss; `benchmarks/real_data_bench.py`, docs/results.md).
-LEARNING_RATE = 1e-3
-PRETRAINED_LEARNING_RATE = 1e-4
+
 
 
 def draw_labels(pool: np.ndarray, y: np.ndarray, size: str | int, seed: int) -> np.ndarray:
@@ -84,18 +90,6 @@ def finetune_epochs(labels: int, steps: int, batch_size: int = 32, low: int = 3,
     return int(np.clip(np.ceil(steps / max(labels / batch_size, 1)), low, high))
 
 
-def copy_embedder(embedder, pretrained: bool, seed: int):
-    """A fresh copy of an embedder: its weights (pretrained) or new ones drawn from seed."""
-    import keras
-
-    if not pretrained:
-        keras.utils.set_random_seed(seed)
-    copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(embedder))
-    if pretrained:
-        copy.set_weights(embedder.get_weights())
-    return copy
-
-
 class Finetuner:
     """Fine-tunes one encoder many times with a single compiled classifier.
 
@@ -139,14 +133,6 @@ class Finetuner:
                  learning_rate: float = LEARNING_RATE, probe: bool = True,
                  pretrained_learning_rate: float | None = PRETRAINED_LEARNING_RATE,
                  freeze_tables: bool = True, probe_c: float | None = None):
-        from autorisk_tf.data import fileio
-        from autorisk_tf.finetune import (
-            SequenceClassifier,
-            compile_classifier,
-            embedding_tables,
-            labelled_batches,
-        )
-
         self._embedder, self._schema, self._label = embedder, schema, label
         self._batch_size, self._learning_rate = batch_size, learning_rate
         self._pretrained_learning_rate = (learning_rate if pretrained_learning_rate is None
@@ -230,8 +216,6 @@ class Finetuner:
 
     def _start(self, pretrained: bool, train_keys: Sequence[str], seed: int) -> None:
         """Sets up a run: tables frozen or not, starting weights, optimiser, probed head."""
-        from autorisk_tf.finetune import compile_classifier, probe_head
-
         frozen = self._freeze_tables and pretrained
         if frozen != self._frozen:  # a new set of trained variables: a new training step
             for layer in self._tables:

@@ -31,13 +31,13 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
+from autorisk_tf.contract import SPLITS
 from autorisk_tf.data import artifacts, events
 from autorisk_tf.data.schema import Schema
 
 EXACT_VALUES = 10_000  # a key's values are kept exactly up to this many
 SKETCH_POINTS = 1001  # then quantiles of Beam's sketch: min, 999 inner, max
 QUANTILE_EPSILON = 5e-3  # worst case; holds at most about 40k values per key
-SPLITS = ("train", "valid", "test")
 
 
 @dataclasses.dataclass

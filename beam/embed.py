@@ -24,6 +24,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, R
 from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerTensor
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
+from autorisk_tf.contract import EMBED_EXAMPLES
 from beam.preprocess import (
     LOCAL_RUNNER,
     UsageError,
@@ -31,7 +32,6 @@ from beam.preprocess import (
     match_inputs,
     set_log_level,
 )
-from export.savedmodel import EMBED_EXAMPLES
 
 LABEL_PREFIX = "label/"
 

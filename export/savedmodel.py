@@ -28,12 +28,10 @@ import sys
 import numpy as np
 from absl import app, flags, logging
 
+from autorisk_tf.contract import EMBED_EXAMPLES, EXAMPLES_INPUT, SERVING_DEFAULT
 from autorisk_tf.data import fileio
 
 FLAGS = flags.FLAGS
-SERVING_DEFAULT = "serving_default"
-EMBED_EXAMPLES = "embed_examples"
-EXAMPLES_INPUT = "examples"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 # Ops of TF Text that TF Serving's model server links (tensorflow/serving#1405, since 2.0).
 # The export itself tokenises with core ops; anything else outside core TensorFlow fails

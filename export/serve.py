@@ -32,8 +32,8 @@ import threading
 import numpy as np
 from aiohttp import web
 
+from autorisk_tf.contract import SERVING_DEFAULT
 from autorisk_tf.data.sequence_example import LENGTH_INPUT
-from export.savedmodel import SERVING_DEFAULT
 
 LOG = logging.getLogger("export.serve")
 _DTYPES = {"DT_STRING": "string", "DT_FLOAT": "float", "DT_DOUBLE": "float",

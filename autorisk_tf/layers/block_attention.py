@@ -7,8 +7,8 @@ import math
 import keras
 from keras import ops
 
+from autorisk_tf.contract import PACKAGE
 from autorisk_tf.layers.byte_dropout import ByteDropout
-from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 
 _NEG = -1e9
 

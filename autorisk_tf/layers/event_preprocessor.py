@@ -14,10 +14,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from autorisk_tf.contract import PACKAGE
 from autorisk_tf.data import sequence_example as seqex
 from autorisk_tf.data.artifacts import MISSING_ID, NUM_RESERVED_IDS, OOV_ID, PAD_ID, Artifacts
 from autorisk_tf.data.schema import RESERVED_NAMES, TIME_FEATURE_NAMES
-from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 
 TIME_DELTA, TIME_HOUR, TIME_DAY_OF_WEEK, TIME_AGE = TIME_FEATURE_NAMES
 MS_PER_HOUR = 3_600_000

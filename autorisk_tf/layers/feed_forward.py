@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from autorisk_tf.contract import PACKAGE
 from autorisk_tf.layers.byte_dropout import ByteDropout
-from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 
 FFN_ACTIVATIONS = ("relu", "gelu")
 

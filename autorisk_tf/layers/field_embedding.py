@@ -5,9 +5,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from autorisk_tf.contract import PACKAGE
 from autorisk_tf.data.artifacts import PAD_ID
 from autorisk_tf.layers.event_preprocessor import PADDING_MASK, value_input
-from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 
 MERGES = ("add", "concat")
 # Tables up to this many rows are read by a one-hot matmul instead of a gather: its gradient

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-PACKAGE = "autorisk_tf"
+from autorisk_tf.contract import PACKAGE
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from autorisk_tf.contract import PACKAGE
 from autorisk_tf.data.artifacts import MISSING_ID, NUM_RESERVED_IDS
 from autorisk_tf.layers.event_preprocessor import PADDING_MASK, value_input
 from autorisk_tf.layers.field_embedding import embedding_specs
-from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 
 STATISTICS = ("count", "first", "last", "min", "max", "mean")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from autorisk_tf.contract import PACKAGE
 from autorisk_tf.layers.byte_dropout import ByteDropout
 from autorisk_tf.layers.feed_forward import ResidualFeedForward
-from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
+from autorisk_tf.contract import PACKAGE
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from autorisk_tf.contract import PACKAGE
 from autorisk_tf.layers.event_preprocessor import EventPreprocessor
-from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 from autorisk_tf.layers.sequence_encoder import SequenceEncoder
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import keras
 from keras import ops
 
+from autorisk_tf.contract import PACKAGE
 from autorisk_tf.layers.encoder_block import EncoderBlock
 from autorisk_tf.layers.feed_forward import FFN_ACTIVATIONS
 from autorisk_tf.layers.field_embedding import (
@@ -15,7 +16,6 @@ from autorisk_tf.layers.field_embedding import (
     masked_max,
     masked_mean,
 )
-from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 from autorisk_tf.layers.id_bag import WEIGHTINGS, IdBag
 from autorisk_tf.layers.numeric_state import NumericState
 from autorisk_tf.layers.recurrent_block import RecurrentBlock

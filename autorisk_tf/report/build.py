@@ -73,9 +73,9 @@ class Users:
 
 def load_users(data: str, schema, embedder) -> Users:
     """Embeds and reads every split of a preprocessed data set."""
+    from autorisk_tf.contract import SPLITS
     from autorisk_tf.data import reader
     from autorisk_tf.embed import embed
-    from beam.analysis import SPLITS
 
     keys, splits, xs, sequences = [], [], [], []
     labels = {label.name: [] for label in schema.labels}

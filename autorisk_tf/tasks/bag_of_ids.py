@@ -15,9 +15,9 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from autorisk_tf.contract import PACKAGE
 from autorisk_tf.data.artifacts import NUM_RESERVED_IDS
 from autorisk_tf.layers.field_embedding import embedding_specs
-from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 from autorisk_tf.layers.id_bag import bag_fields
 
 LOSSES = ("softmax", "squared")

@@ -8,10 +8,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from autorisk_tf.contract import PACKAGE
 from autorisk_tf.data.artifacts import MASK_ID, NUM_RESERVED_IDS, PAD_ID
 from autorisk_tf.layers.event_preprocessor import PADDING_MASK, value_input
 from autorisk_tf.layers.field_embedding import embedding_specs, per_token
-from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 
 TARGET_KINDS = ("categorical", "numeric")
 

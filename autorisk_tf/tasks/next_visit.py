@@ -17,9 +17,9 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from autorisk_tf.contract import PACKAGE
 from autorisk_tf.data.artifacts import NUM_RESERVED_IDS
 from autorisk_tf.layers.event_preprocessor import PADDING_MASK, TIME_DELTA
-from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 from autorisk_tf.tasks.masked_event import TARGET_KINDS, MaskedEventHead
 from autorisk_tf.tasks.quick_thought import compact_events
 

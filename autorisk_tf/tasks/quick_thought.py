@@ -9,8 +9,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from autorisk_tf.contract import PACKAGE
 from autorisk_tf.layers.event_preprocessor import PADDING_MASK
-from autorisk_tf.layers.gated_separable_conv1d import PACKAGE
 
 SPLITS = ("cut", "subsets")
 

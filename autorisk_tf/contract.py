@@ -1,0 +1,16 @@
+"""The names every stage agrees on: splits, signatures, the Keras registration package.
+
+The Beam jobs, training, export and serving import these from here, so the library depends
+on none of them: `beam/` and `export/` import `autorisk_tf`, never the other way round, and
+`beam/` does not import `export/` (`tests/test_imports.py` checks both).
+"""
+
+# The splits `beam.preprocess` writes, each a folder of TFRecord shards.
+SPLITS = ("train", "valid", "test")
+# The package every Keras layer and model of AutoRisk-TF is registered under.
+PACKAGE = "autorisk_tf"
+# SavedModel signatures: raw per-field events in, and serialized SequenceExamples in.
+SERVING_DEFAULT = "serving_default"
+EMBED_EXAMPLES = "embed_examples"
+# The input of `EMBED_EXAMPLES`: a vector of serialized SequenceExamples.
+EXAMPLES_INPUT = "examples"
