@@ -5,10 +5,11 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from autorisk_tf.contract import PACKAGE, GatedSeparableConv1D
+from autorisk_tf.contract import PACKAGE
 from autorisk_tf.layers.block_attention import BlockAttention
 from autorisk_tf.layers.byte_dropout import ByteDropout
 from autorisk_tf.layers.feed_forward import feed_forward
+from autorisk_tf.layers.gated_separable_conv1d import GatedSeparableConv1D
 from autorisk_tf.layers.rms_norm import RMSNorm
 
 
