@@ -149,7 +149,7 @@ def main(argv) -> None:
             sys.exit(f"error: --{name} is required (see --helpfull)")
     try:
         pattern = FLAGS.input or split_patterns(FLAGS.data, FLAGS.split)
-    except fileio.EmptySplitError as e:
+    except fileio.OutputFolderError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except ValueError as e:

@@ -12,7 +12,6 @@ lift, the hand-made feature table of `beam.features`, and the bag-of-items and S
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import sys
@@ -21,7 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from absl import app, flags
 
-from autorisk_tf.data import fileio
+from autorisk_tf.data import fileio, output_folder
 from autorisk_tf.data import sequence_example as seqex
 
 FLAGS = flags.FLAGS
@@ -222,12 +221,14 @@ def load_features(folder: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
         `(keys, features, columns)`: keys [N] str sorted, float64 [N, F] and the F names.
 
     Raises:
+        OutputFolderError: the folder has no manifest or its tables are not the listed ones.
         FileNotFoundError: no `features-*.parquet` in the folder.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    paths = sorted(glob.glob(os.path.join(folder, "features*.parquet")))
+    paths = [p for p in output_folder.listed_files(folder, "", ".parquet")
+             if os.path.basename(p).startswith("features")]
     if not paths:
         raise FileNotFoundError(f"no features*.parquet in {folder}: run beam.features first")
     table = pa.concat_tables([pq.read_table(p) for p in paths]).sort_by("key")

@@ -43,7 +43,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from autorisk_tf.data import artifacts, events
+from autorisk_tf.data import artifacts, events, output_folder
 from autorisk_tf.data.schema import Schema, SchemaError, load_schema, parse_schema
 from beam import analysis, file_shuffle
 from beam.preprocess import (
@@ -54,12 +54,16 @@ from beam.preprocess import (
     SUMMARY,
     ParseEventsFn,
     UsageError,
+    add_overwrite_flag,
+    add_time_window_flags,
     add_verbose_flag,
     check_input_columns,
+    claim_output,
     local_runner_args,
     match_inputs,
     set_log_level,
     sorted_history,
+    time_window_of,
 )
 
 DAY_MS = 86_400_000
@@ -272,7 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input", required=True,
                         help="Event files: glob pattern(s), comma-separated, local or gs://.")
     parser.add_argument("--schema", required=True, help="Schema YAML file.")
-    parser.add_argument("--output_dir", required=True, help="Output folder.")
+    parser.add_argument("--output_dir", required=True,
+                        help="Output folder: absent or empty, unless --overwrite.")
+    add_overwrite_flag(parser)
+    add_time_window_flags(parser)
     parser.add_argument("--input_format", default="auto",
                         help="Input format (csv, jsonl, parquet); auto guesses from each "
                              "file's extension.")
@@ -299,7 +306,7 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Sc
               | "ListFiles" >> beam.Create(list(enumerate(paths)))
               | "SpreadFiles" >> beam.Reshuffle()
               | "ParseEvents" >> beam.ParDo(ParseEventsFn(text, args.input_format, _ALL_KEYS,
-                                                          spill=spill))
+                                                          spill=spill, window=args.window))
               .with_outputs(DEAD_LETTER, SUMMARY, COUNTS, NUMBERS, main="events"))
     files = parsed[SUMMARY] | "MergeFileSummaries" >> beam.CombineGlobally(
         analysis.MergeFileSummaries())
@@ -353,6 +360,7 @@ def run(argv=None, save_main_session=True) -> dict:
     args, beam_args = build_parser().parse_known_args(argv)
     if args.top_values < 0:
         raise UsageError(f"--top_values must be 0 or positive, got {args.top_values}")
+    args.window = time_window_of(args)
     schema = load_schema(args.schema)
     as_of_ms = None
     if args.as_of:
@@ -368,9 +376,10 @@ def run(argv=None, save_main_session=True) -> dict:
     local = any(a.endswith(LOCAL_RUNNER) or a.endswith("DirectRunner") for a in beam_args)
     spill = None
     out = args.output_dir.rstrip("/")
+    args.output_dir = claim_output(out, args.overwrite)
     if args.shuffle == "files" or (args.shuffle == "auto" and local):
-        spill = file_shuffle.Spill(f"{out}/_shuffle_tmp", file_shuffle.partitions_for(paths))
-        file_shuffle.remove(spill)
+        spill = file_shuffle.Spill(f"{args.output_dir}/_shuffle_tmp",
+                                   file_shuffle.partitions_for(paths))
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, args, schema, paths, as_of_ms, spill)
     try:
@@ -378,6 +387,7 @@ def run(argv=None, save_main_session=True) -> dict:
     finally:
         if spill is not None:
             file_shuffle.remove(spill)
+    output_folder.publish(args.output_dir, out)
     with FileSystems.open(f"{out}/stats.json") as f:
         return json.loads(f.read())
 

@@ -25,6 +25,7 @@ memory stays bounded; other runners use Beam's GroupByKey (`--shuffle` chooses).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import operator
@@ -39,7 +40,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from autorisk_tf.data import artifacts, events
+from autorisk_tf.data import artifacts, events, output_folder
 from autorisk_tf.data import sequence_example as seqex
 from autorisk_tf.data.schema import Schema, SchemaError, load_schema, parse_schema
 from beam import analysis, file_shuffle, sources
@@ -84,11 +85,15 @@ class ParseEventsFn(beam.DoFn):
         chunk_rows: int. Rows per chunk.
         spill: file_shuffle.Spill or None. Write the chunks to partition files instead of
             emitting batches (the `files` shuffle).
+        window: tuple of int or None. Plausible event times (see `events.RowParser`),
+            fixed on the driver so that every worker applies the same window.
     """
 
     def __init__(self, schema_text: str, fmt: str, fractions: tuple, chunk_rows: int = 50_000,
-                 spill: file_shuffle.Spill | None = None):
+                 spill: file_shuffle.Spill | None = None,
+                 window: tuple[int, int] | None = None):
         self._schema_text = schema_text
+        self._window = window or events.time_window()
         self._fmt = fmt
         self._fractions = fractions
         self._chunk_rows = chunk_rows
@@ -98,7 +103,7 @@ class ParseEventsFn(beam.DoFn):
 
     def setup(self):
         self._schema = parse_schema(self._schema_text)
-        self._parser = events.RowParser(self._schema)
+        self._parser = events.RowParser(self._schema, self._window)
 
     def process(self, element):
         file_index, path = element
@@ -292,7 +297,7 @@ class ParseLabelsFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, _dead_letter(
                     "labels", path, raw.line, raw.reason, raw.detail, sources.raw_text(raw)))
                 continue
-            key = str(key).strip()
+            key = key if key.__class__ is str else str(key)
             if not writer:
                 yield key, (path, raw.line, labels)
                 continue
@@ -443,6 +448,14 @@ def check_input_columns(paths: list[str], input_format: str, schema, labels: boo
             sources.check_columns(path, fmt, required, delimiter)
         except (ValueError, OSError) as e:
             raise UsageError(str(e)) from None
+    if not labels and paths:
+        first = itertools.islice((raw.row for raw in sources.read_rows(
+            paths[0], sources.detect_format(paths[0]) if input_format == "auto"
+            else input_format, delimiter) if raw.row), 1000)
+        error = events.epoch_unit_error([row.get(schema.timestamp_column) for row in first],
+                                        schema.timestamp_format, schema.timestamp_column)
+        if error:
+            raise UsageError(f"{paths[0]}: {error}")
 
 
 def match_inputs(patterns: str) -> list[str]:
@@ -469,6 +482,39 @@ def match_inputs(patterns: str) -> list[str]:
     if not paths:
         raise UsageError("--input names no file")
     return sorted(set(paths))
+
+
+def add_overwrite_flag(parser: argparse.ArgumentParser) -> None:
+    """Adds `--overwrite`, which lets a job replace an output folder that holds files."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="Replace the output folder if it holds files (a local one is "
+                             "replaced only once the new output is complete).")
+
+
+def claim_output(output_dir: str, overwrite: bool) -> str:
+    """`output_folder.claim` with its error as a `UsageError` (exit 2, one line)."""
+    try:
+        return output_folder.claim(output_dir, overwrite)
+    except output_folder.OutputFolderError as e:
+        raise UsageError(str(e)) from None
+
+
+def add_time_window_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds `--earliest_time` and `--latest_time`, the window of plausible event times."""
+    parser.add_argument("--earliest_time", default=None,
+                        help="Events before this time (ISO 8601 or epoch number) are dead "
+                             f"letters `implausible_timestamp`; default {events.EARLIEST_TIME}.")
+    parser.add_argument("--latest_time", default=None,
+                        help="Events after this time are dead letters "
+                             "`implausible_timestamp`; default one day after the job starts.")
+
+
+def time_window_of(args: argparse.Namespace) -> tuple[int, int]:
+    """The plausible window of event times that the flags give, or a `UsageError`."""
+    try:
+        return events.time_window(args.earliest_time, args.latest_time)
+    except ValueError as e:
+        raise UsageError(f"--earliest_time/--latest_time: {e}") from None
 
 
 def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
@@ -501,7 +547,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Event files: glob pattern(s), comma-separated, local or gs://.")
     parser.add_argument("--schema", required=True, help="Schema YAML file.")
     parser.add_argument("--labels", default=None, help="Label table (CSV, JSONL, Parquet).")
-    parser.add_argument("--output_dir", required=True, help="Output folder.")
+    parser.add_argument("--output_dir", required=True,
+                        help="Output folder: absent or empty, unless --overwrite.")
+    add_overwrite_flag(parser)
+    add_time_window_flags(parser)
     parser.add_argument("--labels_format", default="auto",
                         choices=("auto",) + sources.FORMATS,
                         help="Format of the label files (auto: by extension).")
@@ -602,7 +651,7 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Sc
         | "ListFiles" >> beam.Create(list(enumerate(paths)))
         | "SpreadFiles" >> beam.Reshuffle()
         | "ParseEvents" >> beam.ParDo(ParseEventsFn(text, args.input_format, fractions,
-                                                    spill=spill))
+                                                    spill=spill, window=args.window))
         .with_outputs(DEAD_LETTER, SUMMARY, COUNTS, NUMBERS, main="events"))
     grouped = {"events": parsed.events, "labels": pipeline | "NoLabels" >> beam.Create([])}
     dead_letters = [parsed[DEAD_LETTER]]
@@ -653,7 +702,8 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Sc
     sequences = built[SUMMARY] | "MergeSequenceSummaries" >> beam.CombineGlobally(
         analysis.MergeSequenceSummaries())
     options = {k: getattr(args, k) for k in ("input", "labels", "max_len", "window_stride",
-                                              "split", "num_shards", "sorted_shards")}
+                                              "split", "num_shards", "sorted_shards",
+                                              "window")}
     if args.as_of:
         options["as_of_ms"] = events.parse_timestamp_ms(args.as_of, schema.timestamp_format)
     side = {"labels": label_summary} if label_summary is not None else {}
@@ -730,6 +780,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
     """
     args, beam_args = build_parser().parse_known_args(argv)
     _check_args(args)
+    args.window = time_window_of(args)
     schema = load_schema(args.schema)
     if args.as_of:
         try:
@@ -747,21 +798,23 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
     options = PipelineOptions(beam_args)
     options.view_as(SetupOptions).save_main_session = save_main_session
     pipeline = test_pipeline or beam.Pipeline(options=options)
+    output_dir = args.output_dir.rstrip("/")
+    args.output_dir = claim_output(output_dir, args.overwrite)
     spill = None
     local = any(a.endswith(LOCAL_RUNNER) or a.endswith("DirectRunner") for a in beam_args)
     if args.shuffle == "files" or (args.shuffle == "auto" and local):
-        spill = file_shuffle.Spill(f"{args.output_dir.rstrip('/')}/_shuffle_tmp",
+        spill = file_shuffle.Spill(f"{args.output_dir}/_shuffle_tmp",
                                    args.shuffle_partitions or file_shuffle.partitions_for(
                                        paths + (match_inputs(args.labels) if args.labels
                                                 else [])))
-        file_shuffle.remove(spill)  # leftovers of an interrupted run
     build_pipeline(pipeline, args, schema, paths, spill)
     try:
         pipeline.run().wait_until_finish()
     finally:
         if spill is not None:
             file_shuffle.remove(spill)
-    return artifacts.Artifacts.load(f"{args.output_dir.rstrip('/')}/artifacts").stats
+    output_folder.publish(args.output_dir, output_dir)
+    return artifacts.Artifacts.load(f"{output_dir}/artifacts").stats
 
 
 def first_dead_letters(output_dir: str, reasons: set[str]) -> dict[str, dict]:

@@ -129,7 +129,7 @@ def main():
         return
     schema = os.path.join(ROOT, "autorisk_tf", "schemas", "simulated.yaml")
     data = os.path.join(args.work_dir, "curriculum_data")
-    if not os.path.exists(os.path.join(data, "artifacts", "stats.json")):
+    if not os.path.exists(os.path.join(data, "_SUCCESS")):
         from autorisk_tf import simulate
         from beam import preprocess
 
@@ -137,7 +137,7 @@ def main():
         simulate.write_dataset(raw, seed=5, num_users=1500, num_shards=2)
         preprocess.run(["--input", f"{raw}/events/*.csv", "--schema", schema,
                         "--labels", f"{raw}/labels.csv", "--output_dir", data,
-                        "--max_len", "256"])
+                        "--max_len", "256", "--overwrite"])
     rows = []
     for name in chosen:
         runs = []

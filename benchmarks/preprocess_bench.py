@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -82,6 +83,8 @@ def _preprocess(data: str, out: str, checkout: str = ROOT) -> dict:
     args = ["--input", f"{data}/events/*.csv", "--schema",
             os.path.join(checkout, "autorisk_tf/schemas/simulated.yaml"),
             "--labels", f"{data}/labels.csv", "--output_dir", out]
+    if os.path.exists(out):  # an older checkout (--baseline) may not know --overwrite
+        shutil.rmtree(out)
     start = time.time()
     result = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True,
                             text=True, cwd=checkout,

@@ -406,10 +406,10 @@ def main(argv=None) -> int:
         preprocess.run(["--input", events_path, "--schema", schema_path, "--labels",
                         os.path.join(folder, "labels.csv"), "--output_dir", data,
                         "--split", "1,0,0", "--max_len", str(args.max_len),
-                        "--num_shards", "4", "--sorted_shards"])
+                        "--num_shards", "4", "--sorted_shards", "--overwrite"])
         feature_args = ["--input", events_path, "--schema", schema_path, "--output_dir",
                         os.path.join(folder, "features"),
-                        "--top_values", str(spec.get("top_values", 10))]
+                        "--top_values", str(spec.get("top_values", 10)), "--overwrite"]
         if spec["as_of"]:
             feature_args += ["--as_of", spec["as_of"]]
         beam_features.run(feature_args)

@@ -209,13 +209,13 @@ def _prepare(work_dir):
     from beam import preprocess
 
     data = os.path.join(work_dir, "train_bench_data")
-    if not os.path.exists(os.path.join(data, "artifacts", "stats.json")):
+    if not os.path.exists(os.path.join(data, "_SUCCESS")):
         raw = os.path.join(work_dir, "train_bench_raw")
         simulate.write_dataset(raw, seed=11, num_users=3000, num_shards=4)
         preprocess.run(["--input", f"{raw}/events/*.csv", "--schema",
                         os.path.join(ROOT, "autorisk_tf/schemas/simulated.yaml"),
                         "--labels", f"{raw}/labels.csv", "--output_dir", data,
-                        "--max_len", "512"])
+                        "--max_len", "512", "--overwrite"])
     return data
 
 

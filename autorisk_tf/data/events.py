@@ -29,12 +29,18 @@ BAD_TIMESTAMP = "bad_timestamp"
 BAD_NUMBER = "bad_number"
 BAD_LABEL = "bad_label"
 DUPLICATE_LABEL_KEY = "duplicate_label_key"
+IMPLAUSIBLE_TIMESTAMP = "implausible_timestamp"
+DUPLICATE_EVENT = "duplicate_event"
 REASONS = (WRONG_COLUMN_COUNT, INVALID_UTF8, MALFORMED_JSON, MALFORMED_CSV, MISSING_KEY,
-           MISSING_TIMESTAMP, BAD_TIMESTAMP, BAD_NUMBER, BAD_LABEL, DUPLICATE_LABEL_KEY)
+           MISSING_TIMESTAMP, BAD_TIMESTAMP, IMPLAUSIBLE_TIMESTAMP, BAD_NUMBER, BAD_LABEL,
+           DUPLICATE_LABEL_KEY, DUPLICATE_EVENT)
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _NAIVE_EPOCH = datetime.datetime(1970, 1, 1)
 _MS_THRESHOLD = 1e11  # in `auto` format, larger epoch numbers are milliseconds
+EARLIEST_TIME = "1990-01-01"  # default start of the plausible window of event times
+DAY_MS = 86_400_000
+MAX_ABS_NUMBER = 1e15  # default limit of a numeric value's magnitude
 
 
 class RejectedRow(ValueError):
@@ -99,6 +105,85 @@ def parse_timestamp_ms(value: Any, fmt: str = "auto") -> int:
         raise RejectedRow(BAD_TIMESTAMP, f"{value!r}: {e}") from None
 
 
+def _iso(ms: int) -> str:
+    try:
+        return (_EPOCH + datetime.timedelta(milliseconds=ms)).strftime("%Y-%m-%dT%H:%M:%S")
+    except OverflowError:
+        return f"{ms} ms after 1970"
+
+
+def time_window(earliest: str | None = None, latest: str | None = None,
+                now_ms: int | None = None) -> tuple[int, int]:
+    """The window of plausible event times, in epoch milliseconds.
+
+    Args:
+        earliest: str or None. First plausible time (ISO 8601 or epoch number); None:
+            `EARLIEST_TIME`.
+        latest: str or None. Last plausible time; None: one day after `now_ms`.
+        now_ms: int or None. The job's wall-clock time; None: now.
+
+    Returns:
+        `(earliest_ms, latest_ms)`.
+
+    Raises:
+        ValueError: a bound that is not a timestamp, or a window that is empty.
+    """
+    import time
+
+    try:
+        low = parse_timestamp_ms(earliest or EARLIEST_TIME)
+        high = (parse_timestamp_ms(latest) if latest
+                else (int(time.time() * 1000) if now_ms is None else now_ms) + DAY_MS)
+    except RejectedRow as e:
+        raise ValueError(f"plausible time window: {e.detail}") from None
+    if low > high:
+        raise ValueError(f"plausible time window is empty: {_iso(low)} is after {_iso(high)}")
+    return low, high
+
+
+def epoch_unit_error(values: Sequence[Any], fmt: str, column: str) -> str | None:
+    """Whether sampled epoch numbers are in the other unit than the schema says.
+
+    Seconds of the years 1990-2100 are 6.3e8-4.1e9; milliseconds of the same years are
+    1,000 times more. A column declared `epoch_ms` whose typical value is in the seconds
+    range (or the reverse) would put every event in January 1970 (or tens of centuries
+    ahead) and shrink (or stretch) every gap 1,000 times.
+
+    Args:
+        values: sequence. Raw timestamp cells of the first rows.
+        fmt: str. The schema's timestamp format.
+        column: str. The timestamp column, for the message.
+
+    Returns:
+        None when the unit looks right (or the format is not an epoch unit); otherwise one
+        line naming the column, what was found and what to use.
+    """
+    if fmt not in ("epoch_s", "epoch_ms"):
+        return None
+    numbers = []
+    for value in values:
+        try:
+            number = abs(float(value))
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            numbers.append(number)
+    if not numbers:
+        return None
+    typical = float(np.median(numbers))
+    seconds = 6.3e8 <= typical <= 4.1e9
+    millis = 6.3e11 <= typical <= 4.1e12
+    if fmt == "epoch_ms" and seconds:
+        found, expected, other = "seconds", "milliseconds", "epoch_s"
+    elif fmt == "epoch_s" and millis:
+        found, expected, other = "milliseconds", "seconds", "epoch_ms"
+    else:
+        return None
+    return (f"timestamp column {column!r} is declared {fmt} ({expected} since 1970) but its "
+            f"values look like {found} (median of the first {len(numbers)}: {typical:.0f}); "
+            f"set `timestamp: {{format: {other}}}` in the schema")
+
+
 def _epoch_number_ms(number: float, fmt: str) -> int:
     if not math.isfinite(number):
         raise ValueError("not a finite number")
@@ -109,16 +194,20 @@ def _epoch_number_ms(number: float, fmt: str) -> int:
     raise ValueError(f"a number is not a {fmt} timestamp")
 
 
-def parse_number(value: Any, column: str) -> float:
+def parse_number(value: Any, column: str, max_abs: float = MAX_ABS_NUMBER) -> float:
     """Parses a numeric cell; missing values become NaN.
 
     One rule for values that are not finite numbers: only an empty or blank cell, or a null
     (None), is missing. NaN and the infinities, as text (`nan`, `inf`, `-Infinity` ...) or as
-    float cells of Parquet or JSON Lines, are rejected like any other bad number.
+    float cells of Parquet or JSON Lines, are rejected like any other bad number. Text is
+    read as plain decimal or scientific notation only: digit separators (`1_000`) and
+    digits other than ASCII ones (full-width, Arabic-Indic) are bad numbers, as is a value
+    whose magnitude exceeds `max_abs` (a sentinel such as 1e300 would wreck every scale).
 
     Args:
         value: str, int, float or None. The raw value.
         column: str. Column name, for the rejection detail.
+        max_abs: float. Largest accepted magnitude.
 
     Returns:
         The value as float, NaN when missing.
@@ -129,6 +218,9 @@ def parse_number(value: Any, column: str) -> float:
     if value.__class__ is str:  # the common case (CSV), checked first for speed
         if not value or value.isspace():
             return math.nan
+        if not value.isascii() or "_" in value:
+            raise RejectedRow(BAD_NUMBER, f"column {column!r}: {value!r} is not plain "
+                                          "decimal or scientific notation")
     elif value is None:
         return math.nan
     if isinstance(value, bool):
@@ -139,6 +231,9 @@ def parse_number(value: Any, column: str) -> float:
         raise RejectedRow(BAD_NUMBER, f"column {column!r}: {value!r}") from None
     if not math.isfinite(number):
         raise RejectedRow(BAD_NUMBER, f"column {column!r}: {value!r} is not a finite number")
+    if abs(number) > max_abs:
+        raise RejectedRow(BAD_NUMBER, f"column {column!r}: {value!r} exceeds the limit "
+                                      f"{max_abs:g} of its magnitude")
     return number
 
 
@@ -155,6 +250,9 @@ class RowParser:
 
     Args:
         schema: Schema. The event schema.
+        window: tuple of int or None. Plausible event times `(earliest_ms, latest_ms)`;
+            a time outside is rejected as `implausible_timestamp`. None: `time_window()`
+            (1990-01-01 to one day after now).
 
     Example:
     ```python
@@ -164,13 +262,14 @@ class RowParser:
     ```
     """
 
-    def __init__(self, schema: Schema):
+    def __init__(self, schema: Schema, window: tuple[int, int] | None = None):
         self.schema = schema
+        self.window = window or time_window()
         self.columns = (schema.key, schema.timestamp_column) + tuple(
             f.column for f in schema.fields)
         self._converters = [
-            (f.column, (lambda v, c=f.column: parse_number(v, c)) if f.kind == "numeric"
-             else _text_value)
+            (f.column, (lambda v, c=f.column, m=f.max_abs: parse_number(v, c, m))
+             if f.kind == "numeric" else _text_value)
             for f in schema.fields
         ]
 
@@ -185,7 +284,8 @@ class RowParser:
             (categorical and text; "" when missing) or a float (numeric; NaN when missing).
 
         Raises:
-            RejectedRow: the row has no key or timestamp, or an unparsable value.
+            RejectedRow: the row has no key or timestamp, a time outside the plausible
+                window, or an unparsable value.
         """
         key = row.get(self.schema.key)
         if is_missing(key):
@@ -195,9 +295,14 @@ class RowParser:
             raise RejectedRow(MISSING_TIMESTAMP,
                               f"column {self.schema.timestamp_column!r} is empty")
         ts_ms = parse_timestamp_ms(raw_ts, self.schema.timestamp_format)
+        low, high = self.window
+        if not low <= ts_ms <= high:
+            raise RejectedRow(IMPLAUSIBLE_TIMESTAMP, (
+                f"column {self.schema.timestamp_column!r}: {raw_ts!r} is {_iso(ts_ms)}, "
+                f"outside the plausible window {_iso(low)} to {_iso(high)}"))
         get = row.get
         values = tuple([convert(get(column)) for column, convert in self._converters])
-        return str(key).strip(), ts_ms, values
+        return key if key.__class__ is str else str(key), ts_ms, values
 
 
 def parse_label(value: Any, kind: str, column: str) -> float | str:

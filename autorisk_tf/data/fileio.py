@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from autorisk_tf.data.output_folder import OutputFolderError, listed_files
+
 
 def _is_local(path: str) -> bool:
     return "://" not in path
@@ -60,7 +62,7 @@ def join(*parts: str) -> str:
     return "/".join([p.rstrip("/") for p in parts[:-1]] + list(parts[-1:]))
 
 
-class EmptySplitError(ValueError):
+class EmptySplitError(OutputFolderError):
     """A split with no sequences; command lines exit 2 with its one-line message."""
 
 
@@ -75,13 +77,15 @@ def split_pattern(data: str, split: str) -> str:
         `<data>/<split>/*.tfrecord`.
 
     Raises:
+        OutputFolderError: the folder has no manifest, or the split's shards are not the
+            ones it lists (see `output_folder.listed_files`).
         EmptySplitError: no shard matches, or every shard is empty; the message names the
             split and the folder.
     """
     import tensorflow as tf
 
     pattern = join(data, split, "*.tfrecord")
-    paths = tf.io.gfile.glob(pattern)
+    paths = listed_files(data, split, ".tfrecord")
     if not paths:
         raise EmptySplitError(f"split {split!r} of {data} has no shards ({pattern} matches no "
                               "file): is it a beam.preprocess output folder?")
@@ -98,6 +102,6 @@ def split_patterns_or_exit(data: str, splits: tuple[str, ...]) -> list[str]:
 
     try:
         return [split_pattern(data, split) for split in splits]
-    except EmptySplitError as e:
+    except OutputFolderError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

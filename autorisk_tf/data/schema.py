@@ -78,6 +78,8 @@ class NumericField:
         continuous: bool. Also feed the number itself next to its bucket id: standardised
             (per category with `bucket_by`, after the log with `log`), clipped to +-5, 0
             where missing (the bucket id tells missing from zero).
+        max_abs: float. Values of larger magnitude are rejected as `bad_number`.
+            Defaults to 1e15.
     """
 
     name: str
@@ -87,6 +89,7 @@ class NumericField:
     bucket_by: str = ""
     min_count: int = 100
     continuous: bool = False
+    max_abs: float = 1e15
     kind: str = "numeric"
 
 
@@ -255,6 +258,11 @@ class _Checker:
         value = mapping[key]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if kind is float and isinstance(value, str):  # YAML 1.1 reads `1e15` as text
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             self.fail(mapping, key, f"{path}.{key}",
                       f"must be {kind.__name__}, got {type(value).__name__} {value!r}")
@@ -271,7 +279,7 @@ _FIELD_KEYS = {
     "categorical": ("name", "kind", "column", "max_vocab", "min_count", "separator",
                     "max_values"),
     "numeric": ("name", "kind", "column", "num_buckets", "log", "bucket_by", "min_count",
-                "continuous"),
+                "continuous", "max_abs"),
     "text": ("name", "kind", "column", "tokenizer", "max_tokens", "max_vocab", "min_count"),
 }
 
@@ -302,7 +310,8 @@ def _parse_field(check: _Checker, item: Any, path: str) -> Field:
             log=check.get(item, "log", path, bool, False),
             bucket_by=check.get(item, "bucket_by", path, str, ""),
             min_count=check.get(item, "min_count", path, int, 100, minimum=1),
-            continuous=check.get(item, "continuous", path, bool, False))
+            continuous=check.get(item, "continuous", path, bool, False),
+            max_abs=check.get(item, "max_abs", path, float, 1e15, minimum=0.0))
     return TextField(
         name, column,
         tokenizer=check.get(item, "tokenizer", path, str, "char", choices=TOKENIZERS),

@@ -1,0 +1,228 @@
+"""Nothing lost, nothing doubled: output folders, times, numbers, duplicates, labels, CLI errors.
+
+Each test reproduces one way a hostile or unlucky user could lose or double data without a
+word, and checks that it now gives a count, a dead letter or one error line instead.
+"""
+
+import glob
+import json
+import os
+
+import pytest
+
+from autorisk_tf.data import fileio, output_folder
+from beam import features
+from beam import preprocess as job
+
+SCHEMA = """\
+key: user_id
+timestamp: {column: ts, format: iso8601}
+fields:
+  - {name: event_type, kind: categorical, min_count: 1}
+  - {name: amount, kind: numeric, num_buckets: 4}
+"""
+
+
+def _events(num_users=30, per_user=3):
+    rows = ["user_id,ts,event_type,amount"]
+    for u in range(num_users):
+        for e in range(per_user):
+            rows.append(f"u{u},2026-01-0{e + 1}T10:00:00,{'pay' if e % 2 else 'logon'},{u + e}")
+    return "\n".join(rows) + "\n"
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """Writes a small event table and schema; returns `argv(out, *extra)` for beam jobs."""
+    (tmp_path / "events.csv").write_text(_events(), encoding="utf-8")
+    (tmp_path / "schema.yaml").write_text(SCHEMA, encoding="utf-8")
+
+    def argv(out, *extra):
+        return ["--input", str(tmp_path / "events.csv"), "--schema",
+                str(tmp_path / "schema.yaml"), "--output_dir", str(out), *extra]
+
+    return argv
+
+
+def _keys(data, split="train"):
+    from autorisk_tf.data import reader
+    from autorisk_tf.data.artifacts import Artifacts
+
+    schema = Artifacts.load(f"{data}/artifacts").schema
+    return [s["key"] for s in reader.read_sequences(fileio.split_pattern(str(data), split),
+                                                      schema)]
+
+
+def test_preprocess_refuses_a_used_output_folder_and_overwrite_replaces_it(
+        tmp_path, inputs, capsys):
+    out = tmp_path / "out"
+    job.run(inputs(out, "--num_shards", "8", "--split", "1,0,0"))
+    assert len(glob.glob(f"{out}/train/*.tfrecord")) == 8
+    assert job.main(inputs(out, "--num_shards", "2", "--split", "1,0,0")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds a finished run" in err[0] and "--overwrite" in err[0]
+    assert len(glob.glob(f"{out}/train/*.tfrecord")) == 8  # the old run is untouched
+    job.run(inputs(out, "--num_shards", "2", "--split", "1,0,0", "--overwrite"))
+    assert len(glob.glob(f"{out}/train/*.tfrecord")) == 2
+    keys = _keys(out)
+    assert len(keys) == len(set(keys)) == 30  # every user once
+    manifest = output_folder.read_manifest(str(out))["files"]
+    assert "artifacts/stats.json" in manifest and all(
+        len(f["sha256"]) == 64 for f in manifest.values())
+
+
+def test_readers_refuse_stale_shards_and_folders_without_a_manifest(tmp_path, inputs):
+    out = tmp_path / "out"
+    job.run(inputs(out, "--num_shards", "2", "--split", "1,0,0"))
+    stale = out / "train" / "part-00000-of-00008.tfrecord"
+    stale.write_bytes((out / "train" / "part-00000-of-00002.tfrecord").read_bytes())
+    with pytest.raises(output_folder.OutputFolderError, match="1 file.*not listed"):
+        fileio.split_pattern(str(out), "train")
+    stale.unlink()
+    assert len(_keys(out)) == 30
+    os.remove(out / output_folder.MANIFEST)
+    with pytest.raises(output_folder.OutputFolderError, match="no _SUCCESS manifest"):
+        fileio.split_pattern(str(out), "train")
+
+
+def test_a_killed_overwrite_keeps_the_old_run_whole(tmp_path, inputs, monkeypatch):
+    out = tmp_path / "out"
+    job.run(inputs(out, "--num_shards", "3", "--split", "1,0,0"))
+    before = output_folder.read_manifest(str(out))
+
+    def killed(staging, output_dir):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job.output_folder, "publish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        job.run(inputs(out, "--num_shards", "2", "--split", "1,0,0", "--overwrite"))
+    monkeypatch.undo()
+    assert os.path.isdir(output_folder.staging_folder(str(out)))  # the new run's leftovers
+    assert output_folder.read_manifest(str(out)) == before
+    assert len(_keys(out)) == 30 and len(glob.glob(f"{out}/train/*.tfrecord")) == 3
+    job.run(inputs(out, "--num_shards", "2", "--split", "1,0,0", "--overwrite"))
+    assert not os.path.exists(output_folder.staging_folder(str(out)))
+    assert len(_keys(out)) == 30 and len(glob.glob(f"{out}/train/*.tfrecord")) == 2
+
+
+def test_output_dir_that_is_a_file_is_one_line(tmp_path, inputs, capsys):
+    path = tmp_path / "a_file"
+    path.write_text("x")
+    assert job.main(inputs(path)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --output_dir {path} is a file, not a folder"]
+
+
+def test_features_refuse_a_used_folder_and_readers_refuse_extra_tables(tmp_path, inputs, capsys):
+    from autorisk_tf import evaluate
+
+    out = tmp_path / "feats"
+    features.run(inputs(out))
+    assert features.main(inputs(out)) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+    keys, _, _ = evaluate.load_features(str(out))
+    assert len(keys) == 30
+    (table,) = glob.glob(f"{out}/features-*.parquet")
+    with open(table, "rb") as f:
+        (out / "features-00000-of-00009.parquet").write_bytes(f.read())
+    with pytest.raises(output_folder.OutputFolderError, match="not listed"):
+        evaluate.load_features(str(out))
+    features.run(inputs(out, "--overwrite"))
+    keys, _, _ = evaluate.load_features(str(out))
+    assert len(keys) == len(set(keys)) == 30
+
+
+def test_cli_readers_refuse_an_unfinished_folder_in_one_line(tmp_path, inputs):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    job.run(inputs(out, "--split", "1,0,0"))
+    os.remove(out / output_folder.MANIFEST)
+    result = subprocess.run(
+        [sys.executable, "-m", "autorisk_tf.train", "--data", str(out), "--model_dir",
+         str(tmp_path / "model"), "--steps", "1"], capture_output=True, text=True)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "no _SUCCESS manifest" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def _run_table(tmp_path, table, schema=SCHEMA, *extra):
+    """Runs beam.preprocess on one CSV table; returns `(stats, dead letters)`."""
+    root = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+    root.mkdir()
+    (root / "events.csv").write_text(table, encoding="utf-8")
+    (root / "schema.yaml").write_text(schema, encoding="utf-8")
+    stats = job.run(["--input", str(root / "events.csv"), "--schema", str(root / "schema.yaml"),
+                     "--output_dir", str(root / "out"), "--split", "1,0,0", *extra])
+    letters = [json.loads(line) for path in sorted(glob.glob(f"{root}/out/dead_letter/*.jsonl"))
+               for line in open(path, encoding="utf-8")]
+    return stats, letters, root / "out"
+
+
+def test_a_far_future_or_ancient_timestamp_is_a_dead_letter_not_the_reference_time(tmp_path):
+    table = ("user_id,ts,event_type,amount\n"
+             "u1,2026-01-01T10:00:00,pay,1\nu1,9999-12-31T00:00:00,pay,2\n"
+             "u2,2026-01-02T10:00:00,pay,3\nu2,1969-07-20T20:17:00,pay,4\n")
+    stats, letters, _ = _run_table(tmp_path, table)
+    assert stats["rejected_by_reason"] == {"implausible_timestamp": 2}
+    assert stats["rows_used"] == 2 and stats["reconciled"]
+    assert stats["reference_time_ms"] == 1767348000000  # 2026-01-02T10:00:00, not 9999
+    assert {letter["line"] for letter in letters} == {3, 5}
+    assert "outside the plausible window 1990-01-01T00:00:00" in letters[0]["detail"]
+    # the window is configurable
+    stats, _, _ = _run_table(tmp_path, table, SCHEMA, "--earliest_time", "1960-01-01",
+                             "--latest_time", "2026-01-01T12:00:00")
+    assert stats["rejected_by_reason"] == {"implausible_timestamp": 2}  # 9999 and 2026-01-02
+    assert stats["rows_used"] == 2
+
+
+def test_more_implausible_times_than_allowed_fail_the_job_in_one_line(tmp_path, capsys):
+    (tmp_path / "events.csv").write_text(
+        "user_id,ts,event_type,amount\nu1,2026-01-01T10:00:00,pay,1\n"
+        "u1,3026-01-01T10:00:00,pay,1\nu2,3026-01-01T10:00:00,pay,1\n", encoding="utf-8")
+    (tmp_path / "schema.yaml").write_text(SCHEMA, encoding="utf-8")
+    code = job.main(["--input", str(tmp_path / "events.csv"), "--schema",
+                     str(tmp_path / "schema.yaml"), "--output_dir", str(tmp_path / "out"),
+                     "--max_rejected_fraction", "0.5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert err[0].startswith("error: 2 of 3 event rows rejected")
+    assert "implausible_timestamp: 2" in err[0]
+
+
+@pytest.mark.parametrize("declared,values,found", [
+    ("epoch_ms", ["1767261600", "1767265200"], "seconds"),
+    ("epoch_s", ["1767261600000", "1767265200000"], "milliseconds")])
+def test_epoch_numbers_in_the_other_unit_fail_before_anything_is_written(
+        tmp_path, capsys, declared, values, found):
+    schema = SCHEMA.replace("format: iso8601", f"format: {declared}")
+    (tmp_path / "events.csv").write_text(
+        "user_id,ts,event_type,amount\n" + "".join(f"u1,{v},pay,1\n" for v in values),
+        encoding="utf-8")
+    (tmp_path / "schema.yaml").write_text(schema, encoding="utf-8")
+    code = job.main(["--input", str(tmp_path / "events.csv"), "--schema",
+                     str(tmp_path / "schema.yaml"), "--output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert f"'ts' is declared {declared}" in err[0] and f"look like {found}" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_numbers_are_plain_and_bounded_and_keys_are_kept_as_written(tmp_path):
+    table = ("user_id,ts,event_type,amount\n"
+             "u1,2026-01-01T10:00:00,pay,1e300\nu1,2026-01-01T11:00:00,pay,1_000\n"
+             "u1,2026-01-01T12:00:00,pay,\uff11\uff12\nu1,2026-01-01T13:00:00,pay,-2.5e3\n"
+             "u1,2026-01-01T14:00:00,pay,999999999999999\n"
+             '" spaced ",2026-01-01T10:00:00,pay,1\nspaced,2026-01-01T10:00:00,pay,2\n')
+    stats, letters, out = _run_table(tmp_path, table)
+    assert stats["rejected_by_reason"] == {"bad_number": 3}
+    assert sorted(letter["line"] for letter in letters) == [2, 3, 4]
+    assert "exceeds the limit 1e+15" in letters[0]["detail"]
+    assert stats["users"] == 3  # " spaced " and "spaced" are two users
+    assert sorted(_keys(out)) == [" spaced ", "spaced", "u1"]
+    # a per-field limit
+    schema = SCHEMA.replace("num_buckets: 4}", "num_buckets: 4, max_abs: 1e3}")
+    stats, _, _ = _run_table(tmp_path, table, schema)
+    assert stats["rejected_by_reason"] == {"bad_number": 5}
