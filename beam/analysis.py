@@ -48,6 +48,7 @@ class FileSummary:
     blank_lines: int = 0
     last_timestamp_ms: int | None = None  # of the accepted events
     rejected: Counter = dataclasses.field(default_factory=Counter)
+    cells_rejected: Counter = dataclasses.field(default_factory=Counter)  # label -> cells
 
     def merge(self, other: FileSummary) -> FileSummary:
         """Adds another summary into this one and returns self."""
@@ -57,6 +58,7 @@ class FileSummary:
             (t for t in (self.last_timestamp_ms, other.last_timestamp_ms) if t is not None),
             default=None)
         self.rejected.update(other.rejected)
+        self.cells_rejected.update(other.cells_rejected)
         return self
 
 
@@ -304,6 +306,8 @@ class SequenceSummary:
     users_with_labels: int = 0
     label_keys_without_events: int = 0
     label_duplicates: int = 0
+    duplicate_events: int = 0  # exact repeats of an earlier event of the key
+    duplicates_dropped: int = 0  # of those, dropped (--drop_duplicate_events)
     lengths: Counter = dataclasses.field(default_factory=Counter)  # history length -> users
 
     def merge(self, other: SequenceSummary) -> SequenceSummary:
@@ -315,6 +319,8 @@ class SequenceSummary:
         self.users_with_labels += other.users_with_labels
         self.label_keys_without_events += other.label_keys_without_events
         self.label_duplicates += other.label_duplicates
+        self.duplicate_events += other.duplicate_events
+        self.duplicates_dropped += other.duplicates_dropped
         self.lengths.update(other.lengths)
         return self
 
@@ -394,13 +400,15 @@ def build_artifacts(schema: Schema, files: FileSummary, sequences: SequenceSumma
             numeric_scales[f.name] = {"mean": mean, "std": std, "categories": {
                 name: artifacts.standardisation(s.count, s.mean, s.std)
                 for name, s in own.get(f.name, {}).items()}}
-    rejected = sum(files.rejected.values())
+    by_reason = files.rejected + Counter({events.DUPLICATE_EVENT: sequences.duplicates_dropped})
+    rejected = sum(by_reason.values())
     stats = {
         "rows_in": files.rows_in,
         "rows_used": sequences.events_used,
         "rows_truncated": sequences.events_truncated,
         "rows_rejected": rejected,
-        "rejected_by_reason": dict(sorted(files.rejected.items())),
+        "rejected_by_reason": dict(sorted(by_reason.items())),
+        "duplicate_events": sequences.duplicate_events,
         "blank_lines_skipped": files.blank_lines,
         "reconciled": files.rows_in == sequences.events_used + sequences.events_truncated
         + rejected,
@@ -426,6 +434,9 @@ def build_artifacts(schema: Schema, files: FileSummary, sequences: SequenceSumma
             "reconciled": labels.rows_in == used + sequences.label_keys_without_events
             + label_rejected,
             "users_without_labels": stats["users"] - used,
+            # bad cells of rows that were used: that label is missing, the others are kept
+            "cells_rejected": sum(labels.cells_rejected.values()),
+            "cells_rejected_by_label": dict(sorted(labels.cells_rejected.items())),
         }
     if not stats["reconciled"] or not stats.get("labels", {"reconciled": True})["reconciled"]:
         raise RuntimeError(f"row counts do not reconcile: {stats}")

@@ -282,16 +282,23 @@ class ParseLabelsFn(beam.DoFn):
                 continue
             summary.rows_in += 1
             if raw.row is not None:
-                try:
-                    key = raw.row.get(schema.label_key)
-                    if events.is_missing(key):
-                        raise events.RejectedRow(events.MISSING_KEY,
-                                                 f"column {schema.label_key!r} is empty")
-                    labels = {label.name: events.parse_label(raw.row.get(label.name),
-                                                             label.kind, label.name)
-                              for label in schema.labels}
-                except events.RejectedRow as e:
-                    raw.reason, raw.detail = e.reason, e.detail
+                key = raw.row.get(schema.label_key)
+                if events.is_missing(key):
+                    raw.reason, raw.detail = (events.MISSING_KEY,
+                                              f"column {schema.label_key!r} is empty")
+            if not raw.reason:
+                # A bad cell makes that label missing for the key; the other labels stay.
+                labels = {}
+                for label in schema.labels:
+                    try:
+                        labels[label.name] = events.parse_label(raw.row.get(label.name),
+                                                                label.kind, label.name)
+                    except events.RejectedRow as e:
+                        labels[label.name] = events.parse_label(None, label.kind, label.name)
+                        summary.cells_rejected[label.name] += 1
+                        yield beam.pvalue.TaggedOutput(DEAD_LETTER, _dead_letter(
+                            "label_cell", path, raw.line, e.reason, e.detail,
+                            sources.raw_text(raw)))
             if raw.reason:
                 summary.rejected[raw.reason] += 1
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, _dead_letter(
@@ -332,6 +339,31 @@ def window_slices(n: int, max_len: int, stride: int) -> list[tuple[int, int]]:
     return [(s, s + max_len) for s in starts]
 
 
+def repeated_events(timestamps: np.ndarray, columns: list) -> np.ndarray:
+    """Which events repeat an earlier one exactly (same time and every value).
+
+    Args:
+        timestamps: int64 array [n]. A key's event times, sorted (`sorted_history`).
+        columns: list. Per field the n values (float arrays or lists of str).
+
+    Returns:
+        bool array [n]: True for every copy after the first of an exact duplicate event.
+    """
+    repeated = np.zeros(len(timestamps), dtype=bool)
+    same_time = np.flatnonzero(np.diff(timestamps) == 0) + 1
+    if not same_time.size:  # the common case: no two events share a time
+        return repeated
+    seen: dict[tuple, None] = {}
+    for index in sorted(set(same_time) | set(same_time - 1)):
+        # NaN != NaN: missing numbers are compared by their text
+        event = (int(timestamps[index]),) + tuple(
+            "nan" if isinstance(column[index], float) and column[index] != column[index]
+            else column[index] for column in columns)
+        repeated[index] = event in seen
+        seen[event] = None
+    return repeated
+
+
 class BuildSequencesFn(beam.DoFn):
     """Sorts a key's events, cuts them to examples and serialises them, tagged by split.
 
@@ -340,13 +372,17 @@ class BuildSequencesFn(beam.DoFn):
         fractions: tuple of float. Split fractions.
         max_len: int. Longest example.
         window_stride: int. 0 for the most recent events only, else the window stride.
+        drop_duplicates: bool. Drop exact duplicate events (counted as `duplicate_event`
+            rejections); otherwise they are kept and counted.
     """
 
-    def __init__(self, schema_text: str, fractions: tuple, max_len: int, window_stride: int):
+    def __init__(self, schema_text: str, fractions: tuple, max_len: int, window_stride: int,
+                 drop_duplicates: bool = False):
         self._schema_text = schema_text
         self._fractions = fractions
         self._max_len = max_len
         self._stride = window_stride
+        self._drop_duplicates = drop_duplicates
 
     def setup(self):
         self._schema = parse_schema(self._schema_text)
@@ -372,6 +408,14 @@ class BuildSequencesFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(SUMMARY, summary)
             return
         timestamps, columns = sorted_history(batches, self._schema)
+        repeated = repeated_events(timestamps, columns)
+        summary.duplicate_events = int(repeated.sum())
+        if self._drop_duplicates and summary.duplicate_events:
+            kept = np.flatnonzero(~repeated)
+            timestamps = timestamps[kept]
+            columns = [column[kept] if isinstance(column, np.ndarray)
+                       else [column[i] for i in kept] for column in columns]
+            summary.duplicates_dropped = summary.duplicate_events
         n = len(timestamps)
         derived = events.time_features(timestamps, self._schema.time_features)
         split = analysis.SPLITS[events.split_of(key, self._fractions)]
@@ -551,6 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Output folder: absent or empty, unless --overwrite.")
     add_overwrite_flag(parser)
     add_time_window_flags(parser)
+    parser.add_argument("--drop_duplicate_events", action="store_true",
+                        help="Drop events that repeat an earlier event of the key exactly "
+                             "(time and every value); they are counted either way.")
     parser.add_argument("--labels_format", default="auto",
                         choices=("auto",) + sources.FORMATS,
                         help="Format of the label files (auto: by extension).")
@@ -667,7 +714,8 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Sc
         label_summary = beam.pvalue.AsSingleton(
             labels[SUMMARY] | "MergeLabelSummaries" >> beam.CombineGlobally(
                 analysis.MergeFileSummaries()))
-    build = BuildSequencesFn(text, fractions, args.max_len, args.window_stride)
+    build = BuildSequencesFn(text, fractions, args.max_len, args.window_stride,
+                             args.drop_duplicate_events)
     if spill is None:
         grouped_by_key = grouped | "GroupByKey" >> beam.CoGroupByKey()
         built = (grouped_by_key | "BuildSequences" >> beam.ParDo(build)
@@ -703,7 +751,7 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Sc
         analysis.MergeSequenceSummaries())
     options = {k: getattr(args, k) for k in ("input", "labels", "max_len", "window_stride",
                                               "split", "num_shards", "sorted_shards",
-                                              "window")}
+                                              "window", "drop_duplicate_events")}
     if args.as_of:
         options["as_of_ms"] = events.parse_timestamp_ms(args.as_of, schema.timestamp_format)
     side = {"labels": label_summary} if label_summary is not None else {}
@@ -864,6 +912,27 @@ def rejection_error(stats: dict, output_dir: str, max_fraction: float) -> str | 
             f"--max_rejected_fraction {max_fraction:g}): {reasons}; {where}")
 
 
+def _reasons(counts: dict) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in counts.items()) or "none"
+
+
+def summary_line(stats: dict) -> str:
+    """The console summary of a run: rows, every kind of rejection, duplicates, users."""
+    line = (f"rows in {stats['rows_in']}, used {stats['rows_used']}, truncated "
+            f"{stats['rows_truncated']}, rejected {stats['rows_rejected']} "
+            f"({_reasons(stats['rejected_by_reason'])}); duplicate events "
+            f"{stats['duplicate_events']}"
+            f"{' (dropped)' if stats['options'].get('drop_duplicate_events') else ' (kept)'}; "
+            f"users {stats['users']} {stats['users_by_split']}")
+    if "labels" in stats:
+        labels = stats["labels"]
+        line += (f"; label rows in {labels['rows_in']}, used {labels['rows_used']}, rejected "
+                 f"{labels['rows_rejected']} ({_reasons(labels['rejected_by_reason'])}), "
+                 f"label cells rejected {labels['cells_rejected']} "
+                 f"({_reasons(labels['cells_rejected_by_label'])})")
+    return line
+
+
 def main(argv=None) -> int:
     """Command-line entry point: runs the job and prints a summary; one line on errors.
 
@@ -876,10 +945,7 @@ def main(argv=None) -> int:
     except (UsageError, SchemaError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    rejected = ", ".join(f"{k}: {v}" for k, v in stats["rejected_by_reason"].items()) or "none"
-    print(f"rows in {stats['rows_in']}, used {stats['rows_used']}, truncated "
-          f"{stats['rows_truncated']}, rejected {stats['rows_rejected']} ({rejected}); "
-          f"users {stats['users']} {stats['users_by_split']}")
+    print(summary_line(stats))
     args, _ = build_parser().parse_known_args(argv)
     error = rejection_error(stats, args.output_dir, args.max_rejected_fraction)
     if error:

@@ -226,3 +226,61 @@ def test_numbers_are_plain_and_bounded_and_keys_are_kept_as_written(tmp_path):
     schema = SCHEMA.replace("num_buckets: 4}", "num_buckets: 4, max_abs: 1e3}")
     stats, _, _ = _run_table(tmp_path, table, schema)
     assert stats["rejected_by_reason"] == {"bad_number": 5}
+
+
+DUPLICATED = ("user_id,ts,event_type,amount\n"
+              "u1,2026-01-01T10:00:00,pay,5\nu1,2026-01-01T10:00:00,pay,5\n"
+              "u1,2026-01-01T10:00:00,pay,6\nu1,2026-01-01T10:00:00,pay,\n"
+              "u1,2026-01-01T10:00:00,pay,\nu2,2026-01-01T10:00:00,pay,5\n"
+              "u2,2026-01-02T10:00:00,pay,5\n")
+
+
+def test_duplicate_events_are_counted_and_dropped_on_request(tmp_path, capsys):
+    stats, _, out = _run_table(tmp_path, DUPLICATED)
+    # u1's second "pay 5" and second missing amount; u2's are a day apart
+    assert stats["duplicate_events"] == 2 and stats["rows_used"] == 7
+    assert stats["rejected_by_reason"] == {}
+    stats, _, out = _run_table(tmp_path, DUPLICATED, SCHEMA, "--drop_duplicate_events")
+    assert stats["duplicate_events"] == 2 and stats["rows_used"] == 5
+    assert stats["rejected_by_reason"] == {"duplicate_event": 2} and stats["reconciled"]
+    line = job.summary_line(stats)
+    assert "rejected 2 (duplicate_event: 2); duplicate events 2 (dropped)" in line
+
+
+LABEL_SCHEMA = SCHEMA + """\
+labels:
+  columns:
+    - {name: is_risk, kind: binary}
+    - {name: spend, kind: numeric}
+"""
+
+
+def test_a_bad_label_cell_loses_that_label_only(tmp_path):
+    from autorisk_tf.data import reader
+    from autorisk_tf.data.artifacts import Artifacts
+
+    (tmp_path / "events.csv").write_text(_events(num_users=3), encoding="utf-8")
+    (tmp_path / "labels.csv").write_text("user_id,is_risk,spend\nu0,1,12.5\nu1,7,3\n"
+                                         "u2,0,abc\n", encoding="utf-8")
+    (tmp_path / "schema.yaml").write_text(LABEL_SCHEMA, encoding="utf-8")
+    out = tmp_path / "out"
+    stats = job.run(["--input", str(tmp_path / "events.csv"), "--schema",
+                     str(tmp_path / "schema.yaml"), "--labels", str(tmp_path / "labels.csv"),
+                     "--output_dir", str(out), "--split", "1,0,0"])
+    labels = stats["labels"]
+    assert labels["rows_used"] == 3 and labels["rows_rejected"] == 0 and labels["reconciled"]
+    assert labels["cells_rejected"] == 2
+    assert labels["cells_rejected_by_label"] == {"is_risk": 1, "spend": 1}
+    schema = Artifacts.load(f"{out}/artifacts").schema
+    rows = {s["key"]: s for s in reader.read_sequences(fileio.split_pattern(str(out), "train"),
+                                                       schema)}
+    assert rows["u0"]["label/is_risk"] == 1.0 and rows["u0"]["label/spend"] == 12.5
+    assert rows["u1"]["label/is_risk"] != rows["u1"]["label/is_risk"]  # NaN: missing
+    assert rows["u1"]["label/spend"] == 3.0
+    assert rows["u2"]["label/is_risk"] == 0.0
+    assert rows["u2"]["label/spend"] != rows["u2"]["label/spend"]
+    letters = [json.loads(line) for path in glob.glob(f"{out}/dead_letter/*.jsonl")
+               for line in open(path, encoding="utf-8")]
+    assert sorted((letter["source"], letter["line"], letter["reason"]) for letter in letters) == [
+        ("label_cell", 3, "bad_label"), ("label_cell", 4, "bad_label")]
+    assert "label cells rejected 2 (is_risk: 1, spend: 1)" in job.summary_line(stats)
