@@ -14,3 +14,6 @@ SERVING_DEFAULT = "serving_default"
 EMBED_EXAMPLES = "embed_examples"
 # The input of `EMBED_EXAMPLES`: a vector of serialized SequenceExamples.
 EXAMPLES_INPUT = "examples"
+# In a SavedModel version folder: the schema its signatures were built from (TF Serving
+# ignores it; export.serve checks raw values by its rules, as beam.preprocess does).
+SCHEMA_ASSET = "assets.extra/schema.yaml"

@@ -344,6 +344,13 @@ def downstream_table(data: str, model_dirs: list[str], labels: list[str]) -> dic
                                          schema)
         _, test_x, test_labels = embed(embedder, fileio.join(data, "test", "*.tfrecord"),
                                        schema)
+        for label in labels:
+            for split, values in (("train", train_labels[label]), ("test", test_labels[label])):
+                seen = set(np.unique(values[~np.isnan(values.astype(float))]).tolist())
+                if len(seen) < 2:
+                    raise ValueError(f"label {label!r}: the {split} split of {data} has "
+                                     f"{'no labelled user' if not seen else 'one class only'}"
+                                     f"; an AUC needs users of both classes")
         report[model_dir] = {label: lr_auc(train_x, train_labels[label].astype(float),
                                            test_x, test_labels[label].astype(float))
                              for label in labels}

@@ -208,13 +208,17 @@ def finetune(embedder, data: str, schema: Schema, label: str, epochs: int = 5,
     if probe:
         probe_head(model, labelled_batches(train, schema, label, classes, batch_size, False,
                                            seed, max_train_labels, train_keys), probe_c)
+    count = int(sum(int(tf.shape(y)[0]) for _, y in train_data))
+    for split, rows in ((train_split, count), (valid_split, sum(1 for _ in valid_data))):
+        if not rows:
+            raise ValueError(f"no user of the {split} split of {data} has label {label!r} "
+                             f"(see labels.rows_used in artifacts/stats.json)")
     compile_classifier(model, learning_rate)
     # A progress bar on a terminal; one line per epoch in a log file (no carriage returns).
     verbose = 1 if verbose and sys.stdout.isatty() else (2 if verbose else 0)
     history = model.fit(train_data, validation_data=valid_data, epochs=epochs, verbose=verbose,
                         validation_freq=[e for e in range(1, epochs + 1)
                                          if e % validation_freq == 0 or e == epochs])
-    count = int(sum(int(tf.shape(y)[0]) for _, y in train_data))
     return model, {"valid_auc": float(history.history["val_auc"][-1]),
                    "valid_auc_by_epoch": [float(v) for v in history.history["val_auc"]],
                    "train_labels": count}
@@ -359,12 +363,15 @@ def main(argv) -> None:
     if learning_rate is None:
         learning_rate = (LEARNING_RATE if FLAGS.from_scratch
                          else PRETRAINED_LEARNING_RATE)
-    model, metrics = finetune(embedder, FLAGS.data, schema, FLAGS.label, FLAGS.epochs,
-                              FLAGS.batch_size, learning_rate, FLAGS.freeze_encoder,
-                              FLAGS.max_train_labels, FLAGS.seed,
-                              probe=FLAGS.probe_head and not FLAGS.from_scratch,
-                              freeze_tables=FLAGS.freeze_tables and not FLAGS.from_scratch,
-                              probe_c=FLAGS.probe_c)
+    try:
+        model, metrics = finetune(
+            embedder, FLAGS.data, schema, FLAGS.label, FLAGS.epochs, FLAGS.batch_size,
+            learning_rate, FLAGS.freeze_encoder, FLAGS.max_train_labels, FLAGS.seed,
+            probe=FLAGS.probe_head and not FLAGS.from_scratch,
+            freeze_tables=FLAGS.freeze_tables and not FLAGS.from_scratch,
+            probe_c=FLAGS.probe_c)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     tf.io.gfile.makedirs(FLAGS.output_dir)
     model.save(fileio.join(FLAGS.output_dir, "classifier.keras"))
     fileio.write_text(fileio.join(FLAGS.output_dir, "metrics.json"),

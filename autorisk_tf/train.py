@@ -62,7 +62,10 @@ def overrides_from_flags() -> dict:
         key, sep, value = item.partition("=")
         if not sep or "." not in key:
             raise ValueError(f"--set expects section.key=value, got {item!r}")
-        overrides[key] = yaml.safe_load(value)
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML") from None
     return overrides
 
 
@@ -73,6 +76,8 @@ def main(argv) -> None:
     for name in ("data", "model_dir"):
         if not FLAGS[name].value:
             sys.exit(f"error: --{name} is required (see --helpfull)")
+    if fileio.exists(FLAGS.model_dir) and not fileio.is_dir(FLAGS.model_dir):
+        sys.exit(f"error: --model_dir {FLAGS.model_dir} is a file, not a folder")
     from autorisk_tf.data.artifacts import Artifacts
     from autorisk_tf.training import CheckpointMismatchError, Pretrainer, load_config
 

@@ -19,7 +19,6 @@ outputs["embedding"]  # float32 [len(keys), E]
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -203,26 +202,79 @@ def _columnar(instances: list[dict]) -> dict[str, list]:
     return {name: [instance[name] for instance in instances] for name in instances[0]}
 
 
+def read_event_rows(path: str, schema: Schema, users: set[str]) -> list[dict]:
+    """The rows of an event table (CSV, JSON Lines or Parquet), read as beam.preprocess does.
+
+    Args:
+        path: str. The event table.
+        schema: Schema. Its key column and CSV delimiter.
+        users: set of str. Keep only these keys (exactly as written); empty: all.
+
+    Returns:
+        The rows (column name to raw cell), in file order.
+
+    Raises:
+        ValueError: a row the Beam job would reject as unreadable (its line and reason), or
+            a user of `users` without rows.
+    """
+    from beam import sources
+
+    rows, found = [], set()
+    for raw in sources.read_rows(path, sources.detect_format(path), schema.csv_delimiter):
+        if raw.blank:
+            continue
+        if raw.reason:
+            raise ValueError(f"{path} line {raw.line}: {raw.reason}: {raw.detail}")
+        key = raw.row.get(schema.key)
+        if not users or key in users:
+            rows.append(raw.row)
+            found.add(key)
+    missing = sorted(users - found)
+    if missing:
+        raise ValueError(f"no rows in {path} for user(s) {', '.join(missing[:5])}"
+                         + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    if not rows:
+        raise ValueError(f"{path} holds no event rows")
+    return rows
+
+
 def main(argv=None) -> int:
-    """Reads an event table, sends its users, prints one JSON line per user."""
+    """Reads an event table, sends its users, prints one JSON line per user.
+
+    Exit status: 0 done; 1 the server could not be reached or refused the request, or the
+    table holds a row the Beam job would reject; 2 a bad command line, schema or file.
+    """
+    import requests
+
+    from autorisk_tf.data.schema import SchemaError
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--schema", required=True, help="The schema file of the events.")
-    parser.add_argument("--input", required=True, help="Event table (CSV with a header).")
+    parser.add_argument("--input", required=True,
+                        help="Event table (CSV, JSON Lines or Parquet, as beam.preprocess).")
     parser.add_argument("--url", default="http://127.0.0.1:8501")
     parser.add_argument("--model_name", default="autorisk")
     parser.add_argument("--users", default="", help="Comma-separated keys (default: all).")
     parser.add_argument("--timeout", type=float, default=30.0)
     args = parser.parse_args(argv)
-    schema = load_schema(args.schema)
-    wanted = {u for u in args.users.split(",") if u}
-    with open(args.input, encoding="utf-8", newline="") as f:
-        rows = [row for row in csv.DictReader(f)
-                if not wanted or str(row.get(schema.key, "")).strip() in wanted]
+    try:
+        schema = load_schema(args.schema)
+        rows = read_event_rows(args.input, schema, {u for u in args.users.split(",") if u})
+    except (SchemaError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     client = RestClient(args.url, args.model_name, timeout=args.timeout)
     try:
         keys, outputs = client.embed_rows(rows, schema)
     except (ValueError, ServingError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except requests.RequestException as e:
+        print(f"error: cannot reach {args.url} ({type(e).__name__}; is the server running? "
+              f"python -m export.serve ...)", file=sys.stderr)
         return 1
     for i, key in enumerate(keys):
         print(json.dumps({"key": key, **{name: value[i].tolist()

@@ -28,7 +28,7 @@ import sys
 import numpy as np
 from absl import app, flags, logging
 
-from autorisk_tf.contract import EMBED_EXAMPLES, EXAMPLES_INPUT, SERVING_DEFAULT
+from autorisk_tf.contract import EMBED_EXAMPLES, EXAMPLES_INPUT, SCHEMA_ASSET, SERVING_DEFAULT
 from autorisk_tf.data import fileio
 
 FLAGS = flags.FLAGS
@@ -257,6 +257,8 @@ def export(model_dir: str, output: str, version: int | None = None,
     if missing:
         raise RuntimeError(f"the export uses ops a stock TF Serving lacks: {missing}")
     write_warmup(tmp, request, os.path.basename(os.path.normpath(output)))
+    with open(os.path.join(tmp, SCHEMA_ASSET), "w", encoding="utf-8") as f:
+        f.write(schema.source_text)
     os.rename(tmp, version_dir)
     return version_dir
 

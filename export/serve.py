@@ -32,8 +32,10 @@ import threading
 import numpy as np
 from aiohttp import web
 
-from autorisk_tf.contract import SERVING_DEFAULT
-from autorisk_tf.data.sequence_example import LENGTH_INPUT
+from autorisk_tf.contract import SCHEMA_ASSET, SERVING_DEFAULT
+from autorisk_tf.data import events
+from autorisk_tf.data.schema import parse_schema
+from autorisk_tf.data.sequence_example import LENGTH_INPUT, TIMESTAMP_INPUT
 
 LOG = logging.getLogger("export.serve")
 _DTYPES = {"DT_STRING": "string", "DT_FLOAT": "float", "DT_DOUBLE": "float",
@@ -90,6 +92,11 @@ class ServedVersion:
                                     len(spec.get("tensorShape", {}).get("dim", [])))
                               for key, spec in d.get("inputs", {}).items()}
                        for name, d in self.signature_defs.items()}
+        schema_path = os.path.join(path, SCHEMA_ASSET)
+        self.parser = None  # versions exported before the schema asset: generic checks only
+        if os.path.exists(schema_path):
+            with open(schema_path, encoding="utf-8") as f:
+                self.parser = events.RowParser(parse_schema(f.read(), source=schema_path))
 
     def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Calls a signature on numpy inputs; returns numpy outputs."""
@@ -172,21 +179,44 @@ class ModelRegistry:
 
 
 def _decode_string(value, where: str) -> bytes:
+    """A JSON string (or `{"b64": ...}`) to UTF-8 bytes.
+
+    Invalid UTF-8 is a bad request, as it is an `invalid_utf8` dead letter in beam.preprocess.
+    """
     if isinstance(value, str):
-        return value.encode("utf-8")
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest(f"{where}: a \\u escape decodes to a lone surrogate "
+                             "(not UTF-8)") from None
     if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
         try:
-            return base64.b64decode(value["b64"], validate=True)
+            decoded = base64.b64decode(value["b64"], validate=True)
         except ValueError:
             raise BadRequest(f"{where}: invalid base64") from None
+        try:
+            decoded.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BadRequest(f"{where}: base64 value is not UTF-8 ({e.reason})") from None
+        return decoded
     raise BadRequest(f"{where}: expected a string, got {json.dumps(value)[:40]}")
 
 
-def _to_array(values, kind: str, rank: int, name: str) -> np.ndarray:
+def _flat(values):
+    for value in values:
+        if isinstance(value, list):
+            yield from _flat(value)
+        else:
+            yield value
+
+
+def _to_array(values, kind: str, rank: int, name: str, maybe_bools: bool = True) -> np.ndarray:
     """A JSON (nested) list to an array of a signature input's type and rank.
 
     Rectangular lists of plain strings or numbers take numpy's fast path; anything else
     (base64 objects, nulls, mixed types) is checked value by value for a precise message.
+    `maybe_bools` (the body holds `true` or `false` somewhere) looks for booleans among
+    numbers, which numpy would turn into 1.0 and 0.0.
     """
     where = f"input {name!r}"
     try:
@@ -200,9 +230,17 @@ def _to_array(values, kind: str, rank: int, name: str) -> np.ndarray:
         return np.zeros(array.shape, {"string": object, "float": np.float32,
                                       "int": np.int64}[kind])
     if kind == "string" and array.dtype.kind == "U":
-        return np.char.encode(array, "utf-8")
+        try:
+            return np.char.encode(array, "utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest(f"{where}: a \\u escape decodes to a lone surrogate "
+                             "(not UTF-8)") from None
+    if kind == "float" and array.dtype.kind == "f" and maybe_bools and any(
+            isinstance(v, bool) for v in _flat(values)):
+        raise BadRequest(f"{where}: expected numbers, got true or false")
     if kind == "float" and array.dtype.kind in "iuf":
-        return array.astype(np.float32)
+        with np.errstate(over="ignore"):  # over float32's range: inf, a bad value below
+            return array.astype(np.float32)
     if kind == "int" and array.dtype.kind in "iu":
         return array.astype(np.int64)
     if array.dtype != object:
@@ -226,8 +264,11 @@ def _to_array(values, kind: str, rank: int, name: str) -> np.ndarray:
         raise BadRequest(f"{where}: integer out of int64 range") from None
 
 
-def parse_request(body, served: ServedVersion, limits: Limits):
+def parse_request(body, served: ServedVersion, limits: Limits, maybe_bools: bool = True):
     """A predict request's JSON to `(signature, inputs, row_format)`.
+
+    Raw events are held to `beam.preprocess`'s rules (`RowParser.check_padded`), so a value
+    that is a dead letter there is a bad request here.
 
     Raises:
         BadRequest: the message names the problem.
@@ -270,9 +311,15 @@ def parse_request(body, served: ServedVersion, limits: Limits):
             raise BadRequest("\"inputs\" must be an object of named inputs")
         _check_names(set(inputs), specs, "")
         columns = inputs
-    arrays = {name: _to_array(columns[name], kind, rank, name)
+    arrays = {name: _to_array(columns[name], kind, rank, name, maybe_bools)
               for name, (kind, rank) in specs.items()}
-    _check_batch(arrays, limits, raw=LENGTH_INPUT in specs)
+    raw = LENGTH_INPUT in specs
+    _check_batch(arrays, limits, raw=raw)
+    if raw and served.parser is not None:
+        try:
+            served.parser.check_padded(arrays, arrays[TIMESTAMP_INPUT], arrays[LENGTH_INPUT])
+        except events.RejectedRow as e:
+            raise BadRequest(f"{e.reason}: {e.detail}") from None
     return signature, arrays, row_format
 
 
@@ -366,8 +413,12 @@ def make_app(registry: ModelRegistry, limits: Limits, workers: int = 2,
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise BadRequest(f"the body is not valid JSON: {e}") from None
+        except RecursionError:
+            raise BadRequest("the body nests deeper than any request can (a request has "
+                             "at most 5 levels)") from None
         served = registry.get(request.match_info["name"], _version(request))
-        signature, inputs, row_format = parse_request(body, served, limits)
+        signature, inputs, row_format = parse_request(
+            body, served, limits, maybe_bools=b"true" in raw or b"false" in raw)
         loop = asyncio.get_running_loop()
         outputs = await loop.run_in_executor(pool, served.run, signature, inputs)
         return web.json_response(format_response(outputs, row_format),
@@ -463,8 +514,13 @@ def main(argv=None) -> int:
     limits = Limits(args.max_request_bytes, args.max_users, args.max_events)
     print(f"serving {name} version {registry.current.version} on "
           f"http://{args.host}:{args.port}/v1/models/{name}", flush=True)
-    web.run_app(make_app(registry, limits, args.workers, args.poll_seconds),
-                host=args.host, port=args.port, print=None)
+    try:
+        web.run_app(make_app(registry, limits, args.workers, args.poll_seconds),
+                    host=args.host, port=args.port, print=None)
+    except OSError as e:  # the port is taken, or the host is not an interface of this machine
+        print(f"error: cannot listen on {args.host}:{args.port}: {e.strerror or e}",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -13,8 +13,8 @@ $PY -m autorisk_tf.simulate --output_dir "$OUT/raw" --num_users 3000 --seed 7 --
 # A few broken rows, to show that bad input is reported, not dropped or fatal.
 printf 'user_id,event_time,event_type,channel,device,pay_method,amount,item\n%s\n%s\n%s\n' \
   'u_bad1,not-a-time,logon,app,known,,,' \
-  'u_bad2,2026-02-01T10:00:00,payment,app,known,balance,12.x,Bus ticket' \
-  'u_bad3,2026-02-01T10:00:00,payment' > "$OUT/raw/events/part-bad.csv"
+  'u_bad2,2024-02-01T10:00:00,payment,app,known,balance,12.x,Bus ticket' \
+  'u_bad3,2024-02-01T10:00:00,payment' > "$OUT/raw/events/part-bad.csv"
 
 echo "== 2. preprocess: group, sort, analyse, write TFRecords (python -m beam.preprocess)"
 $PY -m beam.preprocess --input "$OUT/raw/events/*.csv" \

@@ -213,7 +213,7 @@ def test_file_shuffle_equals_beam_shuffle_and_cleans_up(tmp_path):
                  "--schema", SIMULATED_SCHEMA, "--labels", str(tmp_path / "sim" / "labels.csv"),
                  "--output_dir", str(out), "--max_len", "50", "--shuffle", shuffle, *extra])
         assert sorted(p.name for p in out.iterdir()) == [
-            "artifacts", "dead_letter", "test", "train", "valid"]  # no _shuffle_tmp left
+            "_SUCCESS", "artifacts", "dead_letter", "test", "train", "valid"]  # no _shuffle_tmp
         runs[shuffle] = Run(str(out), SIMULATED_SCHEMA)
     beam_run, files_run = runs["beam"], runs["files"]
     assert files_run.examples.keys() == beam_run.examples.keys()

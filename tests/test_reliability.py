@@ -284,3 +284,140 @@ def test_a_bad_label_cell_loses_that_label_only(tmp_path):
     assert sorted((letter["source"], letter["line"], letter["reason"]) for letter in letters) == [
         ("label_cell", 3, "bad_label"), ("label_cell", 4, "bad_label")]
     assert "label cells rejected 2 (is_risk: 1, spend: 1)" in job.summary_line(stats)
+
+
+@pytest.mark.parametrize("amount,time_ms", [
+    (float("inf"), 1767261600000), (1e300, 1767261600000), (True, 1767261600000),
+    (12.5, 253402214400000), (12.5, 315532800000 - 1)])
+def test_rest_and_beam_reject_the_same_values(amount, time_ms):
+    """A value that is a dead letter in beam.preprocess is a 400 in export.serve."""
+    import types
+
+    from autorisk_tf.data import events
+    from autorisk_tf.data.schema import parse_schema
+    from export import serve
+
+    schema = parse_schema(SCHEMA.replace("format: iso8601", "format: epoch_ms"))
+    parser = events.RowParser(schema)
+    with pytest.raises(events.RejectedRow) as batch:
+        parser.parse({"user_id": "u1", "ts": time_ms, "event_type": "pay", "amount": amount})
+    served = types.SimpleNamespace(parser=parser, inputs={"serving_default": {
+        "event_type": ("string", 2), "amount": ("float", 2), "timestamp_ms": ("int", 2),
+        "length": ("int", 1)}})
+    body = json.loads(json.dumps({"instances": [
+        {"event_type": ["pay", "pay"], "amount": [1.0, amount],
+         "timestamp_ms": [1767261600000, time_ms], "length": 2}]}))
+    with pytest.raises(serve.BadRequest, match=f"{batch.value.reason}|true or false") as online:
+        serve.parse_request(body, served, serve.Limits())
+    assert "user 0 event 1" in str(online.value) or "true or false" in str(online.value)
+    # the same request with good values passes, and padding past `length` is not checked
+    body["instances"][0].update(amount=[1.0, 2.0], timestamp_ms=[1767261600000] * 2)
+    assert serve.parse_request(body, served, serve.Limits())[1]["amount"].shape == (1, 2)
+    body["instances"][0].update(amount=[1.0, amount], timestamp_ms=[1767261600000, time_ms],
+                                length=1)
+    if amount is not True:  # a boolean is never a number, padding or not
+        serve.parse_request(body, served, serve.Limits())
+
+
+@pytest.fixture(scope="module")
+def few_labels(tmp_path_factory):
+    """A data folder where one user is labelled, and a tiny model trained on it."""
+    from autorisk_tf.data.artifacts import Artifacts
+    from autorisk_tf.training import Pretrainer, load_config
+
+    root = tmp_path_factory.mktemp("few_labels")
+    (root / "events.csv").write_text(_events(num_users=40, per_user=4), encoding="utf-8")
+    (root / "labels.csv").write_text("user_id,is_risk,spend\nu0,1,2\n", encoding="utf-8")
+    (root / "schema.yaml").write_text(LABEL_SCHEMA, encoding="utf-8")
+    job.run(["--input", str(root / "events.csv"), "--schema", str(root / "schema.yaml"),
+             "--labels", str(root / "labels.csv"), "--output_dir", str(root / "data")])
+    config = load_config(None, {
+        "model.width": 8, "model.num_blocks": 1, "model.ffn_dim": 16, "model.block_size": 4,
+        "model.num_heads": 1, "model.num_global": 1, "model.field_dim": 4,
+        "input.batch_size": 4, "input.bucket_boundaries": [8], "training.steps": 1,
+        "training.warmup_steps": 1})
+    Pretrainer(Artifacts.load(f"{root}/data/artifacts"), config, str(root / "model")).fit(
+        fileio.split_pattern(str(root / "data"), "train"), verbose=0)
+    return root
+
+
+def _cli_cases(root):
+    from tests.conftest import free_ports
+
+    (root / "a_file").write_text("x")
+    (root / "broken.yaml").write_text("model: {width: [\n")
+    (root / "bom.csv").write_bytes(b"\xef\xbb\xbf" + _events(num_users=2).encode())
+    (port,) = free_ports(1)
+    dead = f"http://127.0.0.1:{port}"
+    train = ["autorisk_tf.train", "--data", f"{root}/data", "--model_dir", f"{root}/m2"]
+    client = ["export.client", "--schema", f"{root}/schema.yaml", "--url", dead]
+    return {
+        "batch_size 0": (train + ["--batch_size", "0"], "input.batch_size must be at least 1"),
+        "steps -5": (train + ["--steps", "-5"], "training.steps must be at least 1"),
+        "model_dir a file": (train[:-1] + [f"{root}/a_file"], "is a file"),
+        "broken yaml": (train + ["--config", f"{root}/broken.yaml"], "not valid YAML"),
+        "width abc": (train + ["--set", "model.width=abc"], "model.width must be int"),
+        "finetune, no labelled validation user": (
+            ["autorisk_tf.finetune", "--model_dir", f"{root}/model", "--data",
+             f"{root}/data", "--label", "is_risk", "--output_dir", f"{root}/clf"],
+            "has label 'is_risk'"),
+        "evaluate, no labelled test user": (
+            ["autorisk_tf.evaluate", "--model_dir", f"{root}/model", "--data", f"{root}/data"],
+            "an AUC needs users of both classes"),
+        "client, server down": (client + ["--input", f"{root}/events.csv"],
+                                f"cannot reach {dead}"),
+        "client, unknown user": (client + ["--input", f"{root}/events.csv", "--users", "u99"],
+                                 "no rows in"),
+        "client, CSV with a BOM": (client + ["--input", f"{root}/bom.csv"],
+                                   f"cannot reach {dead}"),  # read fine, then no server
+    }
+
+
+def test_every_cli_error_is_one_line_and_a_nonzero_exit(few_labels):
+    import concurrent.futures
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+    def call(args):
+        return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                              env=env, cwd=os.path.dirname(os.path.dirname(__file__)),
+                              timeout=300)
+
+    cases = _cli_cases(few_labels)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = dict(zip(cases, pool.map(call, [args for args, _ in cases.values()]),
+                           strict=True))
+    for name, (_, expected) in cases.items():
+        result = results[name]
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode in (1, 2), (name, result.returncode, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr, (name, result.stderr[-2000:])
+        assert len(errors) == 1 and expected in errors[0], (name, result.stderr[-2000:])
+
+
+def test_serve_on_a_port_in_use_is_one_line(monkeypatch, capsys, tmp_path):
+    import socket
+    import types
+
+    from export import serve
+
+    class Registry:
+        current = types.SimpleNamespace(version=1)
+
+        def __init__(self, base, name):
+            pass
+
+        def refresh(self):
+            return False
+
+    monkeypatch.setattr(serve, "ModelRegistry", Registry)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = serve.main(["--model_base_path", str(tmp_path), "--port", str(port)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert err[0].startswith(f"error: cannot listen on 127.0.0.1:{port}")

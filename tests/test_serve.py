@@ -7,6 +7,7 @@ test model), else skipped with that reason.
 
 import base64
 import concurrent.futures
+import json
 import os
 import shutil
 import subprocess
@@ -149,21 +150,36 @@ BAD_REQUESTS = [
     ("over-long", lambda ok: {"instances": [ok] * 65}, "limit"),
     ("unknown signature", lambda ok: {"instances": [ok], "signature_name": "nope"}, "nope"),
     ("no instances", lambda ok: {"rows": [ok]}, "instances"),
+    # values beam.preprocess makes dead letters of (export.serve holds requests to its rules)
+    ("infinite amount", lambda ok: {"instances": [{**ok, "amount": [float("inf")]
+                                                   + ok["amount"][1:]}]}, "amount"),
+    ("huge amount", lambda ok: {"instances": [{**ok, "amount": [1e300] + ok["amount"][1:]}]},
+     "amount"),
+    ("boolean amount", lambda ok: {"instances": [{**ok, "amount": [True] + ok["amount"][1:]}]},
+     "true or false"),
+    ("far-future time", lambda ok: {"instances": [{**ok, "timestamp_ms": [253402214400000]
+                                                   + ok["timestamp_ms"][1:]}]},
+     "implausible_timestamp"),
+    ("lone surrogate", lambda ok: {"instances": [{**ok, "item": ["\ud800"]
+                                                  + ok["item"][1:]}]}, "surrogate"),
 ]
+_VALUE_RULES = ("infinite amount", "huge amount", "boolean amount", "far-future time",
+                "lone surrogate")
 
 
 @pytest.mark.parametrize("case", BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
 def test_bad_requests_get_400_naming_the_problem(server, exported, case):
     url, _, kind = server
     name, make, word = case
-    if kind != "export.serve" and name in ("empty sequence", "over-long"):
-        pytest.skip("limits and empty-sequence checks are export.serve's own")
+    if kind != "export.serve" and name in ("empty sequence", "over-long", *_VALUE_RULES):
+        pytest.skip("limits, empty-sequence and value checks are export.serve's own")
     # A user with a few events and no missing amount: plain JSON (no NaN) but for the fault.
     complete = next(key for key in sorted({row["user_id"] for row in exported.rows})
                     if len(_rows(exported, [key])) >= 3
                     and all(row["amount"] for row in _rows(exported, [key])))
     _, (ok,) = instances_from_rows(_rows(exported, [complete]), exported.schema)
-    r = requests.post(f"{url}/v1/models/autorisk:predict", json=make(ok), timeout=30)
+    r = requests.post(f"{url}/v1/models/autorisk:predict", data=json.dumps(make(ok)),
+                      headers={"Content-Type": "application/json"}, timeout=30)
     assert r.status_code == 400
     assert word in r.json()["error"]
 
@@ -181,6 +197,10 @@ def test_raw_http_errors_use_tf_servings_body(server):
         r = requests.post(f"{url}/v1/models/autorisk:predict", data=b"x" * 2_000_001,
                           timeout=30)
         assert r.status_code == 400 and "limit" in r.json()["error"]
+        r = requests.post(f"{url}/v1/models/autorisk:predict",
+                          data=b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                          timeout=30)
+        assert r.status_code == 400 and "nests deeper" in r.json()["error"]
 
 
 def test_load_with_bad_requests_mixed_in(server, exported, expected):

@@ -223,8 +223,8 @@ def parse_number(value: Any, column: str, max_abs: float = MAX_ABS_NUMBER) -> fl
                                           "decimal or scientific notation")
     elif value is None:
         return math.nan
-    if isinstance(value, bool):
-        return float(value)
+    if isinstance(value, bool):  # JSON true/false: not a number, as `true` in CSV is not
+        raise RejectedRow(BAD_NUMBER, f"column {column!r}: {value!r} is not a number")
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -303,6 +303,46 @@ class RowParser:
         get = row.get
         values = tuple([convert(get(column)) for column, convert in self._converters])
         return key if key.__class__ is str else str(key), ts_ms, values
+
+
+    def check_padded(self, columns: Mapping[str, np.ndarray], timestamps_ms: np.ndarray,
+                     lengths: np.ndarray) -> None:
+        """Applies `parse`'s rules to a serving request's padded columns.
+
+        A value that `parse` would reject in the batch path is rejected here too: a time
+        outside the plausible window, a number that is infinite or over its field's
+        `max_abs`. (NaN marks a missing number, as an empty cell does in a table.)
+
+        Args:
+            columns: dict. Field name to [B, T] values (float for numeric fields).
+            timestamps_ms: int64 [B, T]. Event times.
+            lengths: int [B]. Real events per user; later steps are padding.
+
+        Raises:
+            RejectedRow: naming the user (row), the event (step), the field and the value.
+        """
+        steps = np.arange(timestamps_ms.shape[1])[None, :]
+        real = steps < np.asarray(lengths)[:, None]
+
+        def fail(bad: np.ndarray, reason: str, what: str, values: np.ndarray, text):
+            user, event = (int(i) for i in np.argwhere(bad)[0])
+            raise RejectedRow(reason, f"user {user} event {event}: {what} "
+                                      f"{text(values[user, event])}")
+
+        low, high = self.window
+        bad = real & ((timestamps_ms < low) | (timestamps_ms > high))
+        if bad.any():
+            fail(bad, IMPLAUSIBLE_TIMESTAMP, "timestamp_ms", timestamps_ms,
+                 lambda v: f"{int(v)} is {_iso(int(v))}, outside the plausible window "
+                           f"{_iso(low)} to {_iso(high)}")
+        for field in self.schema.fields_of_kind("numeric"):
+            values = np.asarray(columns[field.name], np.float64)
+            with np.errstate(invalid="ignore"):
+                bad = real & ~np.isnan(values) & ~(np.abs(values) <= field.max_abs)
+            if bad.any():
+                fail(bad, BAD_NUMBER, f"field {field.name!r}:", values,
+                     lambda v, m=field.max_abs: f"{v!r} is not a finite number of magnitude "
+                                                f"at most {m:g}")
 
 
 def parse_label(value: Any, kind: str, column: str) -> float | str:

@@ -57,6 +57,15 @@ def exists(path: str) -> bool:
     return tf.io.gfile.exists(path)
 
 
+def is_dir(path: str) -> bool:
+    """Whether a path is a folder (local path or URL)."""
+    if _is_local(path):
+        return os.path.isdir(path)
+    import tensorflow as tf
+
+    return tf.io.gfile.isdir(path)
+
+
 def join(*parts: str) -> str:
     """Joins path parts with `/` (valid for local paths and URLs)."""
     return "/".join([p.rstrip("/") for p in parts[:-1]] + list(parts[-1:]))

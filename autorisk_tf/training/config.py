@@ -169,11 +169,37 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# Counts and sizes that must be at least 1 (0 or less would train nothing, or fail deep in
+# TensorFlow).
+POSITIVE = ("input.batch_size", "training.steps", "training.checkpoint_every",
+            "training.log_every", "model.width", "model.num_blocks", "model.block_size",
+            "model.num_heads")
+
+
+def _checked(where: str, value: Any, default: Any) -> Any:
+    """A config value checked against the type of its default (ints become floats)."""
+    if value is None or default is None or default is dataclasses.MISSING:
+        return value
+    wanted = (bool if isinstance(default, bool) else int if isinstance(default, int)
+              else float if isinstance(default, float) else str if isinstance(default, str)
+              else (list, tuple) if isinstance(default, list | tuple) else None)
+    if wanted is None:
+        return value
+    if wanted is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
+        kind = wanted.__name__ if isinstance(wanted, type) else "list"
+        raise ValueError(f"{where} must be {kind}, got {value!r}")
+    if where in POSITIVE and value < 1:
+        raise ValueError(f"{where} must be at least 1, got {value}")
+    return value
+
+
 def config_from_dict(values: dict) -> TrainConfig:
     """Builds a TrainConfig from nested dicts, naming any unknown section or key.
 
     Raises:
-        ValueError: an unknown section or key, or a bad value.
+        ValueError: an unknown section or key, or a value of the wrong type or range.
     """
     unknown = sorted(set(values) - set(_SECTIONS))
     if unknown:
@@ -181,11 +207,14 @@ def config_from_dict(values: dict) -> TrainConfig:
     sections = {}
     for name, cls in _SECTIONS.items():
         section = values.get(name) or {}
-        known = {f.name for f in dataclasses.fields(cls)}
-        bad = sorted(set(section) - known)
+        if not isinstance(section, dict):
+            raise ValueError(f"{name}: must be a mapping of keys, got {section!r}")
+        fields = {f.name: f.default for f in dataclasses.fields(cls)}
+        bad = sorted(set(section) - set(fields))
         if bad:
-            raise ValueError(f"{name}: unknown key(s) {bad}; known: {sorted(known)}")
-        sections[name] = cls(**section)
+            raise ValueError(f"{name}: unknown key(s) {bad}; known: {sorted(fields)}")
+        sections[name] = cls(**{key: _checked(f"{name}.{key}", value, fields[key])
+                                for key, value in section.items()})
     return TrainConfig(**sections)
 
 
@@ -199,7 +228,13 @@ def load_config(path: str | None, overrides: dict | None = None) -> TrainConfig:
     Returns:
         The TrainConfig.
     """
-    values = yaml.safe_load(fileio.read_text(path)) if path else {}
+    try:
+        values = yaml.safe_load(fileio.read_text(path)) if path else {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ValueError(f"{path}: not valid YAML{where}: "
+                         f"{getattr(e, 'problem', None) or e}") from None
     values = values or {}
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a config must be a mapping of sections")
