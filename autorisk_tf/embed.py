@@ -17,7 +17,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from autorisk_tf.data import fileio
+from autorisk_tf.data import fileio, output_folder
 from autorisk_tf.data import sequence_example as seqex
 from autorisk_tf.data.artifacts import Artifacts
 from autorisk_tf.data.schema import Schema
@@ -149,6 +149,11 @@ def main(argv) -> None:
             sys.exit(f"error: --{name} is required (see --helpfull)")
     try:
         pattern = FLAGS.input or split_patterns(FLAGS.data, FLAGS.split)
+        if FLAGS.input:
+            import tensorflow as tf
+
+            output_folder.check_shards([p for part in pattern.split(",") if part
+                                        for p in tf.io.gfile.glob(part)])
     except fileio.OutputFolderError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -25,6 +25,7 @@ from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerTensor
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from autorisk_tf.contract import EMBED_EXAMPLES
+from autorisk_tf.data import output_folder
 from beam.preprocess import (
     LOCAL_RUNNER,
     UsageError,
@@ -155,6 +156,10 @@ def run(argv=None, save_main_session=True) -> int:
 
     args, beam_args = build_parser().parse_known_args(argv)
     paths = match_inputs(args.input)
+    try:
+        output_folder.check_shards(paths)
+    except output_folder.OutputFolderError as e:
+        raise UsageError(str(e)) from None
     if not FileSystems.exists(f"{args.model.rstrip('/')}/saved_model.pb"):
         raise UsageError(f"{args.model} holds no saved_model.pb: pass a version folder "
                          "written by python -m export.savedmodel")

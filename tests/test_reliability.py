@@ -421,3 +421,14 @@ def test_serve_on_a_port_in_use_is_one_line(monkeypatch, capsys, tmp_path):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
     assert err[0].startswith(f"error: cannot listen on 127.0.0.1:{port}")
+
+
+def test_shards_named_by_a_glob_are_checked_against_the_manifest(tmp_path, inputs):
+    out = tmp_path / "out"
+    job.run(inputs(out, "--num_shards", "2", "--split", "1,0,0"))
+    shards = sorted(glob.glob(f"{out}/train/*.tfrecord"))
+    output_folder.check_shards(shards)  # the run as written: fine
+    output_folder.check_shards([str(tmp_path / "elsewhere" / "x.tfrecord")])  # not a job's
+    (out / "train" / "part-00000-of-00008.tfrecord").write_bytes(b"")
+    with pytest.raises(output_folder.OutputFolderError, match="not listed"):
+        output_folder.check_shards(shards)

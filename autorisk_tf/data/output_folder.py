@@ -229,3 +229,27 @@ def listed_files(folder: str, subfolder: str, suffix: str) -> list[str]:
             raise OutputFolderError(f"{folder}/{name} changed size since the job wrote it; "
                                     "rerun the job with --overwrite")
     return [f"{folder}/{name}" for name in sorted(wanted)]
+
+
+def check_shards(paths: list[str]) -> None:
+    """Checks shards inside a job's output folder against its manifest.
+
+    A path `<folder>/<split>/<shard>` whose `<folder>` is a job's output (it holds a
+    manifest or `artifacts/`) must be one of the shards the manifest lists, and the split
+    must hold no others; shards elsewhere are not checked.
+
+    Args:
+        paths: list of str. Shard files about to be read.
+
+    Raises:
+        OutputFolderError: as `listed_files`.
+    """
+    checked = set()
+    for path in paths:
+        split_dir = path.rstrip("/").rsplit("/", 1)[0]
+        if "/" not in split_dir or split_dir in checked:
+            continue
+        checked.add(split_dir)
+        folder, split = split_dir.rsplit("/", 1)
+        if _exists(f"{folder}/{MANIFEST}") or _exists(f"{folder}/artifacts"):
+            listed_files(folder, split, ".tfrecord")
