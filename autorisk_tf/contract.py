@@ -17,3 +17,8 @@ EXAMPLES_INPUT = "examples"
 # In a SavedModel version folder: the schema its signatures were built from (TF Serving
 # ignores it; export.serve checks raw values by its rules, as beam.preprocess does).
 SCHEMA_ASSET = "assets.extra/schema.yaml"
+# The files of a training run folder (`--model_dir`), read by embed, finetune and export.
+ENCODER_FILE = "encoder.keras"
+CONFIG_FILE = "config.json"
+SCHEMA_FILE = "schema.yaml"
+PREPROCESSING_FILE = "preprocessing.json"  # `data.artifacts.PreprocessingOptions`

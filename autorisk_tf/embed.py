@@ -57,7 +57,7 @@ def load_embedder(model_dir: str):
     import keras
 
     import autorisk_tf.layers  # noqa: F401 - registers the layers for loading
-    from autorisk_tf.training.loop import ENCODER_FILE
+    from autorisk_tf.contract import ENCODER_FILE
 
     path = fileio.join(model_dir, ENCODER_FILE)
     if not os.path.exists(path) and "://" not in path:

@@ -21,7 +21,6 @@ code's own `EventPreprocessor`, so the SavedModel needs nothing from this packag
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -60,9 +59,10 @@ def load_run(model_dir: str, schema_path: str | None = None, max_len: int | None
         FileNotFoundError: no trained encoder, or no schema.
         ValueError: no max_len given or recorded.
     """
+    from autorisk_tf.contract import SCHEMA_FILE
+    from autorisk_tf.data.artifacts import PreprocessingOptions
     from autorisk_tf.data.schema import load_schema
     from autorisk_tf.embed import load_embedder
-    from autorisk_tf.training.loop import PREPROCESSING_FILE, SCHEMA_FILE
 
     embedder = load_embedder(model_dir)
     schema_path = schema_path or fileio.join(model_dir, SCHEMA_FILE)
@@ -70,9 +70,7 @@ def load_run(model_dir: str, schema_path: str | None = None, max_len: int | None
         raise FileNotFoundError(f"{schema_path} not found: pass --schema (the schema file "
                                 "the training data was preprocessed with)")
     if max_len is None:
-        path = fileio.join(model_dir, PREPROCESSING_FILE)
-        if os.path.exists(path):
-            max_len = json.loads(fileio.read_text(path)).get("max_len")
+        max_len = PreprocessingOptions.load(model_dir).max_len
     if not max_len:
         raise ValueError("pass --max_len (the events per user the training data was cut "
                          "to: beam.preprocess --max_len)")

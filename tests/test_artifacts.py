@@ -21,3 +21,21 @@ def test_quantile_boundaries():
 def test_tokenize():
     assert artifacts.tokenize("滴滴 ab", "char") == ["滴", "滴", " ", "a", "b"]
     assert artifacts.tokenize("  Bus  ticket\t南站 ", "whitespace") == ["Bus", "ticket", "南站"]
+
+
+def test_preprocessing_options_round_trip_through_a_run_folder(tmp_path):
+    import json
+
+    import pytest
+
+    from autorisk_tf.data.artifacts import PreprocessingOptions
+
+    stats = {"options": {"max_len": 512, "window_stride": 128}, "reference_time_ms": 7}
+    options = PreprocessingOptions.from_stats(stats)
+    assert options == PreprocessingOptions(512, 128, 7)
+    options.save(str(tmp_path))
+    assert PreprocessingOptions.load(str(tmp_path)) == options
+    assert PreprocessingOptions.load(str(tmp_path / "none")) == PreprocessingOptions()
+    (tmp_path / "preprocessing.json").write_text(json.dumps({"max_len": 1, "stride": 2}))
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['stride'\]"):
+        PreprocessingOptions.load(str(tmp_path))

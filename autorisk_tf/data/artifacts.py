@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from autorisk_tf.contract import PREPROCESSING_FILE
 from autorisk_tf.data import fileio
 from autorisk_tf.data.schema import Schema, parse_schema
 
@@ -162,6 +163,49 @@ def quantile_boundaries(values: Iterable[float], num_buckets: int, log: bool) ->
     return [float(f"{b:.10g}") for b in np.unique(points)]
 
 
+@dataclasses.dataclass(frozen=True)
+class PreprocessingOptions:
+    """How `beam.preprocess` cut the sequences: what training and export must repeat.
+
+    Args:
+        max_len: int or None. Most recent events kept per example.
+        window_stride: int. 0: the most recent events only; else the stride of windows.
+        reference_time_ms: int or None. The time event ages are measured to.
+    """
+
+    max_len: int | None = None
+    window_stride: int = 0
+    reference_time_ms: int | None = None
+
+    @classmethod
+    def from_stats(cls, stats: dict) -> PreprocessingOptions:
+        """The options a preprocessing run recorded in its `stats.json`."""
+        options = stats.get("options", {})
+        return cls(options.get("max_len"), options.get("window_stride", 0),
+                   stats.get("reference_time_ms"))
+
+    def save(self, folder: str) -> None:
+        """Writes `preprocessing.json` into a training run folder."""
+        fileio.write_text(fileio.join(folder, PREPROCESSING_FILE),
+                          json.dumps(dataclasses.asdict(self), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, folder: str) -> PreprocessingOptions:
+        """Reads `preprocessing.json` of a training run folder (defaults when absent).
+
+        Raises:
+            ValueError: the file names an unknown option.
+        """
+        path = fileio.join(folder, PREPROCESSING_FILE)
+        if not fileio.exists(path):
+            return cls()
+        values = json.loads(fileio.read_text(path))
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"{path}: unknown option(s) {unknown}")
+        return cls(**values)
+
+
 @dataclasses.dataclass
 class Artifacts:
     """Everything the model and serving need from preprocessing.
@@ -190,6 +234,11 @@ class Artifacts:
     def reference_time_ms(self) -> int | None:
         """The time event ages are measured to (`time_features.age_buckets`), or None."""
         return self.stats.get("reference_time_ms")
+
+    @property
+    def preprocessing(self) -> PreprocessingOptions:
+        """The options the sequences were cut with (from `stats.json`)."""
+        return PreprocessingOptions.from_stats(self.stats)
 
     def vocabulary(self, field: str) -> list[str]:
         """Values of a categorical field in id order (id = index + NUM_RESERVED_IDS)."""

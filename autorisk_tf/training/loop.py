@@ -27,6 +27,7 @@ import keras
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from autorisk_tf.contract import CONFIG_FILE, ENCODER_FILE, SCHEMA_FILE
 from autorisk_tf.data import fileio, pipeline
 from autorisk_tf.data.artifacts import Artifacts
 from autorisk_tf.layers.event_preprocessor import (
@@ -46,10 +47,6 @@ from autorisk_tf.tasks.quick_thought import QuickThoughtHead, split_pairs
 from autorisk_tf.tasks.slice_contrastive import SliceContrastiveHead, sample_slices
 from autorisk_tf.training.config import TrainConfig
 
-ENCODER_FILE = "encoder.keras"
-CONFIG_FILE = "config.json"
-SCHEMA_FILE = "schema.yaml"
-PREPROCESSING_FILE = "preprocessing.json"
 # TensorBoard's scalar plugin metadata, so logs need no `tensorboard` package to write.
 _SCALAR = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
@@ -616,7 +613,8 @@ class Pretrainer:
         """Writes `encoder.keras` (preprocessor + encoder) and `config.json` to model_dir.
 
         Also writes what export needs to take raw events without the `artifacts/` folder:
-        `schema.yaml` and `preprocessing.json` (the `max_len` the data was cut to).
+        `schema.yaml` and `preprocessing.json` (`PreprocessingOptions`: the `max_len` the
+        data was cut to).
         """
         tf.io.gfile.makedirs(self.model_dir)
         path = fileio.join(self.model_dir, ENCODER_FILE)
@@ -625,7 +623,5 @@ class Pretrainer:
                           json.dumps(self.config.to_dict(), indent=1) + "\n")
         fileio.write_text(fileio.join(self.model_dir, SCHEMA_FILE),
                           self.artifacts.schema.source_text)
-        options = self.artifacts.stats.get("options", {})
-        fileio.write_text(fileio.join(self.model_dir, PREPROCESSING_FILE), json.dumps(
-            {"max_len": options.get("max_len")}, indent=1) + "\n")
+        self.artifacts.preprocessing.save(self.model_dir)
         return path
