@@ -49,6 +49,7 @@ class FileSummary:
     last_timestamp_ms: int | None = None  # of the accepted events
     rejected: Counter = dataclasses.field(default_factory=Counter)
     cells_rejected: Counter = dataclasses.field(default_factory=Counter)  # label -> cells
+    keys_stripped: int = 0  # rows whose key had leading or trailing blanks (removed)
 
     def merge(self, other: FileSummary) -> FileSummary:
         """Adds another summary into this one and returns self."""
@@ -59,6 +60,7 @@ class FileSummary:
             default=None)
         self.rejected.update(other.rejected)
         self.cells_rejected.update(other.cells_rejected)
+        self.keys_stripped += other.keys_stripped
         return self
 
 
@@ -409,6 +411,8 @@ def build_artifacts(schema: Schema, files: FileSummary, sequences: SequenceSumma
         "rows_rejected": rejected,
         "rejected_by_reason": dict(sorted(by_reason.items())),
         "duplicate_events": sequences.duplicate_events,
+        # keys are stripped of leading and trailing blanks; rows whose key changed:
+        "keys_stripped": files.keys_stripped,
         "blank_lines_skipped": files.blank_lines,
         "reconciled": files.rows_in == sequences.events_used + sequences.events_truncated
         + rejected,
@@ -437,6 +441,7 @@ def build_artifacts(schema: Schema, files: FileSummary, sequences: SequenceSumma
             # bad cells of rows that were used: that label is missing, the others are kept
             "cells_rejected": sum(labels.cells_rejected.values()),
             "cells_rejected_by_label": dict(sorted(labels.cells_rejected.items())),
+            "keys_stripped": labels.keys_stripped,
         }
     if not stats["reconciled"] or not stats.get("labels", {"reconciled": True})["reconciled"]:
         raise RuntimeError(f"row counts do not reconcile: {stats}")

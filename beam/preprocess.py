@@ -115,6 +115,7 @@ class ParseEventsFn(beam.DoFn):
         base = file_index << _ORDER_BITS
         chunk = ([], [], [], [])  # keys, timestamps, orders, rows
         parse = self._parser.parse
+        key_column = self._schema.key
         for raw in sources.read_rows(path, fmt, self._schema.csv_delimiter):
             if raw.blank:
                 summary.blank_lines += 1
@@ -123,6 +124,9 @@ class ParseEventsFn(beam.DoFn):
             if raw.row is not None:
                 try:
                     key, ts_ms, values = parse(raw.row)
+                    raw_key = raw.row[key_column]
+                    if raw_key.__class__ is str and len(raw_key) != len(key):
+                        summary.keys_stripped += 1
                 except events.RejectedRow as e:
                     raw.reason, raw.detail = e.reason, e.detail
             if raw.reason:
@@ -304,7 +308,9 @@ class ParseLabelsFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, _dead_letter(
                     "labels", path, raw.line, raw.reason, raw.detail, sources.raw_text(raw)))
                 continue
-            key = key if key.__class__ is str else str(key)
+            stripped = str(key).strip()
+            summary.keys_stripped += key.__class__ is str and len(key) != len(stripped)
+            key = stripped
             if not writer:
                 yield key, (path, raw.line, labels)
                 continue
@@ -920,7 +926,8 @@ def summary_line(stats: dict) -> str:
     """The console summary of a run: rows, every kind of rejection, duplicates, users."""
     line = (f"rows in {stats['rows_in']}, used {stats['rows_used']}, truncated "
             f"{stats['rows_truncated']}, rejected {stats['rows_rejected']} "
-            f"({_reasons(stats['rejected_by_reason'])}); duplicate events "
+            f"({_reasons(stats['rejected_by_reason'])}); keys stripped of blanks "
+            f"{stats['keys_stripped']}; duplicate events "
             f"{stats['duplicate_events']}"
             f"{' (dropped)' if stats['options'].get('drop_duplicate_events') else ' (kept)'}; "
             f"users {stats['users']} {stats['users_by_split']}")

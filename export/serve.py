@@ -178,10 +178,11 @@ class ModelRegistry:
         return {"model_version_status": states}
 
 
-def _decode_string(value, where: str) -> bytes:
-    """A JSON string (or `{"b64": ...}`) to UTF-8 bytes.
+def _decode_string(value, where: str, text: bool) -> bytes:
+    """A JSON string (or `{"b64": ...}`) to bytes.
 
-    Invalid UTF-8 is a bad request, as it is an `invalid_utf8` dead letter in beam.preprocess.
+    For raw event fields (`text`), bytes that are not UTF-8 are a bad request, as they are an
+    `invalid_utf8` dead letter in beam.preprocess; serialized examples are binary.
     """
     if isinstance(value, str):
         try:
@@ -194,10 +195,11 @@ def _decode_string(value, where: str) -> bytes:
             decoded = base64.b64decode(value["b64"], validate=True)
         except ValueError:
             raise BadRequest(f"{where}: invalid base64") from None
-        try:
-            decoded.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise BadRequest(f"{where}: base64 value is not UTF-8 ({e.reason})") from None
+        if text:
+            try:
+                decoded.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise BadRequest(f"{where}: base64 value is not UTF-8 ({e.reason})") from None
         return decoded
     raise BadRequest(f"{where}: expected a string, got {json.dumps(value)[:40]}")
 
@@ -210,13 +212,15 @@ def _flat(values):
             yield value
 
 
-def _to_array(values, kind: str, rank: int, name: str, maybe_bools: bool = True) -> np.ndarray:
+def _to_array(values, kind: str, rank: int, name: str, maybe_bools: bool = True,
+              text: bool = False) -> np.ndarray:
     """A JSON (nested) list to an array of a signature input's type and rank.
 
     Rectangular lists of plain strings or numbers take numpy's fast path; anything else
     (base64 objects, nulls, mixed types) is checked value by value for a precise message.
     `maybe_bools` (the body holds `true` or `false` somewhere) looks for booleans among
-    numbers, which numpy would turn into 1.0 and 0.0.
+    numbers, which numpy would turn into 1.0 and 0.0; `text` requires base64 strings to be
+    UTF-8 (raw event fields).
     """
     where = f"input {name!r}"
     try:
@@ -251,7 +255,7 @@ def _to_array(values, kind: str, rank: int, name: str, maybe_bools: bool = True)
     if array.ndim != rank or any(isinstance(v, list) for v in flat):
         raise BadRequest(f"{where}: expected {rank} nested list level(s) of equal length")
     if kind == "string":
-        return np.array([_decode_string(v, where) for v in flat],
+        return np.array([_decode_string(v, where, text) for v in flat],
                         dtype=object).reshape(array.shape)
     ok = (int,) if kind == "int" else (int, float)
     for v in flat:
@@ -311,9 +315,9 @@ def parse_request(body, served: ServedVersion, limits: Limits, maybe_bools: bool
             raise BadRequest("\"inputs\" must be an object of named inputs")
         _check_names(set(inputs), specs, "")
         columns = inputs
-    arrays = {name: _to_array(columns[name], kind, rank, name, maybe_bools)
-              for name, (kind, rank) in specs.items()}
     raw = LENGTH_INPUT in specs
+    arrays = {name: _to_array(columns[name], kind, rank, name, maybe_bools, text=raw)
+              for name, (kind, rank) in specs.items()}
     _check_batch(arrays, limits, raw=raw)
     if raw and served.parser is not None:
         try:

@@ -19,6 +19,9 @@ def hollow(simulated, tmp_path_factory):
     for name in os.listdir(data / "train"):
         (data / "train" / name).write_bytes(b"")
     shutil.rmtree(data / "test")
+    from autorisk_tf.data.output_folder import write_manifest
+
+    write_manifest(str(data))  # as a job that wrote these splits would have
     return str(data)
 
 

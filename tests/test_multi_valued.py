@@ -38,7 +38,8 @@ def run(tmp_path_factory):
     (root / "events.csv").write_text(CSV, encoding="utf-8")
     (root / "schema.yaml").write_text(SCHEMA, encoding="utf-8")
     job.run(["--input", str(root / "events.csv"), "--schema", str(root / "schema.yaml"),
-             "--output_dir", str(root / "out"), "--split", "1,0,0"])
+             "--output_dir", str(root / "out"), "--split", "1,0,0",
+             "--earliest_time", "1970-01-01"])  # times are small epoch seconds
     return Run(str(root / "out"), str(root / "schema.yaml"))
 
 
@@ -129,7 +130,8 @@ def test_pretraining_predicts_the_set_better_than_the_most_frequent_values(tmp_p
     (tmp_path / "events.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (tmp_path / "schema.yaml").write_text(SCHEMA, encoding="utf-8")
     job.run(["--input", str(tmp_path / "events.csv"), "--schema", str(tmp_path / "schema.yaml"),
-             "--output_dir", str(tmp_path / "out"), "--split", "0.8,0.2,0"])
+             "--output_dir", str(tmp_path / "out"), "--split", "0.8,0.2,0",
+             "--earliest_time", "1970-01-01"])
     artifacts = art.Artifacts.load(str(tmp_path / "out" / "artifacts"))
     specs = {s["name"]: s for s in feature_specs_from_artifacts(artifacts)}
     assert specs["genres"]["multi"] and specs["genres"]["vocab_size"] == 16
@@ -168,7 +170,7 @@ def test_hand_made_features_count_every_value(tmp_path, shuffle):
     out = tmp_path / "features"
     features.run(["--input", str(tmp_path / "events.csv"), "--schema",
                   str(tmp_path / "schema.yaml"), "--output_dir", str(out), "--top_values", "2",
-                  "--shuffle", shuffle])
+                  "--shuffle", shuffle, "--earliest_time", "1970-01-01"])
     keys, values, columns = evaluate.load_features(str(out))
     a = dict(zip(columns, values[list(keys).index("a")], strict=True))
     # user a: rock in 3 events, jazz in 2 (top values rock, jazz); pop and folk once.

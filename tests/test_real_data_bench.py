@@ -195,6 +195,9 @@ def test_per_category_baselines_and_columns_without_values(tmp_path):
 
     pq.write_table(pa.table({"key": ["a", "b", "c"], "x": [1.0, 2.0, np.nan],
                              "empty": [np.nan] * 3}), features / "features-0.parquet")
+    from autorisk_tf.data.output_folder import write_manifest
+
+    write_manifest(str(features))  # as beam.features would
     (tmp_path / "f" / "labels.csv").write_text("record_id,death\na,1\nb,0\nc,\n")
     keys, feats, cols, labels = bench.labelled_features(str(tmp_path / "f"), "death")
     assert keys == ["a", "b"] and cols == ["x"] and labels.tolist() == [1, 0]

@@ -210,7 +210,7 @@ def test_epoch_numbers_in_the_other_unit_fail_before_anything_is_written(
     assert not (tmp_path / "out").exists()
 
 
-def test_numbers_are_plain_and_bounded_and_keys_are_kept_as_written(tmp_path):
+def test_numbers_are_plain_and_bounded_and_stripped_keys_are_counted(tmp_path):
     table = ("user_id,ts,event_type,amount\n"
              "u1,2026-01-01T10:00:00,pay,1e300\nu1,2026-01-01T11:00:00,pay,1_000\n"
              "u1,2026-01-01T12:00:00,pay,\uff11\uff12\nu1,2026-01-01T13:00:00,pay,-2.5e3\n"
@@ -220,8 +220,9 @@ def test_numbers_are_plain_and_bounded_and_keys_are_kept_as_written(tmp_path):
     assert stats["rejected_by_reason"] == {"bad_number": 3}
     assert sorted(letter["line"] for letter in letters) == [2, 3, 4]
     assert "exceeds the limit 1e+15" in letters[0]["detail"]
-    assert stats["users"] == 3  # " spaced " and "spaced" are two users
-    assert sorted(_keys(out)) == [" spaced ", "spaced", "u1"]
+    assert stats["users"] == 2  # " spaced " is "spaced", and the merge is counted
+    assert stats["keys_stripped"] == 1 and sorted(_keys(out)) == ["spaced", "u1"]
+    assert "keys stripped of blanks 1" in job.summary_line(stats)
     # a per-field limit
     schema = SCHEMA.replace("num_buckets: 4}", "num_buckets: 4, max_abs: 1e3}")
     stats, _, _ = _run_table(tmp_path, table, schema)
@@ -244,7 +245,7 @@ def test_duplicate_events_are_counted_and_dropped_on_request(tmp_path, capsys):
     assert stats["duplicate_events"] == 2 and stats["rows_used"] == 5
     assert stats["rejected_by_reason"] == {"duplicate_event": 2} and stats["reconciled"]
     line = job.summary_line(stats)
-    assert "rejected 2 (duplicate_event: 2); duplicate events 2 (dropped)" in line
+    assert "rejected 2 (duplicate_event: 2);" in line and "duplicate events 2 (dropped)" in line
 
 
 LABEL_SCHEMA = SCHEMA + """\

@@ -302,7 +302,7 @@ class RowParser:
                 f"outside the plausible window {_iso(low)} to {_iso(high)}"))
         get = row.get
         values = tuple([convert(get(column)) for column, convert in self._converters])
-        return key if key.__class__ is str else str(key), ts_ms, values
+        return str(key).strip(), ts_ms, values
 
 
     def check_padded(self, columns: Mapping[str, np.ndarray], timestamps_ms: np.ndarray,
