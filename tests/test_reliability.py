@@ -354,7 +354,7 @@ def _cli_cases(root):
     client = ["export.client", "--schema", f"{root}/schema.yaml", "--url", dead]
     return {
         "batch_size 0": (train + ["--batch_size", "0"], "input.batch_size must be at least 1"),
-        "steps -5": (train + ["--steps", "-5"], "training.steps must be at least 1"),
+        "steps -5": (train + ["--steps", "-5"], "training.steps must be at least 0"),
         "model_dir a file": (train[:-1] + [f"{root}/a_file"], "is a file"),
         "broken yaml": (train + ["--config", f"{root}/broken.yaml"], "not valid YAML"),
         "width abc": (train + ["--set", "model.width=abc"], "model.width must be int"),

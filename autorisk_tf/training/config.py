@@ -169,11 +169,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-# Counts and sizes that must be at least 1 (0 or less would train nothing, or fail deep in
-# TensorFlow).
-POSITIVE = ("input.batch_size", "training.steps", "training.checkpoint_every",
-            "training.log_every", "model.width", "model.num_blocks", "model.block_size",
-            "model.num_heads")
+# Counts and sizes with their least value (below it a run would fail deep in TensorFlow, or
+# train nothing and exit 0); `training.steps` 0 saves the encoder's initial weights.
+MINIMUM = {"input.batch_size": 1, "training.steps": 0, "training.checkpoint_every": 1,
+           "training.log_every": 1, "model.width": 1, "model.num_blocks": 1,
+           "model.block_size": 1, "model.num_heads": 1}
 
 
 def _checked(where: str, value: Any, default: Any) -> Any:
@@ -190,8 +190,8 @@ def _checked(where: str, value: Any, default: Any) -> Any:
     if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
         kind = wanted.__name__ if isinstance(wanted, type) else "list"
         raise ValueError(f"{where} must be {kind}, got {value!r}")
-    if where in POSITIVE and value < 1:
-        raise ValueError(f"{where} must be at least 1, got {value}")
+    if where in MINIMUM and value < MINIMUM[where]:
+        raise ValueError(f"{where} must be at least {MINIMUM[where]}, got {value}")
     return value
 
 
