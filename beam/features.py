@@ -54,8 +54,7 @@ from beam.preprocess import (
     SUMMARY,
     ParseEventsFn,
     UsageError,
-    add_overwrite_flag,
-    add_time_window_flags,
+    add_job_flags,
     add_verbose_flag,
     check_input_columns,
     claim_output,
@@ -273,13 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Raw event tables + schema -> one row of hand-made features per key "
                     "(Parquet). Unknown flags go to Beam.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--input", required=True,
-                        help="Event files: glob pattern(s), comma-separated, local or gs://.")
-    parser.add_argument("--schema", required=True, help="Schema YAML file.")
-    parser.add_argument("--output_dir", required=True,
-                        help="Output folder: absent or empty, unless --overwrite.")
-    add_overwrite_flag(parser)
-    add_time_window_flags(parser)
+    add_job_flags(parser)
     parser.add_argument("--input_format", default="auto",
                         help="Input format (csv, jsonl, parquet); auto guesses from each "
                              "file's extension.")

@@ -534,11 +534,21 @@ def match_inputs(patterns: str) -> list[str]:
     return sorted(set(paths))
 
 
-def add_overwrite_flag(parser: argparse.ArgumentParser) -> None:
-    """Adds `--overwrite`, which lets a job replace an output folder that holds files."""
+def add_job_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds the flags every job over event files has.
+
+    They are `--input`, `--schema`, `--output_dir`, `--overwrite` and the plausible time
+    window (`--earliest_time`, `--latest_time`).
+    """
+    parser.add_argument("--input", required=True,
+                        help="Event files: glob pattern(s), comma-separated, local or gs://.")
+    parser.add_argument("--schema", required=True, help="Schema YAML file.")
+    parser.add_argument("--output_dir", required=True,
+                        help="Output folder: absent or empty, unless --overwrite.")
     parser.add_argument("--overwrite", action="store_true",
                         help="Replace the output folder if it holds files (a local one is "
                              "replaced only once the new output is complete).")
+    add_time_window_flags(parser)
 
 
 def claim_output(output_dir: str, overwrite: bool) -> str:
@@ -593,14 +603,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Raw event tables + schema -> per-user SequenceExample TFRecords, "
                     "artifacts and dead letters. Unknown flags go to Beam.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--input", required=True,
-                        help="Event files: glob pattern(s), comma-separated, local or gs://.")
-    parser.add_argument("--schema", required=True, help="Schema YAML file.")
+    add_job_flags(parser)
     parser.add_argument("--labels", default=None, help="Label table (CSV, JSONL, Parquet).")
-    parser.add_argument("--output_dir", required=True,
-                        help="Output folder: absent or empty, unless --overwrite.")
-    add_overwrite_flag(parser)
-    add_time_window_flags(parser)
     parser.add_argument("--drop_duplicate_events", action="store_true",
                         help="Drop events that repeat an earlier event of the key exactly "
                              "(time and every value); they are counted either way.")
