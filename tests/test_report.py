@@ -199,3 +199,22 @@ def test_finetune_labels_must_be_report_labels(pretrained, report_data, tmp_path
     with pytest.raises(ValueError, match=r"--finetune_labels \['takeover'\] must also be in"):
         build_report(report_data, trainer.model_dir, str(tmp_path),
                      Options(labels=["is_risk"], finetune_labels=["takeover"]))
+
+
+def test_figures_pick_an_installed_cjk_font(monkeypatch):
+    import types
+
+    import matplotlib.pyplot as plt
+    from matplotlib import font_manager
+
+    from autorisk_tf.report import figures
+
+    assert figures.cjk_family(["DejaVu Sans", "WenQuanYi Zen Hei",
+                               "Noto Sans CJK JP"]) == "Noto Sans CJK JP"
+    assert figures.cjk_family(["DejaVu Sans"]) is None
+    fonts = [types.SimpleNamespace(name="DejaVu Sans"),
+             types.SimpleNamespace(name="WenQuanYi Zen Hei")]
+    monkeypatch.setattr(font_manager.fontManager, "ttflist", fonts)
+    monkeypatch.setitem(plt.rcParams, "font.sans-serif", ["DejaVu Sans", "Arial"])
+    figures._pyplot()
+    assert plt.rcParams["font.sans-serif"][:2] == ["DejaVu Sans", "WenQuanYi Zen Hei"]

@@ -25,12 +25,39 @@ def matplotlib_available() -> bool:
     return True
 
 
+# Families that draw Chinese, Japanese and Korean item names, most preferred first (Debian's
+# fonts-noto-cjk, then other common ones).
+CJK_FAMILIES = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC",
+                "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "SimHei", "Microsoft YaHei",
+                "PingFang SC")
+
+
+def cjk_family(installed: Sequence[str]) -> str | None:
+    """The most preferred CJK-capable font family among the installed ones.
+
+    Args:
+        installed: sequence of str. Font family names matplotlib knows.
+
+    Returns:
+        A family of `CJK_FAMILIES`, or None when none is installed (CJK text is then drawn
+        as boxes).
+    """
+    names = set(installed)
+    return next((family for family in CJK_FAMILIES if family in names), None)
+
+
 def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import font_manager
 
+    family = cjk_family([font.name for font in font_manager.fontManager.ttflist])
+    if family and family not in plt.rcParams["font.sans-serif"]:
+        # Latin text keeps matplotlib's default; glyphs it lacks fall back to the CJK font.
+        plt.rcParams["font.sans-serif"] = ["DejaVu Sans", family,
+                                           *plt.rcParams["font.sans-serif"]]
     return plt
 
 
