@@ -320,6 +320,8 @@ def parse_request(body, served: ServedVersion, limits: Limits, maybe_bools: bool
               for name, (kind, rank) in specs.items()}
     _check_batch(arrays, limits, raw=raw)
     if raw and served.parser is not None:
+        # The window ends a day after now, not after the server started: it runs for weeks.
+        served.parser.window = events.time_window()
         try:
             served.parser.check_padded(arrays, arrays[TIMESTAMP_INPUT], arrays[LENGTH_INPUT])
         except events.RejectedRow as e:

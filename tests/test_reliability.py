@@ -311,6 +311,11 @@ def test_rest_and_beam_reject_the_same_values(amount, time_ms):
     with pytest.raises(serve.BadRequest, match=f"{batch.value.reason}|true or false") as online:
         serve.parse_request(body, served, serve.Limits())
     assert "user 0 event 1" in str(online.value) or "true or false" in str(online.value)
+    served.parser.window = (0, 1)  # a window fixed when the server started moves with now
+    with pytest.raises(serve.BadRequest, match=f"{batch.value.reason}|true or false"):
+        serve.parse_request(body, served, serve.Limits())
+    if amount is not True:  # (a boolean is refused before the values are checked)
+        assert served.parser.window[1] > 1767261600000
     # the same request with good values passes, and padding past `length` is not checked
     body["instances"][0].update(amount=[1.0, 2.0], timestamp_ms=[1767261600000] * 2)
     assert serve.parse_request(body, served, serve.Limits())[1]["amount"].shape == (1, 2)
