@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import os
 
-from autorisk_tf.data.output_folder import OutputFolderError, listed_files
+from autorisk_tf.data.output_folder import (  # noqa: F401 - exists, is_dir: fileio's API
+    OutputFolderError,
+    exists,
+    is_dir,
+    listed_files,
+)
 
 
 def _is_local(path: str) -> bool:
@@ -46,24 +51,6 @@ def write_text(path: str, text: str) -> None:
     tf.io.gfile.makedirs(path.rsplit("/", 1)[0])
     with tf.io.gfile.GFile(path, "w") as f:
         f.write(text)
-
-
-def exists(path: str) -> bool:
-    """Whether a file exists (local path or URL)."""
-    if _is_local(path):
-        return os.path.exists(path)
-    import tensorflow as tf
-
-    return tf.io.gfile.exists(path)
-
-
-def is_dir(path: str) -> bool:
-    """Whether a path is a folder (local path or URL)."""
-    if _is_local(path):
-        return os.path.isdir(path)
-    import tensorflow as tf
-
-    return tf.io.gfile.isdir(path)
 
 
 def join(*parts: str) -> str:

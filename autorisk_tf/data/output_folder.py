@@ -47,11 +47,13 @@ def _files_under(folder: str) -> list[str]:
     return sorted(found)
 
 
-def _is_dir(path: str) -> bool:
+def is_dir(path: str) -> bool:
+    """Whether a path is a folder (local path or URL)."""
     return os.path.isdir(path) if _is_local(path) else _gfile().isdir(path)
 
 
-def _exists(path: str) -> bool:
+def exists(path: str) -> bool:
+    """Whether a file or folder exists (local path or URL)."""
     return os.path.exists(path) if _is_local(path) else _gfile().exists(path)
 
 
@@ -95,9 +97,9 @@ def claim(output_dir: str, overwrite: bool) -> str:
             is false.
     """
     output_dir = output_dir.rstrip("/")
-    if _exists(output_dir) and not _is_dir(output_dir):
+    if exists(output_dir) and not is_dir(output_dir):
         raise OutputFolderError(f"--output_dir {output_dir} is a file, not a folder")
-    held = _files_under(output_dir) if _exists(output_dir) else []
+    held = _files_under(output_dir) if exists(output_dir) else []
     if held and not overwrite:
         what = ("a finished run" if MANIFEST in held
                 else f"{len(held)} file(s) of an unfinished run or of something else")
@@ -108,7 +110,7 @@ def claim(output_dir: str, overwrite: bool) -> str:
     if staging == output_dir:
         if held:
             _remove_tree(output_dir)
-    elif _exists(staging):
+    elif exists(staging):
         _remove_tree(staging)  # what a killed run of this job left behind
     return staging
 
@@ -180,8 +182,8 @@ def read_manifest(folder: str) -> dict:
     """
     folder = folder.rstrip("/")
     path = f"{folder}/{MANIFEST}"
-    if not _exists(path):
-        if not _exists(folder):
+    if not exists(path):
+        if not exists(folder):
             raise OutputFolderError(f"{folder} does not exist")
         raise OutputFolderError(
             f"{folder} has no {MANIFEST} manifest: the job that writes it did not finish "
@@ -251,5 +253,5 @@ def check_shards(paths: list[str]) -> None:
             continue
         checked.add(split_dir)
         folder, split = split_dir.rsplit("/", 1)
-        if _exists(f"{folder}/{MANIFEST}") or _exists(f"{folder}/artifacts"):
+        if exists(f"{folder}/{MANIFEST}") or exists(f"{folder}/artifacts"):
             listed_files(folder, split, ".tfrecord")
