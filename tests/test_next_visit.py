@@ -105,9 +105,10 @@ def test_pretrainer_learns_the_next_visit_and_checkpoints_its_head(pretraining_d
     losses = [h["next/loss"] for h in trainer.history]
     # 24.4 at the first step, 15.6 over the last ten on this seeded data.
     assert np.mean(losses[-10:]) < losses[0] - 5.0, losses
-    kernel = trainer.next_head.classifiers["time_delta"].kernel.numpy()
+    kernel = trainer.heads["next_head"].classifiers["time_delta"].kernel.numpy()
     again = Pretrainer(artifacts, load_config(SMALL, overrides), str(tmp_path))
     assert again.restore() == 40
-    np.testing.assert_array_equal(again.next_head.classifiers["time_delta"].kernel.numpy(),
+    np.testing.assert_array_equal(again.heads["next_head"].classifiers["time_delta"].kernel.numpy(),
                                   kernel)
-    assert Pretrainer(artifacts, load_config(SMALL), str(tmp_path / "off")).next_head is None
+    off = Pretrainer(artifacts, load_config(SMALL), str(tmp_path / "off"))
+    assert "next_head" not in off.heads

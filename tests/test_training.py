@@ -66,6 +66,11 @@ def test_slice_contrastive_alone_learns_to_pair_slices(pretraining_data, tmp_pat
     assert final["slice/accuracy"] > 10 * 2 / 95, final
 
 
+def _bag_task(trainer):
+    (task,) = [task for task in trainer.tasks if task.name == "bag_of_ids"]
+    return task
+
+
 def _cv_auc(x, y):
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
@@ -285,9 +290,9 @@ def test_separate_ids_gives_the_ids_part_its_own_bag_decoder(pretraining_data, t
         "curriculum.quick_thought_start": None, "training.steps": 3})
     widths = trainer.encoder.pooling_dims
     assert widths["mean"] == 16 and widths["ids"] > 8  # several categorical fields
-    kernel = next(iter(trainer.ids_bag_head.classifiers.values())).kernel
+    kernel = next(iter(trainer.heads["ids_bag_head"].classifiers.values())).kernel
     assert kernel.shape[0] == widths["ids"]
-    assert next(iter(trainer.bag_head.classifiers.values())).kernel.shape[0] == 16
+    assert next(iter(trainer.heads["bag_head"].classifiers.values())).kernel.shape[0] == 16
     metrics = trainer.fit(f"{pretraining_data}/train/*.tfrecord", verbose=0)
     assert np.abs(np.asarray(kernel)).max() > 0  # trained away from its zero start
     assert any(key.startswith("bag_ids/") for key in metrics)
@@ -296,9 +301,9 @@ def test_separate_ids_gives_the_ids_part_its_own_bag_decoder(pretraining_data, t
     ids = trainer.preprocessor(batch)
     embedding = trainer.encoder(ids)["embedding"]
     targets = bag_targets(ids, trainer.feature_specs)
-    loss, _ = trainer._bag_loss(embedding, targets)
-    shared, _ = trainer.bag_head.loss_and_metrics(embedding[:, :16], targets, 32)
-    own, _ = trainer.ids_bag_head.loss_and_metrics(embedding[:, 16:], targets, 32)
+    loss, _ = _bag_task(trainer).bag_loss(embedding, targets)
+    shared, _ = trainer.heads["bag_head"].loss_and_metrics(embedding[:, :16], targets, 32)
+    own, _ = trainer.heads["ids_bag_head"].loss_and_metrics(embedding[:, 16:], targets, 32)
     np.testing.assert_allclose(float(loss), float(shared + own), rtol=1e-5)
     with pytest.raises(ValueError, match="separate_ids needs `ids` in model.pooling"):
         load_config(SMALL, {"bag_of_ids.separate_ids": True,
@@ -332,12 +337,13 @@ def test_idf_weighting_counts_document_frequencies_and_weighs_the_ids_target(
     targets = bag_targets(ids, trainer.feature_specs)
     weights = trainer.encoder.id_bag.id_weights()
     rng = np.random.default_rng(0)
-    for classifier in trainer.ids_bag_head.classifiers.values():  # away from its zero start
+    ids_head = trainer.heads["ids_bag_head"]
+    for classifier in ids_head.classifiers.values():  # away from its zero start
         classifier.kernel.assign(rng.normal(size=classifier.kernel.shape).astype("float32"))
-    loss, _ = trainer._bag_loss(embedding, targets)
-    own, _ = trainer.ids_bag_head.loss_and_metrics(embedding[:, 16:], targets, 32, weights)
-    plain, _ = trainer.ids_bag_head.loss_and_metrics(embedding[:, 16:], targets, 32)
-    shared, _ = trainer.bag_head.loss_and_metrics(embedding[:, :16], targets, 32)
+    loss, _ = _bag_task(trainer).bag_loss(embedding, targets)
+    own, _ = ids_head.loss_and_metrics(embedding[:, 16:], targets, 32, weights)
+    plain, _ = ids_head.loss_and_metrics(embedding[:, 16:], targets, 32)
+    shared, _ = trainer.heads["bag_head"].loss_and_metrics(embedding[:, :16], targets, 32)
     np.testing.assert_allclose(float(loss), float(shared + own), rtol=1e-5)
     assert abs(float(own) - float(plain)) > 1e-4  # the weights change the ids target
 

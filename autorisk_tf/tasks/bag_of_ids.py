@@ -19,6 +19,7 @@ from autorisk_tf.contract import PACKAGE
 from autorisk_tf.data.artifacts import NUM_RESERVED_IDS
 from autorisk_tf.layers.field_embedding import embedding_specs
 from autorisk_tf.layers.id_bag import bag_fields
+from autorisk_tf.tasks.base import StepContext, Task
 
 LOSSES = ("softmax", "squared")
 
@@ -151,3 +152,74 @@ class BagOfIdsHead(keras.layers.Layer):
         config.update({"features": [dict(spec) for spec in self.features],
                        "loss": self.loss})
         return config
+
+
+class BagOfIdsTask(Task):
+    """Bag of ids as a pre-training task (weight: `curriculum.bag_of_ids_weight`).
+
+    It reads the embedding of the masked-event pass (`masked`, made by the masked-event
+    task, which is always enabled), so it adds no encoder pass. With `separate_ids` and the
+    encoder's `ids` pooling, that part of the embedding gets a decoder of its own.
+    """
+
+    name = "bag_of_ids"
+    config_class = BagConfig
+
+    def build_heads(self, dtype) -> dict:
+        # Constructed in this order (initializers draw their seeds when constructed), so
+        # that a seed gives the same initial weights as before tasks were registered.
+        head = BagOfIdsHead(self.feature_specs, self.settings.loss, name="bag_of_ids_head",
+                            dtype=dtype)
+        ids_width = self.encoder.pooling_dims.get("ids", 0)
+        ids_head = None
+        if self.settings.separate_ids and ids_width:
+            ids_head = BagOfIdsHead(self.feature_specs, self.settings.loss,
+                                    name="ids_bag_head", dtype=dtype)
+            ids_head.build((None, ids_width))
+        head.build((None, self.encoder.embedding_dim - (ids_width if ids_head else 0)))
+        return {"bag_head": head, **({"ids_bag_head": ids_head} if ids_head else {})}
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.curriculum.bag_of_ids_weight > 0
+
+    def weight_at(self, step: int) -> float:
+        return self.config.curriculum.bag_of_ids_weight
+
+    def make_inputs(self, ids: dict, seed: tf.Tensor) -> dict:
+        return {"bag": bag_targets(ids, self.feature_specs)}
+
+    def loss_and_metrics(self, context: StepContext) -> tuple:
+        loss, metrics = self.bag_loss(context.encoded("masked")["embedding"],
+                                      context.example["bag"])
+        metrics["bag/loss"] = loss
+        return loss, metrics
+
+    def bag_loss(self, embedding, targets: dict) -> tuple:
+        """The loss and metrics of one decoder, or of one more for the `ids` part.
+
+        Args:
+            embedding: float [b, E]. This replica's sequence embeddings (masked pass).
+            targets: dict. `bag_targets` of the same rows.
+
+        Returns:
+            `(loss, metrics)`: with `separate_ids`, the sum of both decoders' losses, and
+            the `ids` decoder's metrics under `bag_ids/`.
+        """
+        batch = self.config.input.batch_size
+        id_bag = self.encoder.id_bag
+        # The decoder that reads the `ids` part reconstructs the bag weighted as it is (binary
+        # weights are all ones: no weights to apply).
+        weights = id_bag.id_weights() if id_bag is not None and id_bag.weighting == "idf" \
+            else None
+        head, ids_head = self.heads["bag_head"], self.heads.get("ids_bag_head")
+        if ids_head is None:
+            return head.loss_and_metrics(embedding, targets, batch, weights)
+        parts = self.encoder.split_embedding(embedding)
+        ids_loss, ids_metrics = ids_head.loss_and_metrics(parts.pop("ids"), targets, batch,
+                                                          weights)
+        loss, metrics = head.loss_and_metrics(tf.concat(list(parts.values()), axis=-1),
+                                              targets, batch)
+        metrics.update({key.replace("bag/", "bag_ids/"): value
+                        for key, value in ids_metrics.items()})
+        return loss + ids_loss, metrics

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -12,6 +13,7 @@ from autorisk_tf.contract import PACKAGE
 from autorisk_tf.data.artifacts import MASK_ID, NUM_RESERVED_IDS, PAD_ID
 from autorisk_tf.layers.event_preprocessor import PADDING_MASK, value_input
 from autorisk_tf.layers.field_embedding import embedding_specs, per_token
+from autorisk_tf.tasks.base import StepContext, Task
 
 TARGET_KINDS = ("categorical", "numeric")
 
@@ -224,3 +226,80 @@ class MaskedEventHead(keras.layers.Layer):
                        "predict_text": self.predict_text,
                        "predict_time": self.predict_time})
         return config
+
+
+class MaskedEventTask(Task):
+    """Masked event modelling as a pre-training task (weight: `curriculum.masked_event_weight`).
+
+    Its `masked` inputs are the pass that bag of ids reads too, so the task is always
+    enabled; with weight 0 it costs the masking only.
+    """
+
+    name = "masked_event"
+    config_class = MaskingConfig
+    progress_metrics = ("mlm/loss",)
+
+    def build_heads(self, dtype) -> dict:
+        head = MaskedEventHead(self.feature_specs, self.settings.predict_text,
+                               predict_time=self.settings.mask_time_features,
+                               name="masked_event_head", dtype=dtype)
+        head.build((None, self.config.model.width))
+        return {"mlm_head": head}
+
+    def weight_at(self, step: int) -> float:
+        return self.config.curriculum.masked_event_weight
+
+    def make_inputs(self, ids: dict, seed: tf.Tensor) -> dict:
+        masked, targets = mask_events(ids, self.feature_specs, self.settings, seed)
+        count = tf.reduce_sum(targets["masked_weights"])
+        return {"masked": masked, "targets": targets,
+                "num_masked": tf.fill(tf.shape(targets["masked_weights"])[:1], count)}
+
+    def loss_and_metrics(self, context: StepContext) -> tuple:
+        example = context.example
+        loss, metrics = self.heads["mlm_head"].losses_and_metrics(
+            context.encoded("masked")["sequence"], example["targets"],
+            example["num_masked"][0])
+        metrics["mlm/loss"] = loss
+        return loss, metrics
+
+    def evaluation(self, example: dict) -> dict:
+        """Hits, target counts and recall@k numerators at the masked events of a batch."""
+        head = self.heads["mlm_head"]
+        selected = example["targets"]["masked_weights"] > 0
+        hidden = tf.boolean_mask(self.encoder(example["masked"], training=False)["sequence"],
+                                 selected)
+        sums = {"events": tf.reduce_sum(tf.cast(selected, tf.float32))}
+        for spec in head.targets:
+            name, size = spec["name"], spec["vocab_size"]
+            target = tf.boolean_mask(example["targets"][name], selected)
+            scores = head.classifiers[name](hidden)
+            if not per_token(spec):
+                predicted = tf.argmax(scores, -1, output_type=target.dtype)
+                sums[f"correct/{name}"] = tf.reduce_sum(tf.cast(predicted == target, tf.int64))
+                sums[f"counts/{name}"] = tf.math.bincount(
+                    tf.cast(target, tf.int32), minlength=size, maxlength=size, dtype=tf.int64)
+            elif spec["kind"] == "categorical":
+                for key, hits in recall_at_k(scores, id_bag(target, size)).items():
+                    sums[f"mlm/{name}/{key}"] = tf.reduce_sum(hits)
+        return sums
+
+    def summarise(self, sums: dict) -> dict:
+        """Masked-event accuracy next to the majority class, and recall@k.
+
+        Returns:
+            `events_masked`, `mlm/<field>/accuracy` and `mlm/<field>/majority` (the share
+            of the most frequent target at the same events), and each multi-valued
+            field's `recall@k` numerators over the events.
+        """
+        total = max(int(sums.get("events", 0)), 1)
+        result = {"events_masked": total}
+        result.update({key: value / total for key, value in sums.items()
+                       if key.startswith("mlm/")})
+        for spec in self.heads["mlm_head"].targets:
+            name = spec["name"]
+            if not per_token(spec):
+                result[f"mlm/{name}/accuracy"] = int(sums.get(f"correct/{name}", 0)) / total
+                result[f"mlm/{name}/majority"] = float(
+                    np.max(sums.get(f"counts/{name}", 0))) / total
+        return result

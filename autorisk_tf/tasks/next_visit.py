@@ -20,6 +20,7 @@ import tensorflow as tf
 from autorisk_tf.contract import PACKAGE
 from autorisk_tf.data.artifacts import NUM_RESERVED_IDS
 from autorisk_tf.layers.event_preprocessor import PADDING_MASK, TIME_DELTA
+from autorisk_tf.tasks.base import StepContext, Task
 from autorisk_tf.tasks.masked_event import TARGET_KINDS, MaskedEventHead
 from autorisk_tf.tasks.quick_thought import compact_events
 
@@ -124,3 +125,43 @@ class NextVisitHead(MaskedEventHead):
         return loss, {"next/" + key.removeprefix("mlm/"): value
                       for key, value in metrics.items()}
 
+
+
+class NextVisitTask(Task):
+    """Next-visit prediction as a pre-training task (weight: `curriculum.next_visit_weight`).
+
+    Enabled, and its head built, only with a weight above 0: one more encoder pass per step.
+    """
+
+    name = "next_visit"
+    config_class = NextVisitConfig
+    seed_offset = 17
+
+    def build_heads(self, dtype) -> dict:
+        if not self.enabled:
+            return {}
+        head = NextVisitHead(self.feature_specs, self.settings.predict_text,
+                             name="next_visit_head", dtype=dtype)
+        head.build((None, self.encoder.embedding_dim))
+        return {"next_head": head}
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.curriculum.next_visit_weight > 0
+
+    def weight_at(self, step: int) -> float:
+        return self.config.curriculum.next_visit_weight
+
+    def make_inputs(self, ids: dict, seed: tf.Tensor) -> dict:
+        history, targets = cut_histories(ids, self.feature_specs, self.settings, seed)
+        rows = tf.reduce_sum(targets["masked_weights"])
+        return {"history": history, "next_targets": targets,
+                "num_histories": tf.fill(tf.shape(targets["masked_weights"])[:1], rows)}
+
+    def loss_and_metrics(self, context: StepContext) -> tuple:
+        example = context.example
+        loss, metrics = self.heads["next_head"].next_loss_and_metrics(
+            context.encoded("history")["embedding"], example["next_targets"],
+            example["num_histories"][0])
+        metrics["next/loss"] = loss
+        return loss, metrics

@@ -11,6 +11,7 @@ from keras import ops
 
 from autorisk_tf.contract import PACKAGE
 from autorisk_tf.layers.event_preprocessor import PADDING_MASK
+from autorisk_tf.tasks.base import StepContext, Task
 
 SPLITS = ("cut", "subsets")
 
@@ -166,3 +167,53 @@ class QuickThoughtHead(keras.layers.Layer):
         config.update({"projection_dim": self.projection_dim, "temperature": self.temperature,
                        "learn_temperature": self.learn_temperature})
         return config
+
+
+class QuickThoughtTask(Task):
+    """Quick thought as a pre-training task (weight: `curriculum.quick_thought_*`, ramped).
+
+    Its negatives are the whole global batch: each replica gathers every replica's
+    embeddings and computes the same global loss, so it adds 1/replicas of it.
+    """
+
+    name = "quick_thought"
+    config_class = PairConfig
+    seed_offset = 7
+    progress_metrics = ("qt/accuracy",)
+
+    def build_heads(self, dtype) -> dict:
+        head = QuickThoughtHead(self.settings.projection_dim, self.settings.temperature,
+                                self.settings.learn_temperature, name="quick_thought_head",
+                                dtype=dtype)
+        head.build((None, self.encoder.embedding_dim))
+        return {"qt_head": head}
+
+    def weight_at(self, step: int) -> float:
+        return self.config.curriculum.quick_thought_weight_at(step)
+
+    def make_inputs(self, ids: dict, seed: tf.Tensor) -> dict:
+        first, second = split_pairs(ids, self.settings, seed)
+        return {"first": first, "second": second}
+
+    def loss_and_metrics(self, context: StepContext) -> tuple:
+        first = context.gathered(context.encoded("first")["embedding"])
+        second = context.gathered(context.encoded("second")["embedding"])
+        loss, accuracy = self.heads["qt_head"].loss_and_accuracy(first, second)
+        share = loss / context.replicas
+        return share, {"qt/loss": share, "qt/accuracy": accuracy / context.replicas}
+
+    def evaluation(self, example: dict) -> dict:
+        """Top-1 pairing accuracy of one batch, its chance level and a batch count."""
+        head = self.heads["qt_head"]
+        a = head(self.encoder(example["first"], training=False)["embedding"])
+        b = head(self.encoder(example["second"], training=False)["embedding"])
+        hits = tf.argmax(tf.matmul(a, b, transpose_b=True), 1, output_type=tf.int32)
+        size = tf.shape(a)[0]
+        return {"accuracy": tf.reduce_mean(tf.cast(hits == tf.range(size), tf.float64)),
+                "chance": 1.0 / tf.cast(size, tf.float64), "batches": tf.constant(1, tf.int64)}
+
+    def summarise(self, sums: dict) -> dict:
+        """`qt/accuracy` and `qt/chance` (1 / batch size), averaged over batches."""
+        batches = max(int(sums.get("batches", 0)), 1)
+        return {"qt/accuracy": float(sums.get("accuracy", 0.0)) / batches,
+                "qt/chance": float(sums.get("chance", 0.0)) / batches}

@@ -17,6 +17,7 @@ from keras import ops
 
 from autorisk_tf.contract import PACKAGE
 from autorisk_tf.layers.event_preprocessor import PADDING_MASK
+from autorisk_tf.tasks.base import StepContext, Task
 from autorisk_tf.tasks.quick_thought import QuickThoughtHead, compact_events
 
 
@@ -149,3 +150,41 @@ class SliceContrastiveHead(QuickThoughtHead):
         z = ops.reshape(z, (shape[0], shape[1], -1))
         temperature = ops.exp(ops.clip(self.log_temperature, math.log(0.01), 0.0))
         return multi_positive_nce(z, temperature)
+
+
+class SliceContrastiveTask(Task):
+    """Random slices as a pre-training task (weight: `curriculum.slice_contrastive_*`).
+
+    Enabled when `curriculum.slice_contrastive_start` is set. Like quick thought, its
+    negatives are every slice of the global batch.
+    """
+
+    name = "slice_contrastive"
+    config_class = SliceConfig
+    seed_offset = 13
+    progress_metrics = ("slice/accuracy",)
+
+    def build_heads(self, dtype) -> dict:
+        head = SliceContrastiveHead(self.settings.projection_dim, self.settings.temperature,
+                                    self.settings.learn_temperature,
+                                    name="slice_contrastive_head", dtype=dtype)
+        head.build((None, self.encoder.embedding_dim))
+        return {"slice_head": head}
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.curriculum.slice_contrastive_start is not None
+
+    def weight_at(self, step: int) -> float:
+        return self.config.curriculum.slice_contrastive_weight_at(step)
+
+    def make_inputs(self, ids: dict, seed: tf.Tensor) -> dict:
+        return {"slices": sample_slices(ids, self.settings, seed)}
+
+    def loss_and_metrics(self, context: StepContext) -> tuple:
+        views = context.encoded("slices")["embedding"]
+        views = tf.reshape(views, [-1, self.settings.num_slices, tf.shape(views)[-1]])
+        loss, accuracy = self.heads["slice_head"].views_loss_and_accuracy(
+            context.gathered(views))  # [B, K, E] of the global batch
+        share = loss / context.replicas
+        return share, {"slice/loss": share, "slice/accuracy": accuracy / context.replicas}

@@ -3,11 +3,11 @@
 ```yaml
 model: {width: 128, num_blocks: 3, block_size: 64}      # EncoderConfig
 input: {batch_size: 32, seed: 0}                        # InputConfig
-masked_event: {rate: 0.15}                              # MaskingConfig
-quick_thought: {split: cut, min_length: 4}              # PairConfig
-slice_contrastive: {num_slices: 4, min_fraction: 0.3}    # SliceConfig
-bag_of_ids: {loss: softmax}                             # BagConfig
-next_visit: {min_events: 1}                             # NextVisitConfig
+masked_event: {rate: 0.15}                              # one section per task
+quick_thought: {split: cut, min_length: 4}              # (autorisk_tf.tasks.TASKS)
+slice_contrastive: {num_slices: 4, min_fraction: 0.3}
+bag_of_ids: {loss: softmax}
+next_visit: {min_events: 1}
 curriculum: {quick_thought_start: 300, quick_thought_ramp: 200, quick_thought_weight: 0.2,
              slice_contrastive_start: 0, slice_contrastive_weight: 1.0, next_visit_weight: 1.0}
 training: {steps: 2000, learning_rate: 0.001, checkpoint_every: 200}
@@ -25,11 +25,7 @@ import yaml
 from autorisk_tf.data import fileio
 from autorisk_tf.data.pipeline import InputConfig
 from autorisk_tf.layers.sequence_encoder import EncoderConfig
-from autorisk_tf.tasks.bag_of_ids import BagConfig
-from autorisk_tf.tasks.masked_event import MaskingConfig
-from autorisk_tf.tasks.next_visit import NextVisitConfig
-from autorisk_tf.tasks.quick_thought import PairConfig
-from autorisk_tf.tasks.slice_contrastive import SliceConfig
+from autorisk_tf.tasks import TASKS
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("adamw", "sgd")
@@ -130,35 +126,34 @@ class OptimConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
 
 
-_SECTIONS = {"model": EncoderConfig, "input": InputConfig, "masked_event": MaskingConfig,
-             "quick_thought": PairConfig, "slice_contrastive": SliceConfig,
-             "bag_of_ids": BagConfig, "next_visit": NextVisitConfig,
+# One section per registered task, between the encoder's and the schedule's.
+_SECTIONS = {"model": EncoderConfig, "input": InputConfig,
+             **{task.name: task.config_class for task in TASKS},
              "curriculum": CurriculumConfig,
              "training": OptimConfig}
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """The whole pre-training configuration (one dataclass per YAML section)."""
+def _check_sections(self) -> None:
+    if self.bag_of_ids.separate_ids and "ids" not in self.model.pooling:
+        raise ValueError("bag_of_ids.separate_ids needs `ids` in model.pooling, got "
+                         f"{list(self.model.pooling)}")
 
-    model: EncoderConfig = EncoderConfig()
-    input: InputConfig = InputConfig()
-    masked_event: MaskingConfig = MaskingConfig()
-    quick_thought: PairConfig = PairConfig()
-    slice_contrastive: SliceConfig = SliceConfig()
-    bag_of_ids: BagConfig = BagConfig()
-    next_visit: NextVisitConfig = NextVisitConfig()
-    curriculum: CurriculumConfig = CurriculumConfig()
-    training: OptimConfig = OptimConfig()
 
-    def __post_init__(self):
-        if self.bag_of_ids.separate_ids and "ids" not in self.model.pooling:
-            raise ValueError("bag_of_ids.separate_ids needs `ids` in model.pooling, got "
-                             f"{list(self.model.pooling)}")
+def _to_dict(self) -> dict:
+    """Plain dict (YAML-ready) of every section."""
+    return {name: _plain(dataclasses.asdict(getattr(self, name))) for name in _SECTIONS}
 
-    def to_dict(self) -> dict:
-        """Plain dict (YAML-ready) of every section."""
-        return {name: _plain(dataclasses.asdict(getattr(self, name))) for name in _SECTIONS}
+
+# A frozen dataclass with one field per section, so that a task registered in
+# `autorisk_tf.tasks.TASKS` gets its section without an edit here.
+TrainConfig = dataclasses.make_dataclass(
+    "TrainConfig",
+    [(name, cls, dataclasses.field(default_factory=cls)) for name, cls in _SECTIONS.items()],
+    frozen=True,
+    namespace={"__doc__": "The whole pre-training configuration (one dataclass per YAML "
+                          "section: `config.model`, `config.masked_event`, ...).",
+               "__module__": __name__, "__post_init__": _check_sections,
+               "to_dict": _to_dict})
 
 
 def _plain(value: Any) -> Any:

@@ -3,6 +3,9 @@
 Keras 3.15's `fit` fails under `MultiWorkerMirroredStrategy` (keras-team/keras#20585), so the
 loop is our own, for every strategy alike:
 
+- the loop knows no task by name: it builds every task of `autorisk_tf.tasks.TASKS`,
+  merges the enabled tasks' inputs into one example per global batch and adds up the
+  weighted losses of the tasks whose weight is above 0 at a step (one traced step per set);
 - every worker builds the same global batches from the same seed and each replica keeps its
   rows (`pipeline.slice_rows`), so N workers train on exactly what one device would;
 - losses are sums over the global batch divided by global counts (quick thought gathers the
@@ -36,15 +39,11 @@ from autorisk_tf.layers.event_preprocessor import (
     feature_specs_from_artifacts,
     model_input_names,
 )
-from autorisk_tf.layers.field_embedding import per_token
 from autorisk_tf.layers.id_bag import bag_fields
 from autorisk_tf.layers.sequence_embedder import SequenceEmbedder
 from autorisk_tf.layers.sequence_encoder import SequenceEncoder
-from autorisk_tf.tasks.bag_of_ids import BagOfIdsHead, bag_targets
-from autorisk_tf.tasks.masked_event import MaskedEventHead, id_bag, mask_events, recall_at_k
-from autorisk_tf.tasks.next_visit import NextVisitHead, cut_histories
-from autorisk_tf.tasks.quick_thought import QuickThoughtHead, split_pairs
-from autorisk_tf.tasks.slice_contrastive import SliceContrastiveHead, sample_slices
+from autorisk_tf.tasks import TASKS, StepContext
+from autorisk_tf.tasks.bag_of_ids import bag_targets
 from autorisk_tf.training.config import TrainConfig
 
 # TensorBoard's scalar plugin metadata, so logs need no `tensorboard` package to write.
@@ -172,38 +171,8 @@ class Pretrainer:
             self.encoder = SequenceEncoder(self.feature_specs, config.model, name="encoder",
                                            dtype=dtype)
             self.encoder.build(None)
-            width = config.model.width
-            self.mlm_head = MaskedEventHead(
-                self.feature_specs, config.masked_event.predict_text,
-                predict_time=config.masked_event.mask_time_features,
-                name="masked_event_head", dtype=dtype)
-            self.mlm_head.build((None, width))
-            pairs = config.quick_thought
-            self.qt_head = QuickThoughtHead(pairs.projection_dim, pairs.temperature,
-                                            pairs.learn_temperature, name="quick_thought_head",
-                                            dtype=dtype)
-            self.qt_head.build((None, self.encoder.embedding_dim))
-            slices = config.slice_contrastive
-            self.slice_head = SliceContrastiveHead(
-                slices.projection_dim, slices.temperature, slices.learn_temperature,
-                name="slice_contrastive_head", dtype=dtype)
-            self.slice_head.build((None, self.encoder.embedding_dim))
-            self.bag_head = BagOfIdsHead(self.feature_specs, config.bag_of_ids.loss,
-                                         name="bag_of_ids_head", dtype=dtype)
-            ids_width = self.encoder.pooling_dims.get("ids", 0)
-            self.ids_bag_head = None
-            if config.bag_of_ids.separate_ids and ids_width:
-                self.ids_bag_head = BagOfIdsHead(self.feature_specs, config.bag_of_ids.loss,
-                                                 name="ids_bag_head", dtype=dtype)
-                self.ids_bag_head.build((None, ids_width))
-            self.bag_head.build((None, self.encoder.embedding_dim
-                                 - (ids_width if self.ids_bag_head is not None else 0)))
-            self.next_head = None
-            if config.curriculum.next_visit_weight > 0:
-                self.next_head = NextVisitHead(self.feature_specs,
-                                               config.next_visit.predict_text,
-                                               name="next_visit_head", dtype=dtype)
-                self.next_head.build((None, self.encoder.embedding_dim))
+            self.tasks = [task(config, self.feature_specs, self.encoder, dtype)
+                          for task in TASKS]
             schedule = keras.optimizers.schedules.CosineDecay(
                 0.0, max(train.steps - train.warmup_steps, 1), warmup_target=train.learning_rate,
                 warmup_steps=train.warmup_steps)
@@ -216,31 +185,27 @@ class Pretrainer:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             self.optimizer = optimizer
             self.optimizer.build(self.trainable_variables)
-        modules = (self.encoder, self.mlm_head, self.qt_head, self.slice_head, self.bag_head,
-                   *self._optional_heads)
-        extra = {name: head for name, head in (("ids_bag_head", self.ids_bag_head),
-                                               ("next_head", self.next_head))
-                 if head is not None}
+        modules = (self.encoder, *self.heads.values())
         # The modules' trainable variables are restored through the optimizer's list of
         # them; state that no gradient updates (the `ids` pooling's idf weights, set from
         # the training data before step 1) needs its own entry.
         state = [v for module in modules for v in module.non_trainable_weights]
-        if state:
-            extra["non_trainable_state"] = state
-        self.checkpoint = tf.train.Checkpoint(encoder=self.encoder, mlm_head=self.mlm_head,
-                                              qt_head=self.qt_head,
-                                              slice_head=self.slice_head,
-                                              bag_head=self.bag_head,
-                                              **extra,
+        extra = {"non_trainable_state": state} if state else {}
+        self.checkpoint = tf.train.Checkpoint(encoder=self.encoder, **self.heads, **extra,
                                               optimizer=self.optimizer,
                                               random_states=_random_states(modules))
         self._encode = tf.function(self._encode_fn, jit_compile=train.jit_compile,
                                    reduce_retracing=True)
 
     @property
-    def _optional_heads(self) -> list:
-        """The heads that only some configs build: the `ids` decoder, the next-visit head."""
-        return [head for head in (self.ids_bag_head, self.next_head) if head is not None]
+    def heads(self) -> dict:
+        """Every task's heads by checkpoint name (`mlm_head`, `qt_head`, ...), in task order."""
+        return {name: head for task in self.tasks for name, head in task.heads.items()}
+
+    @property
+    def enabled_tasks(self) -> list:
+        """The tasks whose inputs this run makes (each trains at steps of weight > 0)."""
+        return [task for task in self.tasks if task.enabled]
 
     @property
     def _idf_weighted(self) -> bool:
@@ -249,11 +214,9 @@ class Pretrainer:
 
     @property
     def trainable_variables(self) -> list:
-        """Every trained variable: the encoder and every task head."""
-        return (self.encoder.trainable_variables + self.mlm_head.trainable_variables
-                + self.qt_head.trainable_variables + self.slice_head.trainable_variables
-                + self.bag_head.trainable_variables
-                + [v for head in self._optional_heads for v in head.trainable_variables])
+        """Every trained variable: the encoder's, then each task head's."""
+        return self.encoder.trainable_variables + [
+            v for head in self.heads.values() for v in head.trainable_variables]
 
     @property
     def step(self) -> int:
@@ -264,28 +227,13 @@ class Pretrainer:
         return self.encoder(inputs, training=training)
 
     def _examples(self, batch, seed):
-        """One global batch to the inputs of both tasks (before replicas take their rows)."""
+        """One global batch to every enabled task's inputs (before replicas take rows)."""
         inputs = model_input_names(self.feature_specs)
         ids = {name: value for name, value in batch.items() if name in inputs}
-        masked, targets = mask_events(ids, self.feature_specs, self.config.masked_event, seed)
-        first, second = split_pairs(ids, self.config.quick_thought,
-                                    seed + tf.constant([7, 7], tf.int64))
-        count = tf.reduce_sum(targets["masked_weights"])
-        example = {"masked": masked, "targets": targets, "first": first, "second": second,
-                   "num_masked": tf.fill(tf.shape(targets["masked_weights"])[:1], count)}
-        if self.config.curriculum.bag_of_ids_weight > 0:
-            example["bag"] = bag_targets(ids, self.feature_specs)
-        if self.next_head is not None:
-            history, next_targets = cut_histories(ids, self.feature_specs,
-                                                  self.config.next_visit,
-                                                  seed + tf.constant([17, 17], tf.int64))
-            rows = tf.reduce_sum(next_targets["masked_weights"])
-            example.update({"history": history, "next_targets": next_targets,
-                            "num_histories": tf.fill(
-                                tf.shape(next_targets["masked_weights"])[:1], rows)})
-        if self.config.curriculum.slice_contrastive_start is not None:
-            example["slices"] = sample_slices(ids, self.config.slice_contrastive,
-                                              seed + tf.constant([13, 13], tf.int64))
+        example = {}
+        for task in self.enabled_tasks:
+            offset = tf.constant([task.seed_offset] * 2, tf.int64)
+            example.update(task.make_inputs(ids, seed + offset))
         return example
 
     def dataset(self, file_pattern: str, skip_batches: int = 0) -> tf.distribute.DistributedDataset:
@@ -312,90 +260,33 @@ class Pretrainer:
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
-    def _bag_loss(self, embedding, targets):
-        """The bag-of-ids loss and metrics: one decoder, or one more for the `ids` part.
+    def _replica_step(self, example, weights, active):
+        """Forward, backward and update on one replica's rows of the global batch.
 
         Args:
-            embedding: float [b, E]. This replica's sequence embeddings (masked pass).
-            targets: dict. `bag_targets` of the same rows.
-
-        Returns:
-            `(loss, metrics)`: with `separate_ids`, the sum of both decoders' losses, and
-            the `ids` decoder's metrics under `bag_ids/`.
+            example: dict. This replica's rows of every enabled task's inputs.
+            weights: dict. Task name -> float32 scalar, the loss weight at this step.
+            active: tuple of str. The tasks with a weight above 0 at this step (no encoder
+                pass for the others).
         """
-        batch = self.config.input.batch_size
-        # The decoder that reads the `ids` part reconstructs the bag weighted as it is (binary
-        # weights are all ones: no weights to apply).
-        weights = self.encoder.id_bag.id_weights() if self._idf_weighted else None
-        if self.ids_bag_head is None:
-            return self.bag_head.loss_and_metrics(embedding, targets, batch, weights)
-        parts = self.encoder.split_embedding(embedding)
-        ids_loss, ids_metrics = self.ids_bag_head.loss_and_metrics(parts.pop("ids"), targets,
-                                                                   batch, weights)
-        loss, metrics = self.bag_head.loss_and_metrics(
-            tf.concat(list(parts.values()), axis=-1), targets, batch)
-        metrics.update({key.replace("bag/", "bag_ids/"): value
-                        for key, value in ids_metrics.items()})
-        return loss + ids_loss, metrics
-
-    def _replica_step(self, example, qt_weight, slice_weight, use_qt, use_slices):
-        """Forward, backward and update on one replica's rows of the global batch."""
         replicas = self.strategy.num_replicas_in_sync
-        weights = self.config.curriculum
         train = self.config.training
         variables = self.trainable_variables
+        context = StepContext(example, self._encode, replicas, self.config.input.batch_size)
         with tf.GradientTape() as tape:
             loss, metrics = tf.constant(0.0), {}
-            # No encoder pass for tasks that are off.
-            if weights.masked_event_weight > 0 or weights.bag_of_ids_weight > 0:
-                out = self._encode(example["masked"], training=True)
-            if weights.masked_event_weight > 0:
-                mlm_loss, metrics = self.mlm_head.losses_and_metrics(
-                    out["sequence"], example["targets"], example["num_masked"][0])
-                loss = weights.masked_event_weight * mlm_loss
-                metrics["mlm/loss"] = mlm_loss
-            if weights.bag_of_ids_weight > 0:
-                bag_loss, bag_metrics = self._bag_loss(out["embedding"], example["bag"])
-                loss += weights.bag_of_ids_weight * bag_loss
-                metrics.update(bag_metrics)
-                metrics["bag/loss"] = bag_loss
-            if self.next_head is not None:
-                embedding = self._encode(example["history"], training=True)["embedding"]
-                next_loss, next_metrics = self.next_head.next_loss_and_metrics(
-                    embedding, example["next_targets"], example["num_histories"][0])
-                loss += weights.next_visit_weight * next_loss
-                metrics.update(next_metrics)
-                metrics["next/loss"] = next_loss
-            if use_qt:
-                first = self._encode(example["first"], training=True)["embedding"]
-                second = self._encode(example["second"], training=True)["embedding"]
-                if replicas > 1:  # negatives from the whole global batch, as on one device
-                    context = tf.distribute.get_replica_context()
-                    first = context.all_gather(first, axis=0)
-                    second = context.all_gather(second, axis=0)
-                # Every replica computes the same global loss: 1/replicas each adds up to it.
-                qt_loss, accuracy = self.qt_head.loss_and_accuracy(first, second)
-                loss += qt_weight * qt_loss / replicas
-                metrics["qt/loss"] = qt_loss / replicas
-                metrics["qt/accuracy"] = accuracy / replicas
-            if use_slices:
-                k = self.config.slice_contrastive.num_slices
-                views = self._encode(example["slices"], training=True)["embedding"]
-                views = tf.reshape(views, [-1, k, tf.shape(views)[-1]])  # [b, K, E]
-                if replicas > 1:
-                    views = tf.distribute.get_replica_context().all_gather(views, axis=0)
-                slice_loss, accuracy = self.slice_head.views_loss_and_accuracy(views)
-                loss += slice_weight * slice_loss / replicas
-                metrics["slice/loss"] = slice_loss / replicas
-                metrics["slice/accuracy"] = accuracy / replicas
+            for task in self.tasks:
+                if task.name in active:
+                    task_loss, task_metrics = task.loss_and_metrics(context)
+                    loss += weights[task.name] * task_loss
+                    metrics.update(task_metrics)
             scaled = loss
             if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
                 scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, variables)
         grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
                  for g, v in zip(grads, variables, strict=True)]
-        context = tf.distribute.get_replica_context()
-        grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
         clip = train.clip_norm
         if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             clip = clip * tf.cast(self.optimizer.dynamic_scale, tf.float32)
@@ -407,12 +298,12 @@ class Pretrainer:
         metrics["grad_norm"] = norm / replicas
         return metrics
 
-    def _make_step(self, use_qt: bool, use_slices: bool):
+    def _make_step(self, active: tuple):
+        """A traced training step for one set of active tasks (names with weight > 0)."""
         @tf.function
-        def step(iterator, qt_weight, slice_weight):
-            per_replica = self.strategy.run(
-                self._replica_step,
-                args=(next(iterator), qt_weight, slice_weight, use_qt, use_slices))
+        def step(iterator, weights):
+            per_replica = self.strategy.run(self._replica_step,
+                                            args=(next(iterator), weights, active))
             return {name: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
                     for name, value in per_replica.items()}
         return step
@@ -502,14 +393,15 @@ class Pretrainer:
             fileio.join(self.model_dir, "logs" if self.is_chief else "logs_worker"))
         progress = ProgressReport(train.steps) if verbose and self.is_chief else None
         metrics, started, self.history = {}, time.time(), []
+        shown = ("loss", *(name for task in self.enabled_tasks
+                           for name in task.progress_metrics))
         for step in range(start, train.steps):
-            qt_weight = self.config.curriculum.quick_thought_weight_at(step)
-            slice_weight = self.config.curriculum.slice_contrastive_weight_at(step)
-            tasks = (qt_weight > 0, slice_weight > 0)
-            if tasks not in steps:  # one traced step per set of active tasks
-                steps[tasks] = self._make_step(*tasks)
-            out = steps[tasks](iterator, tf.constant(qt_weight, tf.float32),
-                               tf.constant(slice_weight, tf.float32))
+            weights = {task.name: task.weight_at(step) for task in self.enabled_tasks}
+            active = tuple(name for name, weight in weights.items() if weight > 0)
+            if active not in steps:  # one traced step per set of active tasks
+                steps[active] = self._make_step(active)
+            out = steps[active](iterator, {name: tf.constant(weights[name], tf.float32)
+                                           for name in active})
             metrics = {name: float(value) for name, value in out.items()}
             self.history.append({"step": step + 1, "seconds": time.time() - started,
                                  **{k: v for k, v in metrics.items() if k.endswith("loss")}})
@@ -517,34 +409,33 @@ class Pretrainer:
                 raise FloatingPointError(f"loss is {metrics['loss']} at step {step + 1}")
             done = step + 1
             if done % train.log_every == 0 or done == train.steps:
-                _write_scalars(writer, done, {**metrics, "quick_thought_weight": qt_weight,
-                                              "slice_contrastive_weight": slice_weight,
-                                              "learning_rate": self._learning_rate()})
+                _write_scalars(writer, done, {
+                    **metrics, **{f"{name}_weight": weight for name, weight in weights.items()},
+                    "learning_rate": self._learning_rate()})
             if done % train.checkpoint_every == 0 or done == train.steps:
                 manager.save(checkpoint_number=done)
             if progress is not None:
-                progress.update(done, {k: v for k, v in metrics.items()
-                                       if k in ("loss", "mlm/loss", "qt/accuracy",
-                                                "slice/accuracy")})
+                progress.update(done, {k: v for k, v in metrics.items() if k in shown})
         metrics["seconds"] = time.time() - started
         if self.is_chief:
             self.save_encoder()
         return metrics
 
     def evaluate(self, file_pattern: str, max_batches: int | None = None) -> dict:
-        """Masked event and quick thought accuracy on held-out shards (one pass, no dropout).
+        """Each enabled task's held-out metrics on some shards (one pass, no dropout).
 
         Args:
             file_pattern: str. Glob of evaluation shards (such as the valid split).
             max_batches: int or None. Stop after this many batches.
 
         Returns:
+            The union of the tasks' `summarise` outputs: for masked events,
             `mlm/<field>/accuracy` and `mlm/<field>/majority` (the share of the most
             frequent target at the same masked events: the majority-class baseline) for
             every categorical and numeric field, `mlm/<field>/recall@5` and
             `mlm/<field>/recall@5_frequency` (the most frequent values guessed) for
-            multi-valued fields, `qt/accuracy`, `qt/chance` (1 / batch size, averaged over
-            batches) and `events_masked`.
+            multi-valued fields and `events_masked`; for quick thought, `qt/accuracy` and
+            `qt/chance` (1 / batch size, averaged over batches).
         """
         import numpy as np
 
@@ -553,54 +444,24 @@ class Pretrainer:
         examples = pipeline.with_seeds(batches, self.config.input.seed + 1).map(self._examples)
         if max_batches:
             examples = examples.take(max_batches)
-        fields = [s for s in self.mlm_head.targets if not per_token(s)]
-        multi = [s for s in self.mlm_head.targets if s["kind"] == "categorical" and per_token(s)]
-        sums = {}  # events masked, and recall@k numerators of multi-valued fields
-        correct = dict.fromkeys((s["name"] for s in fields), 0)
-        counts = {s["name"]: np.zeros(s["vocab_size"], np.int64) for s in fields}
-        qt_hits, qt_chance, batches_seen = 0.0, 0.0, 0
+        tasks = self.enabled_tasks
 
         @tf.function(reduce_retracing=True)
-        @tf.autograph.experimental.do_not_convert  # Python loops over fields only
+        @tf.autograph.experimental.do_not_convert  # Python loops over tasks and fields only
         def run(example):
-            out = self.encoder(example["masked"], training=False)
-            selected = example["targets"]["masked_weights"] > 0
-            hidden = tf.boolean_mask(out["sequence"], selected)
-            predictions = {s["name"]: tf.argmax(self.mlm_head.classifiers[s["name"]](hidden),
-                                                -1, output_type=tf.int32) for s in fields}
-            targets = {s["name"]: tf.boolean_mask(example["targets"][s["name"]], selected)
-                       for s in fields}
-            recall = {"events": tf.reduce_sum(tf.cast(selected, tf.float32))}
-            for s in multi:
-                target = tf.boolean_mask(example["targets"][s["name"]], selected)
-                scores = self.mlm_head.classifiers[s["name"]](hidden)
-                for key, hits in recall_at_k(scores, id_bag(target, s["vocab_size"])).items():
-                    recall[f"mlm/{s['name']}/{key}"] = tf.reduce_sum(hits)
-            first = self.encoder(example["first"], training=False)["embedding"]
-            second = self.encoder(example["second"], training=False)["embedding"]
-            a, b = self.qt_head(first), self.qt_head(second)
-            hits = tf.argmax(tf.matmul(a, b, transpose_b=True), 1, output_type=tf.int32)
-            accuracy = tf.reduce_mean(tf.cast(hits == tf.range(tf.shape(a)[0]), tf.float32))
-            return predictions, targets, recall, accuracy, tf.shape(a)[0]
+            return {task.name: task.evaluation(example) for task in tasks}
 
+        sums = {task.name: {} for task in tasks}
         for example in examples:
-            predictions, targets, recall, accuracy, size = run(example)
-            for name, value in recall.items():
-                sums[name] = sums.get(name, 0.0) + float(value)
-            for name in correct:
-                target = targets[name].numpy()
-                correct[name] += int((predictions[name].numpy() == target).sum())
-                counts[name] += np.bincount(target, minlength=len(counts[name]))
-            qt_hits += float(accuracy)
-            qt_chance += 1.0 / int(size)
-            batches_seen += 1
-        total = max(int(sums.pop("events", 0)), 1)
-        result = {"events_masked": total, "qt/accuracy": qt_hits / max(batches_seen, 1),
-                  "qt/chance": qt_chance / max(batches_seen, 1)}
-        result.update({name: hits / total for name, hits in sums.items()})
-        for name in correct:
-            result[f"mlm/{name}/accuracy"] = correct[name] / total
-            result[f"mlm/{name}/majority"] = float(counts[name].max()) / total
+            for name, values in run(example).items():
+                for key, value in values.items():
+                    value = value.numpy()
+                    if value.dtype.kind == "f":
+                        value = value.astype(np.float64)
+                    sums[name][key] = sums[name].get(key, 0) + value
+        result = {}
+        for task in tasks:
+            result.update(task.summarise(sums[task.name]))
         return result
 
     def embedder(self) -> SequenceEmbedder:
