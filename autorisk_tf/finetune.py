@@ -18,7 +18,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from autorisk_tf.contract import PACKAGE
-from autorisk_tf.data import fileio, pipeline
+from autorisk_tf.data import fileio, pipeline, reader
 from autorisk_tf.data import sequence_example as seqex
 from autorisk_tf.data.schema import Schema
 
@@ -110,9 +110,7 @@ def labelled_batches(file_pattern: str, schema: Schema, label: str, classes, bat
     """
     feature = seqex.label_feature(label)
     config = pipeline.InputConfig(batch_size=batch_size, seed=seed)
-    examples = (tf.data.Dataset.list_files(file_pattern, shuffle=False)
-                .interleave(tf.data.TFRecordDataset)
-                .map(lambda s: pipeline.parse_example(s, schema)))
+    examples = reader.examples(file_pattern, schema)
     if keys is not None:
         wanted = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
             tf.constant(list(keys), tf.string), tf.ones(len(keys), tf.int64)), 0)
@@ -140,8 +138,7 @@ def class_names(file_pattern: str, schema: Schema, label: str) -> list[str]:
     """Sorted distinct non-empty values of a categorical label on some shards."""
     feature = seqex.label_feature(label)
     values = set()
-    for batch in tf.data.TFRecordDataset(tf.io.gfile.glob(file_pattern)).map(
-            lambda s: pipeline.parse_example(s, schema)[feature]).batch(1024):
+    for batch in reader.examples(file_pattern, schema).map(lambda ex: ex[feature]).batch(1024):
         values.update(v.decode("utf-8") for v in batch.numpy())
     values.discard("")
     return sorted(values)

@@ -21,6 +21,7 @@ import dataclasses
 
 import tensorflow as tf
 
+from autorisk_tf.data import reader
 from autorisk_tf.data import sequence_example as seqex
 from autorisk_tf.data.schema import Schema
 
@@ -48,14 +49,6 @@ class InputConfig:
         object.__setattr__(self, "bucket_boundaries", tuple(self.bucket_boundaries))
 
 
-def parse_example(serialized: tf.Tensor, schema: Schema) -> dict[str, tf.Tensor]:
-    """Parses one serialised SequenceExample into context scalars and [T] feature lists."""
-    context_spec, sequence_spec = seqex.parsing_spec(schema)
-    context, sequences = tf.io.parse_single_sequence_example(
-        serialized, context_features=context_spec, sequence_features=sequence_spec)
-    return {**context, **sequences}
-
-
 def raw_batches(file_pattern: str, schema: Schema, config: InputConfig, training: bool,
                 ) -> tf.data.Dataset:
     """Batches of parsed raw values, bucketed by length.
@@ -70,12 +63,10 @@ def raw_batches(file_pattern: str, schema: Schema, config: InputConfig, training
     Returns:
         Dataset of dicts as `reader.parse_batch` returns them (padded with 0 / "").
     """
-    files = tf.data.Dataset.list_files(file_pattern, shuffle=training, seed=config.seed)
-    records = files.interleave(tf.data.TFRecordDataset, cycle_length=4,
-                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    records = reader.records(file_pattern, shuffle=training, seed=config.seed)
     if training:
         records = records.shuffle(config.shuffle_buffer, seed=config.seed).repeat()
-    examples = records.map(lambda s: parse_example(s, schema),
+    examples = records.map(lambda s: reader.parse_example(s, schema),
                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     sizes = [config.batch_size] * (len(config.bucket_boundaries) + 1)
     return examples.bucket_by_sequence_length(

@@ -1,9 +1,11 @@
 """Reads the Beam job's TFRecord shards back into tensors.
 
-`parse_batch` turns a batch of serialised SequenceExamples into dense, padded tensors (one per
-context feature and feature list, plus `length`); `make_dataset` builds the tf.data pipeline
-over shards; `read_sequences` yields one example at a time as NumPy values, for tools and
-tests.
+Every reader of shards starts from `records` (the one place that lists and interleaves
+them, in an order that does not depend on the machine). `examples` parses them one by one
+(training and fine-tuning batch them by length); `parse_batch` turns a batch of serialised
+SequenceExamples into dense, padded tensors (one per context feature and feature list, plus
+`length`); `make_dataset` batches and parses; `read_sequences` yields one example at a time
+as NumPy values, for tools and tests.
 
 Example:
 ```python
@@ -41,6 +43,50 @@ def parse_batch(serialized: tf.Tensor, schema: Schema) -> dict[str, tf.Tensor]:
     return {**context, **sequences}
 
 
+# Shards read at once: a fixed number, so that the order of the records is the same on a
+# 2-core machine and a 64-core one (`tf.data`'s default follows the core count).
+CYCLE_LENGTH = 4
+
+
+def records(file_pattern: str, shuffle: bool = False, seed: int | None = None,
+            ) -> tf.data.Dataset:
+    """The serialised SequenceExamples of some shards, `CYCLE_LENGTH` shards interleaved.
+
+    Args:
+        file_pattern: str. Glob of the shards (local or gs://).
+        shuffle: bool. Shuffle the order of the files (not the records).
+        seed: int or None. Seed of that shuffle.
+
+    Returns:
+        A `tf.data.Dataset` of string scalars, in a deterministic order.
+    """
+    files = tf.data.Dataset.list_files(file_pattern, shuffle=shuffle, seed=seed)
+    return files.interleave(tf.data.TFRecordDataset, cycle_length=CYCLE_LENGTH,
+                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def parse_example(serialized: tf.Tensor, schema: Schema) -> dict[str, tf.Tensor]:
+    """Parses one serialised SequenceExample into context scalars and [T] feature lists."""
+    context_spec, sequence_spec = seqex.parsing_spec(schema)
+    context, sequences = tf.io.parse_single_sequence_example(
+        serialized, context_features=context_spec, sequence_features=sequence_spec)
+    return {**context, **sequences}
+
+
+def examples(file_pattern: str, schema: Schema) -> tf.data.Dataset:
+    """The parsed examples of some shards, one by one, in `records`' order.
+
+    Args:
+        file_pattern: str. Glob of the shards.
+        schema: Schema. The schema the shards were written with.
+
+    Returns:
+        A `tf.data.Dataset` of dicts as `parse_example` returns them.
+    """
+    return records(file_pattern).map(lambda s: parse_example(s, schema),
+                                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
 def make_dataset(file_pattern: str, schema: Schema, batch_size: int, shuffle: bool = False,
                  seed: int | None = None, repeat: bool = False) -> tf.data.Dataset:
     """Builds a batched dataset of parsed sequences from TFRecord shards.
@@ -56,15 +102,12 @@ def make_dataset(file_pattern: str, schema: Schema, batch_size: int, shuffle: bo
     Returns:
         A `tf.data.Dataset` of dicts as returned by `parse_batch`.
     """
-    files = tf.data.Dataset.list_files(file_pattern, shuffle=shuffle, seed=seed)
-    records = files.interleave(tf.data.TFRecordDataset, cycle_length=tf.data.AUTOTUNE,
-                               num_parallel_calls=tf.data.AUTOTUNE,
-                               deterministic=seed is not None or not shuffle)
+    serialized = records(file_pattern, shuffle=shuffle, seed=seed)
     if shuffle:
-        records = records.shuffle(10_000, seed=seed)
+        serialized = serialized.shuffle(10_000, seed=seed)
     if repeat:
-        records = records.repeat()
-    return (records.batch(batch_size)
+        serialized = serialized.repeat()
+    return (serialized.batch(batch_size)
             .map(lambda s: parse_batch(s, schema), num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))
 
