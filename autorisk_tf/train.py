@@ -69,6 +69,55 @@ def overrides_from_flags() -> dict:
     return overrides
 
 
+def pretrain(data: str, model_dir: str, config: str | None = None,
+             overrides: dict | None = None, eval_batches: int = 20, verbose: int = 1) -> dict:
+    """Pre-trains (or resumes) an encoder on a `beam.preprocess` output folder.
+
+    What `python -m autorisk_tf.train` runs, callable from a notebook.
+
+    Args:
+        data: str. Output folder of beam.preprocess (train/, valid/, artifacts/).
+        model_dir: str. Checkpoints, logs, `encoder.keras` and `metrics.json` go here.
+        config: str or None. YAML config; None for the defaults.
+        overrides: dict or None. `{"training.steps": 100, ...}`, applied last.
+        eval_batches: int. Validation batches evaluated after training (0 for none; none
+            either when the valid split is empty, with a note on stderr).
+        verbose: int. 1 for progress on the chief, 0 for none.
+
+    Returns:
+        The last step's metrics, plus `valid/<metric>` of the held-out evaluation.
+
+    Raises:
+        fileio.OutputFolderError: `data` is not a complete output folder, or its train
+            split is empty.
+        ValueError: a bad config, or `model_dir` is a file.
+        CheckpointMismatchError: `model_dir` holds a checkpoint of another model.
+    """
+    from autorisk_tf.data.artifacts import Artifacts
+    from autorisk_tf.training import Pretrainer, load_config
+
+    if fileio.exists(model_dir) and not fileio.is_dir(model_dir):
+        raise ValueError(f"--model_dir {model_dir} is a file, not a folder")
+    train = fileio.split_pattern(data, "train")
+    valid = None
+    if eval_batches:
+        try:
+            valid = fileio.split_pattern(data, "valid")
+        except fileio.EmptySplitError as e:
+            print(f"note: no validation after training: {e}", file=sys.stderr)
+    trainer = Pretrainer(Artifacts.load(fileio.join(data, "artifacts")),
+                         load_config(config, overrides), model_dir)
+    metrics = trainer.fit(train, verbose=verbose)
+    if trainer.is_chief and valid:
+        metrics.update({f"valid/{k}": v for k, v in
+                        trainer.evaluate(valid, eval_batches).items()})
+    if trainer.is_chief:
+        fileio.write_text(fileio.join(model_dir, "metrics.json"),
+                          json.dumps(metrics, indent=1) + "\n")
+    metrics["step"] = trainer.step
+    return metrics
+
+
 def main(argv) -> None:
     """Entry point of the command line (absl flags)."""
     del argv
@@ -76,38 +125,20 @@ def main(argv) -> None:
     for name in ("data", "model_dir"):
         if not FLAGS[name].value:
             sys.exit(f"error: --{name} is required (see --helpfull)")
-    if fileio.exists(FLAGS.model_dir) and not fileio.is_dir(FLAGS.model_dir):
-        sys.exit(f"error: --model_dir {FLAGS.model_dir} is a file, not a folder")
-    from autorisk_tf.data.artifacts import Artifacts
-    from autorisk_tf.training import CheckpointMismatchError, Pretrainer, load_config
+    from autorisk_tf.training import CheckpointMismatchError
 
-    (train,) = fileio.split_patterns_or_exit(FLAGS.data, ("train",))
-    valid = None
-    if FLAGS.eval_batches:
-        try:
-            valid = fileio.split_pattern(FLAGS.data, "valid")
-        except fileio.EmptySplitError as e:
-            print(f"note: no validation after training: {e}", file=sys.stderr)
     try:
-        config = load_config(FLAGS.config, overrides_from_flags())
-        artifacts = Artifacts.load(fileio.join(FLAGS.data, "artifacts"))
-    except (ValueError, TypeError, OSError) as e:
+        metrics = pretrain(FLAGS.data, FLAGS.model_dir, FLAGS.config, overrides_from_flags(),
+                           FLAGS.eval_batches, FLAGS.verbose)
+    except fileio.OutputFolderError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (ValueError, TypeError, OSError, CheckpointMismatchError) as e:
         sys.exit(f"error: {e}")
-    trainer = Pretrainer(artifacts, config, FLAGS.model_dir)
-    try:
-        metrics = trainer.fit(train, verbose=FLAGS.verbose)
-    except CheckpointMismatchError as e:
-        sys.exit(f"error: {e}")
-    if trainer.is_chief and valid:
-        metrics.update({f"valid/{k}": v for k, v in
-                        trainer.evaluate(valid, FLAGS.eval_batches).items()})
-        for name, value in sorted(metrics.items()):
-            if name.startswith("valid/"):
-                print(f"{name:<40} {value:.4f}")
-    if trainer.is_chief:
-        fileio.write_text(fileio.join(FLAGS.model_dir, "metrics.json"),
-                          json.dumps(metrics, indent=1) + "\n")
-        print(f"step {trainer.step}: wrote {FLAGS.model_dir}/encoder.keras")
+    for name, value in sorted(metrics.items()):
+        if name.startswith("valid/"):
+            print(f"{name:<40} {value:.4f}")
+    print(f"step {metrics['step']}: wrote {FLAGS.model_dir}/encoder.keras")
 
 
 if __name__ == "__main__":
