@@ -17,6 +17,11 @@ EXAMPLES_INPUT = "examples"
 # In a SavedModel version folder: the schema its signatures were built from (TF Serving
 # ignores it; export.serve checks raw values by its rules, as beam.preprocess does).
 SCHEMA_ASSET = "assets.extra/schema.yaml"
+# The model's fingerprint (`embed.model_fingerprint` of the run it was exported from), in a
+# SavedModel version folder and in the metadata of every embeddings Parquet file: a
+# similar-user index built from one model refuses queries embedded by another.
+FINGERPRINT_ASSET = "assets.extra/model_fingerprint"
+FINGERPRINT_METADATA = b"autorisk.model"
 # The files of a training run folder (`--model_dir`), read by embed, finetune and export.
 ENCODER_FILE = "encoder.keras"
 CONFIG_FILE = "config.json"

@@ -20,6 +20,7 @@ from absl import app, flags
 from autorisk_tf.data import fileio, output_folder
 from autorisk_tf.data import sequence_example as seqex
 from autorisk_tf.data.artifacts import Artifacts
+from autorisk_tf.data.fingerprint import model_fingerprint
 from autorisk_tf.data.schema import Schema
 
 FLAGS = flags.FLAGS
@@ -105,9 +106,16 @@ def embed(embedder, file_pattern: str, schema: Schema, batch_size: int = 64,
             {name: np.array(v) for name, v in labels.items()})
 
 
-def write_embeddings(output: str, keys, embeddings, labels, fmt: str = "parquet") -> list[str]:
-    """Writes `<output>.npy` and a `.parquet` or `.csv` table; returns the paths."""
+def write_embeddings(output: str, keys, embeddings, labels, fmt: str = "parquet",
+                     model: str = "") -> list[str]:
+    """Writes `<output>.npy` and a `.parquet` or `.csv` table; returns the paths.
+
+    A Parquet table carries `model` (the model's fingerprint) in its metadata, under
+    `contract.FINGERPRINT_METADATA`.
+    """
     import pyarrow as pa
+
+    from autorisk_tf.contract import FINGERPRINT_METADATA
 
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     np.save(output + ".npy", embeddings)
@@ -115,6 +123,7 @@ def write_embeddings(output: str, keys, embeddings, labels, fmt: str = "parquet"
     columns.update({f"e{i}": embeddings[:, i] for i in range(embeddings.shape[1])})
     table = pa.table(columns)
     if fmt == "parquet":
+        table = table.replace_schema_metadata({FINGERPRINT_METADATA: model.encode()})
         import pyarrow.parquet as pq
 
         pq.write_table(table, output + ".parquet")
@@ -168,7 +177,8 @@ def main(argv) -> None:
         keys, vectors, labels = embed(embedder, pattern, schema, FLAGS.batch_size)
     except ValueError as e:
         sys.exit(f"error: {e}")
-    for path in write_embeddings(FLAGS.output, keys, vectors, labels, FLAGS.format):
+    for path in write_embeddings(FLAGS.output, keys, vectors, labels, FLAGS.format,
+                                 model_fingerprint(FLAGS.model_dir)):
         print(f"wrote {path}")
     print(f"{len(keys)} sequences, embedding size {vectors.shape[1]}")
 

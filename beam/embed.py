@@ -24,8 +24,9 @@ from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, R
 from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerTensor
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from autorisk_tf.contract import EMBED_EXAMPLES
+from autorisk_tf.contract import EMBED_EXAMPLES, FINGERPRINT_METADATA
 from autorisk_tf.data import output_folder
+from autorisk_tf.data.fingerprint import saved_model_fingerprint
 from beam.preprocess import (
     LOCAL_RUNNER,
     UsageError,
@@ -118,12 +119,13 @@ def to_row(keyed: tuple) -> dict:
             "embedding": np.asarray(result.inference["embedding"], np.float32).tolist()}
 
 
-def parquet_schema(labels: dict[str, str]) -> pa.Schema:
-    """The output table's columns."""
+def parquet_schema(labels: dict[str, str], model: str = "") -> pa.Schema:
+    """The output table's columns, with the model's fingerprint in the metadata."""
     return pa.schema([("key", pa.string())]
                      + [(f"label_{n}", pa.string() if k == "string" else pa.float64())
                         for n, k in labels.items()]
-                     + [("length", pa.int64()), ("embedding", pa.list_(pa.float32()))])
+                     + [("length", pa.int64()), ("embedding", pa.list_(pa.float32()))],
+                     metadata={FINGERPRINT_METADATA: model.encode()})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,7 +182,8 @@ def run(argv=None, save_main_session=True) -> int:
          | "Embed" >> RunInference(handler)
          | "Row" >> beam.Map(to_row)
          | "Write" >> beam.io.WriteToParquet(
-             args.output, parquet_schema(labels), file_name_suffix=".parquet",
+             args.output, parquet_schema(labels, saved_model_fingerprint(args.model)),
+             file_name_suffix=".parquet",
              num_shards=args.num_shards))
     result = pipeline.run()
     result.wait_until_finish()

@@ -27,8 +27,15 @@ import sys
 import numpy as np
 from absl import app, flags, logging
 
-from autorisk_tf.contract import EMBED_EXAMPLES, EXAMPLES_INPUT, SCHEMA_ASSET, SERVING_DEFAULT
+from autorisk_tf.contract import (
+    EMBED_EXAMPLES,
+    EXAMPLES_INPUT,
+    FINGERPRINT_ASSET,
+    SCHEMA_ASSET,
+    SERVING_DEFAULT,
+)
 from autorisk_tf.data import fileio
+from autorisk_tf.data.fingerprint import model_fingerprint
 
 FLAGS = flags.FLAGS
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -257,6 +264,8 @@ def export(model_dir: str, output: str, version: int | None = None,
     write_warmup(tmp, request, os.path.basename(os.path.normpath(output)))
     with open(os.path.join(tmp, SCHEMA_ASSET), "w", encoding="utf-8") as f:
         f.write(schema.source_text)
+    with open(os.path.join(tmp, FINGERPRINT_ASSET), "w", encoding="utf-8") as f:
+        f.write(model_fingerprint(model_dir) + "\n")
     os.rename(tmp, version_dir)
     return version_dir
 

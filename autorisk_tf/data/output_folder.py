@@ -115,7 +115,8 @@ def claim(output_dir: str, overwrite: bool) -> str:
     return staging
 
 
-def _digest(path: str) -> str:
+def sha256_of(path: str) -> str:
+    """The SHA-256 of a file (local or on an object store), in hex."""
     sha = hashlib.sha256()
     opener = open if _is_local(path) else _gfile().GFile
     with opener(path, "rb") as f:
@@ -142,7 +143,7 @@ def write_manifest(folder: str) -> dict:
     for name in _files_under(folder):
         if name != MANIFEST:
             path = f"{folder}/{name}"
-            files[name] = {"bytes": _size(path), "sha256": _digest(path)}
+            files[name] = {"bytes": _size(path), "sha256": sha256_of(path)}
     manifest = {"files": files}
     text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
     opener = open if _is_local(folder) else _gfile().GFile
