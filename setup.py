@@ -35,6 +35,8 @@ setup(
         "tf-keras==2.21.0",
         # Downstream evaluation: logistic regression and AUC on the embeddings.
         "scikit-learn==1.9.1",
+        # Similar-user search (autorisk_tf.search): exact, HNSW and IVF-PQ indexes.
+        "faiss-cpu==1.15.1",
     ],
     extras_require={
         # The evaluation report's UMAP maps and figures (python -m autorisk_tf.report).

@@ -2,7 +2,7 @@
 
   python -m export.serve --model_base_path models/autorisk [--port 8501] [--host 127.0.0.1] \
       [--model_name NAME] [--max_request_bytes 33554432] [--max_users 1024] \
-      [--max_events 262144] [--poll_seconds 2]
+      [--max_events 262144] [--poll_seconds 2] [--index index/]
 
 Production serves the same SavedModel with the official `tensorflow/serving` image
 (BUILD.md). This server loads the newest version under `--model_base_path`, picks up a newer
@@ -10,7 +10,12 @@ one without a restart, and answers:
 
 - `POST /v1/models/<name>[/versions/<v>]:predict` with `instances` (row format) or
   `inputs` (columnar), optional `signature_name`;
-- `GET /v1/models/<name>[/versions/<v>]` (version status) and `.../metadata` (signatures).
+- `GET /v1/models/<name>[/versions/<v>]` (version status) and `.../metadata` (signatures);
+- with `--index` (an `autorisk_tf.search` index), `POST /v1/models/<name>[/versions/<v>]
+  :neighbours`, an extension beside TF Serving's API: `{"key": "u1", "k": 10}` or
+  `{"instances": [<raw events of a user>, ...], "k": 10}` -> `{"results": [{"query": ...,
+  "neighbours": [{"key": ..., "similarity": ...}, ...]}]}`; 400 for an unknown key, and
+  for an index built from another model than the version asked for.
 
 Errors get TF Serving's body, `{"error": "<message>"}`: 400 for a bad request (the message
 names the problem), 404 for an unknown model or version. Unknown categories and missing
@@ -34,6 +39,7 @@ from aiohttp import web
 
 from autorisk_tf.contract import SCHEMA_ASSET, SERVING_DEFAULT
 from autorisk_tf.data import events
+from autorisk_tf.data.fingerprint import saved_model_fingerprint
 from autorisk_tf.data.schema import parse_schema
 from autorisk_tf.data.sequence_example import LENGTH_INPUT, TIMESTAMP_INPUT
 
@@ -82,6 +88,7 @@ class ServedVersion:
         self.path = path
         self.version = version
         self.model = tf.saved_model.load(path)
+        self.fingerprint = saved_model_fingerprint(path)
         proto = saved_model_pb2.SavedModel()
         with open(os.path.join(path, "saved_model.pb"), "rb") as f:
             proto.ParseFromString(f.read())
@@ -401,12 +408,32 @@ def _version(request: web.Request) -> int | None:
     return int(text)
 
 
+MAX_NEIGHBOURS = 1000
+
+
+def neighbour_results(keys: list, found, scores) -> dict:
+    """The `:neighbours` response body for each query's found keys and similarities."""
+    return {"results": [
+        {"query": query, "neighbours": [{"key": str(n), "similarity": float(s)}
+                                        for n, s in zip(found[i], scores[i], strict=True)
+                                        if n is not None]}
+        for i, query in enumerate(keys)]}
+
+
 def make_app(registry: ModelRegistry, limits: Limits, workers: int = 2,
-             poll_seconds: float = 2.0) -> web.Application:
-    """The aiohttp application: routes, limits, error bodies and version polling."""
+             poll_seconds: float = 2.0, index=None) -> web.Application:
+    """The aiohttp application: routes, limits, error bodies and version polling.
+
+    Args:
+        registry: ModelRegistry. The served model's versions.
+        limits: Limits. Request size limits.
+        workers: int. Threads running the model.
+        poll_seconds: float. How often to look for a new version.
+        index: UserIndex or None. Serves `:neighbours` when given.
+    """
     pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="predict")
 
-    async def predict(request: web.Request) -> web.Response:
+    async def read_body(request: web.Request) -> tuple[dict, bytes]:
         if request.content_length and request.content_length > limits.max_request_bytes:
             raise BadRequest(f"request body of {request.content_length} bytes is over the "
                              f"limit of {limits.max_request_bytes}")
@@ -422,6 +449,10 @@ def make_app(registry: ModelRegistry, limits: Limits, workers: int = 2,
         except RecursionError:
             raise BadRequest("the body nests deeper than any request can (a request has "
                              "at most 5 levels)") from None
+        return body, raw
+
+    async def predict(request: web.Request) -> web.Response:
+        body, raw = await read_body(request)
         served = registry.get(request.match_info["name"], _version(request))
         signature, inputs, row_format = parse_request(
             body, served, limits, maybe_bools=b"true" in raw or b"false" in raw)
@@ -429,6 +460,48 @@ def make_app(registry: ModelRegistry, limits: Limits, workers: int = 2,
         outputs = await loop.run_in_executor(pool, served.run, signature, inputs)
         return web.json_response(format_response(outputs, row_format),
                                  dumps=lambda o: json.dumps(o, allow_nan=True))
+
+    async def neighbours(request: web.Request) -> web.Response:
+        from autorisk_tf.search import SearchError
+
+        body, raw = await read_body(request)
+        served = registry.get(request.match_info["name"], _version(request))
+        if index is None:
+            raise NotFound("no similar-user index is served: start export.serve with --index")
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object with `key` or `instances`")
+        k = body.get("k", 10)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_NEIGHBOURS:
+            raise BadRequest(f"k must be an integer from 1 to {MAX_NEIGHBOURS}, got {k!r}")
+        if index.model and served.fingerprint and index.model != served.fingerprint:
+            raise BadRequest(f"the index holds embeddings of model {index.model}; version "
+                             f"{served.version} is model {served.fingerprint}: rebuild the "
+                             "index with this version's embeddings")
+        loop = asyncio.get_running_loop()
+        try:
+            if ("key" in body) == ("instances" in body or "inputs" in body):
+                raise BadRequest("give either `key` (a user in the index) or `instances` "
+                                 "(raw events, as for :predict)")
+            if "key" in body:
+                found = await loop.run_in_executor(
+                    pool, index.neighbours, str(body["key"]), k)
+                result = {"results": [{"query": str(body["key"]), "neighbours": [
+                    {"key": n, "similarity": s} for n, s in found]}]}
+            else:
+                request_body = {name: body[name] for name in ("instances", "inputs")
+                                if name in body}
+                signature, inputs, _ = parse_request(
+                    request_body, served, limits,
+                    maybe_bools=b"true" in raw or b"false" in raw)
+                if signature != SERVING_DEFAULT:
+                    raise BadRequest("neighbours of raw events take serving_default inputs")
+                outputs = await loop.run_in_executor(pool, served.run, signature, inputs)
+                found, scores = await loop.run_in_executor(
+                    pool, index.search, outputs["embedding"], k)
+                result = neighbour_results(list(range(len(found))), found, scores)
+        except SearchError as e:
+            raise BadRequest(str(e)) from None
+        return web.json_response(result)
 
     async def status(request: web.Request) -> web.Response:
         if request.match_info["name"] != registry.name:
@@ -482,6 +555,7 @@ def make_app(registry: ModelRegistry, limits: Limits, workers: int = 2,
     version = "/versions/{version:[^/:]+}"
     for prefix in (model, model + version):
         app.router.add_post(prefix + ":predict", predict)
+        app.router.add_post(prefix + ":neighbours", neighbours)
         app.router.add_get(prefix, status)
         app.router.add_get(prefix + "/metadata", metadata)
     app.cleanup_ctx.append(poll)
@@ -505,6 +579,9 @@ def main(argv=None) -> int:
     parser.add_argument("--poll_seconds", type=float, default=2.0,
                         help="How often to look for a new version.")
     parser.add_argument("--workers", type=int, default=2, help="Threads running the model.")
+    parser.add_argument("--index", default=None,
+                        help="A similar-user index folder (python -m autorisk_tf.search "
+                             "build): serves :neighbours.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -517,11 +594,20 @@ def main(argv=None) -> int:
               "python -m export.savedmodel)" + (f": {registry.failed}" if registry.failed
                                                 else ""), file=sys.stderr)
         return 2
+    index = None
+    if args.index:
+        from autorisk_tf.search import UserIndex
+
+        try:
+            index = UserIndex.load(args.index)
+        except (ValueError, OSError) as e:
+            print(f"error: --index {args.index}: {e}", file=sys.stderr)
+            return 2
     limits = Limits(args.max_request_bytes, args.max_users, args.max_events)
     print(f"serving {name} version {registry.current.version} on "
           f"http://{args.host}:{args.port}/v1/models/{name}", flush=True)
     try:
-        web.run_app(make_app(registry, limits, args.workers, args.poll_seconds),
+        web.run_app(make_app(registry, limits, args.workers, args.poll_seconds, index),
                     host=args.host, port=args.port, print=None)
     except OSError as e:  # the port is taken, or the host is not an interface of this machine
         print(f"error: cannot listen on {args.host}:{args.port}: {e.strerror or e}",

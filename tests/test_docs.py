@@ -12,8 +12,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = ["README.md", *sorted(os.path.relpath(p, ROOT)
                               for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))]
-# `python -m module ...` or `python benchmarks/script.py ...` inside a ```bash block.
-COMMAND = re.compile(r"python\S* (?:-m ([\w.]+)|(benchmarks/\w+\.py))(.*)")
+# `python -m module [subcommand] ...` or `python benchmarks/script.py ...` inside a ```bash
+# block; a subcommand (`autorisk_tf.search build`) is checked against its own --help.
+COMMAND = re.compile(r"python\S* (?:-m ([\w.]+(?: [a-z]+(?= |$))?)|(benchmarks/\w+\.py))(.*)")
 
 
 def shown_commands() -> dict[str, set[str]]:
@@ -34,7 +35,7 @@ def shown_commands() -> dict[str, set[str]]:
 
 
 def _help(target: str) -> tuple[int, str]:
-    command = [sys.executable, "-m", target] if not target.endswith(".py") else [
+    command = [sys.executable, "-m", *target.split()] if not target.endswith(".py") else [
         sys.executable, os.path.join(ROOT, target)]
     done = subprocess.run(command + ["--help"], capture_output=True, text=True, cwd=ROOT,
                           timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})

@@ -290,3 +290,68 @@ def test_client_rejects_rows_the_beam_job_would_reject(exported):
     rows = [dict(exported.rows[0], ts="not a time")]
     with pytest.raises(ValueError, match="row 0: bad_timestamp"):
         instances_from_rows(rows, exported.schema)
+
+
+def _serve_with_index(exported, index_dir, root):
+    """An export.serve process of the exported model with `--index`; `(process, url, log)`."""
+    (port,) = free_ports(1)
+    log = open(root / f"server-{port}.log", "w")  # noqa: SIM115 - closed by the caller
+    process = subprocess.Popen(
+        [sys.executable, "-m", "export.serve", "--model_base_path", exported.base,
+         "--port", str(port), "--index", str(index_dir)], stdout=log,
+        stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    url = f"http://127.0.0.1:{port}"
+    _wait(process, url, log)
+    return process, url, log
+
+
+def test_neighbours_endpoint_serves_the_index_of_the_served_model(exported, tmp_path):
+    from autorisk_tf.data.fingerprint import saved_model_fingerprint
+    from autorisk_tf.search import UserIndex
+
+    users = sorted({row["user_id"] for row in exported.rows})
+    run = tf.saved_model.load(exported.version_dir).signatures["serving_default"]
+    vectors = np.concatenate([run(**{n: tf.constant(v) for n, v in exported.request(
+        users[i:i + 8]).items()})["embedding"].numpy() for i in range(0, len(users), 8)])
+    fingerprint = saved_model_fingerprint(exported.version_dir)
+    assert len(fingerprint) == 16
+    index = UserIndex.build(users, vectors, model=fingerprint)
+    index.save(str(tmp_path / "index"))
+    UserIndex.build(users, vectors, model="another-model").save(str(tmp_path / "other"))
+    process, url, log = _serve_with_index(exported, tmp_path / "index", tmp_path)
+    try:
+        path = f"{url}/v1/models/autorisk/versions/1:neighbours"
+        answer = requests.post(path, json={"key": users[3], "k": 4}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        (result,) = answer.json()["results"]
+        want = index.neighbours(users[3], 4)
+        assert [n["key"] for n in result["neighbours"]] == [k for k, _ in want]
+        np.testing.assert_allclose([n["similarity"] for n in result["neighbours"]],
+                                   [s for _, s in want], atol=1e-5)
+        _, instances = instances_from_rows(_rows(exported, [users[5]]), exported.schema)
+        answer = requests.post(path.replace("/versions/1", ""),  # NaN: missing numbers
+                               data=json.dumps({"instances": instances, "k": 3}), timeout=60)
+        (result,) = answer.json()["results"]
+        assert result["neighbours"][0]["key"] == users[5]  # its own stored vector
+        assert result["neighbours"][0]["similarity"] == pytest.approx(1.0, abs=1e-4)
+        for body, message in (({"key": "nobody"}, "key 'nobody' is not in the index"),
+                              ({"key": users[0], "k": 0}, "k must be an integer from 1"),
+                              ({"k": 3}, "give either `key`")):
+            answer = requests.post(path, json=body, timeout=60)
+            assert answer.status_code == 400 and message in answer.json()["error"], answer.text
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+    process, url, log = _serve_with_index(exported, tmp_path / "other", tmp_path)
+    try:
+        answer = requests.post(f"{url}/v1/models/autorisk:neighbours",
+                               json={"key": users[0]}, timeout=60)
+        assert answer.status_code == 400
+        assert answer.json()["error"].startswith(
+            f"the index holds embeddings of model another-model; version 1 is model "
+            f"{fingerprint}")
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
