@@ -109,3 +109,29 @@ def recall_at(ranks: Sequence[int], k: int) -> float:
 def random_recall_at(num_users: int, k: int) -> float:
     """Recall@k of a random ranking of the num_users - 3 analogy candidates."""
     return min(k / max(num_users - 3, 1), 1.0)
+
+
+def ring_recall(x, keys: Sequence[str], rings: dict[str, int], k: int = 20) -> float:
+    """From each ring member, the share of its ring among its k nearest other users.
+
+    Args:
+        x: [N, E]. Embeddings of every user (ring members and the others).
+        keys: sequence of str. The users' keys, in the rows' order.
+        rings: dict. Ring member key -> ring id (members missing from `keys` are skipped).
+        k: int. Neighbours per member.
+
+    Returns:
+        The mean over members of (ring-mates among the k nearest) / (ring-mates held).
+    """
+    row = {key: i for i, key in enumerate(keys)}
+    members = [key for key in rings if key in row]
+    if not members:
+        raise ValueError("no ring member among the keys")
+    queries = [row[key] for key in members]
+    found, _ = nearest(x, unit_rows(x)[queries], k, exclude=[[i] for i in queries])
+    shares = []
+    for key, neighbours in zip(members, found, strict=True):
+        mates = {row[m] for m in members if rings[m] == rings[key] and m != key}
+        if mates:
+            shares.append(len(mates & set(neighbours.tolist())) / min(len(mates), k))
+    return float(np.mean(shares))

@@ -25,6 +25,12 @@ to one of two values x, y (pay method, amount level or item family): a = P with 
 y, c = Q with x, d = Q with y, so emb(a) - emb(b) + emb(d) should land near emb(c). They are
 listed in `analogies.csv`.
 
+With `--num_rings R --ring_size S`, R fraud rings of S accounts are planted (`ring_users`):
+the accounts of a ring are run from one script (the same scripted sessions at the same hour
+of day, item names, pay method and amounts up to a few percent, a new device at the same
+session) on top of each account's own ordinary activity. `rings.csv` lists them
+(`user_id`, `ring`); their `profile` is `fraud_ring`, `is_risk` 1.
+
 Example:
   python -m autorisk_tf.simulate --output_dir /tmp/sim --num_users 2000 --seed 7
 """
@@ -60,6 +66,11 @@ ANALOGY_FACTORS = (("pay_method", "pay_method", "credit_pay", "bank_card"),
                    ("item_family", "item", "travel", "games"))
 _AMOUNT_LEVELS = {"low": 0.2, "high": 5.0}
 _ANALOGY_INDEX = 1 << 30  # simulate_user indices of planted base behaviours start here
+_RING_INDEX = 1 << 31  # simulate_user indices of ring accounts' own activity start here
+RING_COLUMNS = ("user_id", "ring")
+_RING_ACTIONS = ("payment", "recharge", "instant_transfer", "create_transaction")
+_RING_AMOUNTS = (99.0, 199.0, 299.0, 499.0, 999.0, 1999.0)
+_RING_OWN_EVENTS = 60  # most events of an account's own activity
 
 # The takeover pattern (the order-dependent label).
 TAKEOVER_LOGON_TO_PASSWORD_S = 600
@@ -326,6 +337,77 @@ def analogy_quadruples(seed: int, count: int, max_events: int = 8000
                               [u.user_id for u in users] + [factor, field, x, y], strict=True))
 
 
+def ring_users(seed: int, num_rings: int, ring_size: int, max_events: int = 8000,
+               ) -> Iterator[tuple[list[User], list[dict]]]:
+    """Planted fraud rings, deterministic for a seed: accounts run from one script.
+
+    A ring's script: 6 to 10 sessions, days apart, at one hour of day on one channel, each
+    a logon then 2 to 4 actions with fixed item names, one pay method and amounts from a
+    price list; the logon of one session is from a new device. Every account runs the
+    script from its own start day (up to 3 days apart), minutes and amounts jittered
+    (amounts by about 3%), on top of its own ordinary activity (at most 60 events of an
+    ordinary-profile history).
+
+    Args:
+        seed: int. Seed of the data set.
+        num_rings: int. Number of rings.
+        ring_size: int. Accounts per ring (at least 2).
+        max_events: int. Longest history of an account's own activity.
+
+    Yields:
+        `(users, rows)`: the ring's accounts (ids `ring<r>-<m>`) and their `rings.csv` rows.
+    """
+    if num_rings and ring_size < 2:
+        raise ValueError(f"ring_size must be at least 2, got {ring_size}")
+    index = _RING_INDEX
+    for ring in range(num_rings):
+        rng = np.random.default_rng([seed, 1 << 43, ring])
+        hour = float(rng.uniform(0, 24))
+        channel = CHANNELS[rng.integers(len(CHANNELS))]
+        pay = PAY_METHODS[rng.integers(len(PAY_METHODS))]
+        preference = PREFERENCES[rng.integers(len(PREFERENCES))]
+        start_day = float(rng.integers(20, 100))
+        sessions = int(rng.integers(6, 11))
+        new_device = int(rng.integers(sessions))
+        script, day = [], 0.0
+        for _ in range(sessions):
+            day += float(rng.exponential(2.0)) + 0.5
+            actions = []
+            for _ in range(int(rng.integers(2, 5))):
+                kind = _RING_ACTIONS[rng.integers(len(_RING_ACTIONS))]
+                actions.append((kind, _item_text(rng, preference, kind),
+                                float(rng.choice(_RING_AMOUNTS))))
+            script.append((int(day), actions))
+        users, rows = [], []
+        for member in range(ring_size):
+            own = None
+            while own is None or own.labels["profile"] != "ordinary":
+                own = simulate_user(seed, index, max_events)
+                index += 1
+            member_rng = np.random.default_rng([seed, 1 << 44, ring, member])
+            offset = float(member_rng.uniform(0, 3))
+            events = list(zip(own.times_ms.tolist(), own.event_type, own.channel, own.device,
+                              own.pay_method, own.amount, own.item,
+                              strict=True))[:_RING_OWN_EVENTS]
+            for session, (session_day, actions) in enumerate(script):
+                t = _START_MS + int(((start_day + offset + session_day) * 24
+                                     + hour + member_rng.normal(0, 0.3)) * 3_600_000)
+                device = "new" if session == new_device else "known"
+                events.append((t, "logon", channel, device, "", None, ""))
+                for kind, item, amount in actions:
+                    t += int(member_rng.uniform(30_000, 90_000))
+                    jittered = round(amount * float(1 + member_rng.normal(0, 0.03)), 2)
+                    events.append((t, kind, channel, device, pay, jittered, item))
+            events.sort(key=lambda e: e[0])
+            columns = list(zip(*events, strict=True))
+            key = f"ring{ring:03d}-{member:02d}"
+            labels = {**own.labels, "is_risk": 1, "takeover": 0, "profile": "fraud_ring"}
+            users.append(User(key, labels, np.asarray(columns[0], dtype=np.int64),
+                              *[list(c) for c in columns[1:]]))
+            rows.append({"user_id": key, "ring": ring})
+        yield users, rows
+
+
 def iter_users(seed: int, num_users: int | None = None, num_events: int | None = None,
                max_events: int = 8000) -> Iterator[User]:
     """Yields users in index order until `num_users` users or `num_events` events."""
@@ -375,11 +457,12 @@ class _ShardWriter:
 def write_dataset(output_dir: str, seed: int = 0, num_users: int | None = None,
                   num_events: int | None = None, fmt: str = "csv", num_shards: int = 4,
                   block_users: int = 256, max_events: int = 8000,
-                  num_analogies: int = 0) -> dict:
+                  num_analogies: int = 0, num_rings: int = 0, ring_size: int = 5) -> dict:
     """Simulates users and writes `events/part-*.{csv,parquet}` and `labels.csv`.
 
     With `num_analogies`, the planted quadruples' users follow (`analogy_quadruples`) and
-    `analogies.csv` lists them.
+    `analogies.csv` lists them; with `num_rings`, the rings' accounts (`ring_users`), listed
+    in `rings.csv`.
 
     Rows of each block of `block_users` users are shuffled before writing, so files are not
     sorted by user or time (like real logs); blocks go to shards in turn.
@@ -394,6 +477,8 @@ def write_dataset(output_dir: str, seed: int = 0, num_users: int | None = None,
         block_users: int. Users per shuffled block.
         max_events: int. Longest history.
         num_analogies: int. Planted analogy quadruples (4 users each).
+        num_rings: int. Planted fraud rings.
+        ring_size: int. Accounts per ring.
 
     Returns:
         A summary: users, events, positives per binary label, longest history, analogies.
@@ -404,7 +489,7 @@ def write_dataset(output_dir: str, seed: int = 0, num_users: int | None = None,
     writers = [_ShardWriter(os.path.join(output_dir, "events", f"part-{i:05d}.{fmt}"), fmt)
                for i in range(num_shards)]
     summary = {"users": 0, "events": 0, "is_risk": 0, "takeover": 0, "longest": 0,
-               "analogies": num_analogies}
+               "analogies": num_analogies, "rings": num_rings}
     quadruples = list(analogy_quadruples(seed, num_analogies, max_events))
     if quadruples:
         with open(os.path.join(output_dir, "analogies.csv"), "w", newline="",
@@ -412,7 +497,14 @@ def write_dataset(output_dir: str, seed: int = 0, num_users: int | None = None,
             writer = csv.DictWriter(f, ANALOGY_COLUMNS)
             writer.writeheader()
             writer.writerows(row for _, row in quadruples)
-    planted = (user for users, _ in quadruples for user in users)
+    rings = list(ring_users(seed, num_rings, ring_size, max_events))
+    if rings:
+        with open(os.path.join(output_dir, "rings.csv"), "w", newline="",
+                  encoding="utf-8") as f:
+            writer = csv.DictWriter(f, RING_COLUMNS)
+            writer.writeheader()
+            writer.writerows(row for _, rows in rings for row in rows)
+    planted = (user for group, _ in quadruples + rings for user in group)
     started = time.time()
     with open(os.path.join(output_dir, "labels.csv"), "w", newline="",
               encoding="utf-8") as label_file:
@@ -464,6 +556,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("max_events", 8000, "Longest history of a user.")
     flags.DEFINE_integer("num_analogies", 0, "Planted analogy quadruples (4 more users each, "
                          "listed in analogies.csv) for the report's sequence analogy.")
+    flags.DEFINE_integer("num_rings", 0, "Planted fraud rings (accounts run from one script, "
+                         "listed in rings.csv) for similar-user search.")
+    flags.DEFINE_integer("ring_size", 5, "Accounts per planted ring.")
 
 
 def main(argv: list[str]) -> None:
@@ -475,12 +570,13 @@ def main(argv: list[str]) -> None:
         sys.exit("error: give --num_users or --num_events")
     summary = write_dataset(FLAGS.output_dir, FLAGS.seed, FLAGS.num_users, FLAGS.num_events,
                             FLAGS.format, FLAGS.num_shards, max_events=FLAGS.max_events,
-                            num_analogies=FLAGS.num_analogies)
+                            num_analogies=FLAGS.num_analogies, num_rings=FLAGS.num_rings,
+                            ring_size=FLAGS.ring_size)
     print(f"wrote {summary['events']} events of {summary['users']} users to "
           f"{FLAGS.output_dir} (is_risk: {summary['is_risk']}, takeover: "
           f"{summary['takeover']}, longest history: {summary['longest']}"
           + (f", {summary['analogies']} analogy quadruples" if summary["analogies"] else "")
-          + ")")
+          + (f", {summary['rings']} rings" if summary["rings"] else "") + ")")
 
 
 if __name__ == "__main__":

@@ -77,3 +77,15 @@ fields:
     # u1: kind=pay x2, kind=logon, two amount deciles (lowest and highest), item=tea.
     assert sorted(dense[0][dense[0] > 0].tolist()) == [1, 1, 1, 1, 2]
     assert dense[1].sum() == 1  # one logon; a missing amount and an empty item count nothing
+
+
+def test_ring_recall_counts_ring_mates_among_the_nearest():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8))
+    x = np.concatenate([np.repeat(centres, 4, axis=0) + 0.01 * rng.normal(size=(12, 8)),
+                        rng.normal(size=(50, 8))])
+    keys = [f"k{i}" for i in range(62)]
+    rings = {f"k{i}": i // 4 for i in range(12)}
+    assert neighbours.ring_recall(x, keys, rings, k=3) == 1.0
+    assert neighbours.ring_recall(x, keys, {**rings, "k20": 0}, k=3) < 1.0  # an outsider
+    assert neighbours.ring_recall(rng.normal(size=(62, 8)), keys, rings, k=3) < 0.5

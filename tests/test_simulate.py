@@ -1,3 +1,4 @@
+import csv
 import filecmp
 
 import numpy as np
@@ -67,3 +68,33 @@ def test_takeover_needs_order_and_timing():
                                np.array(features), labels, cv=5, method="predict_proba")[:, 1]
     assert roc_auc_score(labels, scores) < 0.75
     assert roc_auc_score(labels, np.array(rule, dtype=float)) > 0.95
+
+
+def test_rings_run_one_script_on_top_of_their_own_activity(tmp_path):
+    summary = simulate.write_dataset(str(tmp_path), seed=3, num_users=20, num_shards=1,
+                                     num_rings=2, ring_size=4)
+    assert summary["users"] == 28 and summary["rings"] == 2
+    with open(tmp_path / "rings.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["user_id"] for r in rows[:4]] == [f"ring000-0{m}" for m in range(4)]
+    assert {r["ring"] for r in rows} == {"0", "1"}
+    rings = list(simulate.ring_users(3, 2, 4))
+    assert [u.user_id for u in rings[0][0]] == [r["user_id"] for r in rows[:4]]
+    scripted = []
+    for user in rings[0][0]:
+        assert user.labels["profile"] == "fraud_ring" and user.labels["is_risk"] == 1
+        assert list(user.times_ms) == sorted(user.times_ms)
+        new = [i for i, d in enumerate(user.device) if d == "new"
+               and user.event_type[i] == "logon"]
+        scripted.append({(user.event_type[i], user.item[i]) for i in range(len(user))
+                         if user.item[i]})
+        assert new  # the script's new-device logon
+    shared = set.intersection(*scripted)
+    assert len(shared) >= 2  # the script's items, in every account
+    other = {(t, i) for u in rings[1][0] for t, i in zip(u.event_type, u.item, strict=True)
+             if i}
+    assert not shared <= other  # another ring runs another script
+    again = list(simulate.ring_users(3, 2, 4))
+    assert [u.amount for u in again[1][0]] == [u.amount for u in rings[1][0]]
+    with pytest.raises(ValueError, match="ring_size must be at least 2"):
+        list(simulate.ring_users(3, 1, 1))
