@@ -7,9 +7,10 @@ OUT=demo_out
 export TF_CPP_MIN_LOG_LEVEL=2
 rm -rf "$OUT"
 
-echo "== 1. simulate a risk-control event log (3,000 users, plus 30 planted analogy quadruples)"
+echo "== 1. simulate a risk-control event log (3,000 users, plus 30 planted analogy quadruples"
+echo "   and 5 fraud rings of 5 accounts run from one script each)"
 $PY -m autorisk_tf.simulate --output_dir "$OUT/raw" --num_users 3000 --seed 7 --num_shards 4 \
-  --num_analogies 30
+  --num_analogies 30 --num_rings 5 --ring_size 5
 # A few broken rows, to show that bad input is reported, not dropped or fatal.
 printf 'user_id,event_time,event_type,channel,device,pay_method,amount,item\n%s\n%s\n%s\n' \
   'u_bad1,not-a-time,logon,app,known,,,' \
@@ -100,6 +101,15 @@ echo "== 8. batch-embed the test split with Beam RunInference (python -m beam.em
 $PY -m beam.embed --model "$OUT/models/autorisk/1" --input "$OUT/data/test/*.tfrecord" \
   --output "$OUT/embeddings/beam_test" 2>/dev/null
 
+echo "== 8b. who else behaves like a fraud ring member: a similar-user index (python -m autorisk_tf.search)"
+$PY -m autorisk_tf.embed --model_dir "$OUT/pretrained" --data "$OUT/data" --split all \
+  --output "$OUT/embeddings/all" 2>/dev/null
+$PY -m autorisk_tf.search build --embeddings "$OUT/embeddings/all.parquet" \
+  --output "$OUT/index" 2>/dev/null
+$PY -m autorisk_tf.search query --index "$OUT/index" --key ring000-00 --k 5 \
+  --data "$OUT/data" 2>/dev/null | tee "$OUT/ring_query.txt"
+echo "   of its ring: $(grep -cE '^ +[0-9]+\. ring000-' "$OUT/ring_query.txt") of 5 (4 accounts share its script)"
+
 echo "== 9. serve it over TF Serving's REST API (python -m export.serve); one request with curl"
 PORT=$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 $PY -m export.serve --model_base_path "$OUT/models/autorisk" --port "$PORT" \
@@ -137,8 +147,8 @@ echo "== 10. the evaluation report: maps, few-label curves, analogy, neighbours 
 $PY -m autorisk_tf.report --data "$OUT/data" --model_dir "$OUT/pretrained" \
   --features "$OUT/features" --labels is_risk,takeover --finetune_labels is_risk \
   --label_counts 100,300,all --finetune_steps 20 --analogies "$OUT/raw/analogies.csv" \
-  --output "$OUT/report" 2>/dev/null
-grep -E "^\| (embedding \| factor|encoder \| all|bag of event counts \| all|random neighbour \| all)" \
+  --rings "$OUT/raw/rings.csv" --output "$OUT/report" 2>/dev/null
+grep -E "^\| (embedding \| factor|encoder \| all|bag of event counts \| all|random neighbour \| all|embedding \| ring|(encoder|bag of event counts|random vectors) \| [0-9.]+ \|$)" \
   "$OUT/report/report.md"
 
 echo "== done: outputs under $OUT/; open $OUT/report/index.html in a browser"

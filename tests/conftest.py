@@ -102,13 +102,13 @@ SIMULATED_SCHEMA = os.path.join(os.path.dirname(__file__), os.pardir, "autorisk_
                                 "simulated.yaml")
 
 
-def _simulate_and_preprocess(root, num_users, num_analogies=0, seed=5):
+def _simulate_and_preprocess(root, num_users, num_analogies=0, seed=5, num_rings=0):
     """Simulates users under root/raw and preprocesses them (max_len 256)."""
     from autorisk_tf import simulate
     from beam import preprocess as job
 
     simulate.write_dataset(str(root / "raw"), seed=seed, num_users=num_users, num_shards=2,
-                           num_analogies=num_analogies)
+                           num_analogies=num_analogies, num_rings=num_rings)
     job.run(["--input", str(root / "raw" / "events" / "*.csv"), "--schema", SIMULATED_SCHEMA,
              "--labels", str(root / "raw" / "labels.csv"), "--output_dir", str(root / "out"),
              "--max_len", "256"])

@@ -72,13 +72,13 @@ def test_maps_are_deterministic_for_a_seed():
 
 @pytest.fixture(scope="module")
 def report_data(tmp_path_factory):
-    """600 simulated users (seed 11) and 24 planted analogy quadruples (96 users),
-    preprocessed: the output folder (`../raw/analogies.csv` beside it). The session's
-    pre-trained encoder never saw these users."""
+    """600 simulated users (seed 11), 24 planted analogy quadruples (96 users) and 4 rings
+    of 5, preprocessed: the output folder (`../raw/analogies.csv` and `rings.csv` beside
+    it). The session's pre-trained encoder never saw these users."""
     from tests.conftest import _simulate_and_preprocess
 
     return _simulate_and_preprocess(tmp_path_factory.mktemp("report_data"), 600,
-                                    num_analogies=24, seed=11)
+                                    num_analogies=24, seed=11, num_rings=4)
 
 
 def _cells(markdown: str, first: str, second: str) -> list[str]:
@@ -101,8 +101,9 @@ def full_report(pretrained, report_data, tmp_path_factory):
     trainer, _ = pretrained
     output = tmp_path_factory.mktemp("report")
     analogies = os.path.join(os.path.dirname(report_data), "raw", "analogies.csv")
-    options = Options(labels=["is_risk"], analogies=analogies, label_counts=["120"],
-                      seeds=1, finetune_steps=1)
+    rings = os.path.join(os.path.dirname(report_data), "raw", "rings.csv")
+    options = Options(labels=["is_risk"], analogies=analogies, rings=rings,
+                      label_counts=["120"], seeds=1, finetune_steps=1)
     paths = build_report(report_data, trainer.model_dir, str(output), options)
     with open(paths["markdown"], encoding="utf-8") as f:
         return output, paths, f.read()
@@ -116,10 +117,23 @@ def test_analogy_recall_beats_random_neighbours(full_report):
     assert float(_cells(markdown, "bag of event counts", "all")[3]) > float(random[3])
 
 
+def test_ring_members_find_their_ring_far_above_random(full_report):
+    _, _, markdown = full_report
+    rows = {cells[0]: float(cells[1]) for cells in (
+        [c.strip() for c in line.strip("|").split("|")] for line in markdown.splitlines()
+        if line.startswith("| ")) if len(cells) == 2 and cells[1][:1].isdigit()}
+    encoder, random = rows["encoder"], rows["random vectors"]
+    # 4 rings of 5 among 716 users: 20 random neighbours hold 0.03 of a ring on average.
+    assert encoder > 5 * random and encoder > 0.3, rows
+    assert rows["bag of event counts"] > 5 * random, rows
+    assert "ring.png" in markdown
+
+
 def test_full_report_holds_every_section(full_report):
     output, paths, markdown = full_report
     for title in ("The pre-training run", "Maps of the test users' embeddings",
-                  "Few-label learning curves", "Sequence analogy", "Nearest neighbours"):
+                  "Few-label learning curves", "Sequence analogy",
+                  "Who else behaves like this", "Nearest neighbours"):
         assert f"## {title}" in markdown
     for method in ("LR on embeddings", "pre-trained, fine-tuned", "from scratch"):
         cells = _cells(markdown, "is_risk", method)
@@ -150,6 +164,7 @@ def test_report_without_labels_features_or_umap_says_why(pretrained, report_data
         markdown = f.read()
     assert "No --labels were given, so there are no learning curves." in markdown
     assert "No --analogies file was given" in markdown
+    assert "No --rings file was given" in markdown
     assert "No --labels were given, so there is no label agreement." in markdown
     assert "## Maps of the test users' embeddings" in markdown  # maps need no labels
     assert "maps.png" in markdown and "LR on embeddings" not in markdown

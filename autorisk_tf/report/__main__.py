@@ -1,13 +1,15 @@
 """Writes an evaluation report of a pre-trained encoder as one HTML page.
 
   python -m autorisk_tf.report --data out/ --model_dir runs/x [--features feats/] \
-      [--labels is_risk,takeover] [--analogies raw/analogies.csv] --output report/
+      [--labels is_risk,takeover] [--analogies raw/analogies.csv] [--rings raw/rings.csv] \
+      --output report/
 
 Writes `report/index.html` (self-contained: images inlined, opens from disk), `report.md`
 and the PNG files: the pre-training curves; UMAP and PCA maps of the test users per label,
 with the AUC of logistic regression on the 2-D coordinates; few-label curves (LR on
 embeddings, the encoder fine-tuned from its pre-trained weights and from scratch, GBDT on
 hand-made features) with bands over seeds; sequence analogy recall on planted quadruples;
+who else behaves like a planted fraud ring's member (ring recall, its nearest users);
 nearest neighbours as event strips. Sections that need labels, features or analogies that
 were not given are left out with a sentence saying so. UMAP and the figures need the
 `report` extra (umap-learn, matplotlib).
@@ -36,6 +38,8 @@ def define_flags() -> None:
                         "GBDT curve).")
     flags.DEFINE_string("analogies", "", "analogies.csv of autorisk_tf.simulate "
                         "--num_analogies (the analogy section).")
+    flags.DEFINE_string("rings", "", "rings.csv of autorisk_tf.simulate --num_rings (the "
+                        "section on who else behaves like a ring member).")
     flags.DEFINE_list("label_counts", list(LABEL_COUNTS), "Label counts of the few-label "
                       "curves (`all`: every labelled training user).")
     flags.DEFINE_integer("seeds", 3, "Seeds of the label draws and fine-tuning (bands).",
@@ -65,6 +69,7 @@ def main(argv) -> None:
         if count != "all" and not count.isdigit():
             sys.exit(f"error: --label_counts takes positive integers or `all`, not {count!r}")
     options = Options(labels=FLAGS.labels, features=FLAGS.features, analogies=FLAGS.analogies,
+                      rings=FLAGS.rings,
                       label_counts=FLAGS.label_counts, seeds=FLAGS.seeds,
                       finetune_steps=FLAGS.finetune_steps,
                       finetune_labels=FLAGS.finetune_labels, umap_neighbors=FLAGS.umap_neighbors,

@@ -31,6 +31,7 @@ class Options:
         labels: Binary label columns (may be empty).
         features: `beam.features` output folder, or "" for none.
         analogies: `analogies.csv` of the simulator, or "" for none.
+        rings: `rings.csv` of the simulator (planted fraud rings), or "" for none.
         label_counts: Label counts of the few-label curves.
         seeds: Seeds of the label draws and fine-tuning (the bands).
         finetune_steps: About this many optimiser steps per fine-tuning; 0 leaves the
@@ -45,6 +46,7 @@ class Options:
     labels: list[str] = dataclasses.field(default_factory=list)
     features: str = ""
     analogies: str = ""
+    rings: str = ""
     label_counts: list[str] = dataclasses.field(
         default_factory=lambda: list(few_labels.LABEL_COUNTS))
     seeds: int = 3
@@ -332,6 +334,53 @@ def analogy_section(users: Users, schema, options: Options, colours: dict) -> Se
     return section
 
 
+RING_K = 20
+
+
+def ring_section(users: Users, schema, options: Options, colours: dict) -> Section:
+    """Who else behaves like a planted ring member: ring recall and one member's nearest."""
+    import csv
+
+    section = Section("Who else behaves like this")
+    if not options.rings:
+        section.blocks.append("No --rings file was given, so there is no ring search (the "
+                              "simulator plants rings with --num_rings).")
+        return section
+    with open(options.rings, encoding="utf-8", newline="") as f:
+        rings = {row["user_id"]: row["ring"] for row in csv.DictReader(f)}
+    index = {k: i for i, k in enumerate(users.keys)}
+    members = [key for key in rings if key in index]
+    if not members:
+        section.blocks.append(f"None of the ring members of {options.rings} is in this "
+                              "data set.")
+        return section
+    _, bag = evaluate.bag_of_events(users.sequences, schema)
+    random = np.random.default_rng(options.seed).normal(size=users.x.shape)
+    section.blocks.append(
+        f"{len(set(rings[m] for m in members))} planted rings ({len(members)} accounts run "
+        "from one script each, on top of their own activity). Ring recall: from each member, "
+        f"the share of its ring among its {RING_K} nearest users (cosine, every split).")
+    section.blocks.append(Table(["embedding", f"ring recall@{RING_K}"], [
+        [name, f"{neighbours.ring_recall(x, list(users.keys), rings, RING_K):.3f}"]
+        for name, x in (("encoder", users.x), ("bag of event counts", bag),
+                        ("random vectors", random))]))
+    if figures.matplotlib_available():
+        query = members[0]
+        found, sims = neighbours.nearest(users.x, users.x[[index[query]]], 5,
+                                         exclude=[[index[query]]])
+        described = [(f"{query} (query, ring {rings[query]})",
+                      users.sequences[index[query]])]
+        described += [(f"{users.keys[i]} cos {s:.2f}" + (
+            " (same ring)" if rings.get(users.keys[i]) == rings[query] else ""),
+            users.sequences[i]) for i, s in zip(found[0], sims[0], strict=True)]
+        same = sum(rings.get(users.keys[i]) == rings[query] for i in found[0])
+        section.blocks.append(Image(
+            "ring.png", figures.strips_figure(described, _strip_fields(schema, "item"),
+                                              colours),
+            f"Ring member {query} and its 5 nearest users: {same} of its ring."))
+    return section
+
+
 def neighbour_section(users: Users, schema, options: Options, colours: dict) -> Section:
     """Five test users and their five nearest users; k-NN label agreement against chance."""
     section = Section("Nearest neighbours")
@@ -386,7 +435,7 @@ def build_report(data: str, model_dir: str, output_dir: str, options: Options) -
 
     Raises:
         ValueError: a label that is not a binary label of the schema.
-        FileNotFoundError: no encoder, features or analogies where named.
+        FileNotFoundError: no encoder, features, analogies or rings where named.
     """
     from autorisk_tf.data.artifacts import Artifacts
     from autorisk_tf.embed import load_embedder
@@ -397,7 +446,7 @@ def build_report(data: str, model_dir: str, output_dir: str, options: Options) -
     stray = set(options.finetune_labels or ()) - set(options.labels)
     if stray:
         raise ValueError(f"--finetune_labels {sorted(stray)} must also be in --labels")
-    for path in (options.features, options.analogies):
+    for path in (options.features, options.analogies, options.rings):
         if path and not os.path.exists(path):
             raise FileNotFoundError(f"{path} not found")
     embedder = load_embedder(model_dir)
@@ -409,6 +458,7 @@ def build_report(data: str, model_dir: str, output_dir: str, options: Options) -
     sections += [run_section(model_dir), map_section(users, options),
                  curves_section(users, data, schema, embedder, options),
                  analogy_section(users, schema, options, colours),
+                 ring_section(users, schema, options, colours),
                  neighbour_section(users, schema, options, colours)]
     title = (f"AutoRisk-TF report: {os.path.basename(os.path.normpath(model_dir))} on "
              f"{os.path.basename(os.path.normpath(data))} ({len(users.keys)} users)")
