@@ -123,6 +123,37 @@ class RestClient:
             body["signature_name"] = signature_name
         return self._call("POST", self._path(version) + ":predict", body)
 
+    def neighbours(self, key: str | None = None, rows: Iterable[Mapping] | None = None,
+                   schema: Schema | None = None, k: int = 10, version: int | None = None,
+                   ) -> dict[str, list[tuple[str, float]]]:
+        """`POST ...:neighbours` (`export.serve --index`): the k nearest users.
+
+        Args:
+            key: str or None. A user held in the server's index.
+            rows: iterable of Mapping or None. Raw event rows instead (with `schema`):
+                every user in them is embedded by the served version, then searched.
+            schema: Schema or None. The event schema of `rows`.
+            k: int. Neighbours per query.
+            version: int or None. The version whose model must match the index.
+
+        Returns:
+            Query (the key, or each user of `rows`) -> `[(key, similarity), ...]`.
+
+        Raises:
+            ServingError: the server's status and message (400: unknown key, an index
+                of another model).
+        """
+        if (key is None) == (rows is None):
+            raise ValueError("give key or rows (with schema)")
+        keys = [key]
+        body: dict = {"key": key, "k": k}
+        if rows is not None:
+            keys, instances = instances_from_rows(rows, schema)
+            body = {"inputs": _columnar(instances), "k": k}
+        results = self._call("POST", self._path(version) + ":neighbours", body)["results"]
+        return {query: [(n["key"], n["similarity"]) for n in result["neighbours"]]
+                for query, result in zip(keys, results, strict=True)}
+
     def embed_rows(self, rows: Iterable[Mapping], schema: Schema, version: int | None = None,
                    ) -> tuple[list[str], dict[str, np.ndarray]]:
         """Embeds the users of some raw event rows.

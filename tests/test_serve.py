@@ -334,6 +334,13 @@ def test_neighbours_endpoint_serves_the_index_of_the_served_model(exported, tmp_
         (result,) = answer.json()["results"]
         assert result["neighbours"][0]["key"] == users[5]  # its own stored vector
         assert result["neighbours"][0]["similarity"] == pytest.approx(1.0, abs=1e-4)
+        client = RestClient(url, "autorisk")
+        by_key = client.neighbours(key=users[3], k=4)[users[3]]
+        assert [n for n, _ in by_key] == [n for n, _ in want]
+        near = client.neighbours(rows=_rows(exported, [users[5], users[6]]),
+                                 schema=exported.schema, k=2)
+        assert sorted(near) == [users[5], users[6]]
+        assert all(found[0][0] == query for query, found in near.items())  # itself first
         for body, message in (({"key": "nobody"}, "key 'nobody' is not in the index"),
                               ({"key": users[0], "k": 0}, "k must be an integer from 1"),
                               ({"k": 3}, "give either `key`")):
