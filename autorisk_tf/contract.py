@@ -22,6 +22,11 @@ SCHEMA_ASSET = "assets.extra/schema.yaml"
 # similar-user index built from one model refuses queries embedded by another.
 FINGERPRINT_ASSET = "assets.extra/model_fingerprint"
 FINGERPRINT_METADATA = b"autorisk.model"
+# The embedding's parts (`SequenceEncoder.pooling_dims` as JSON `[[name, width], ...]`, in
+# order), beside the fingerprint: a similar-user index weighs every part alike
+# (`neighbours.balance_parts`) instead of letting the widest-spread part decide.
+PARTS_ASSET = "assets.extra/embedding_parts.json"
+PARTS_METADATA = b"autorisk.parts"
 # The files of a training run folder (`--model_dir`), read by embed, finetune and export.
 ENCODER_FILE = "encoder.keras"
 CONFIG_FILE = "config.json"

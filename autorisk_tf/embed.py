@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import weakref
 
 import numpy as np
 from absl import app, flags
@@ -20,7 +21,7 @@ from absl import app, flags
 from autorisk_tf.data import fileio, output_folder
 from autorisk_tf.data import sequence_example as seqex
 from autorisk_tf.data.artifacts import Artifacts
-from autorisk_tf.data.fingerprint import model_fingerprint
+from autorisk_tf.data.fingerprint import embedding_parts, model_fingerprint, parts_text
 from autorisk_tf.data.schema import Schema
 
 FLAGS = flags.FLAGS
@@ -66,6 +67,24 @@ def load_embedder(model_dir: str):
     return keras.models.load_model(path)
 
 
+_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _embedding_function(embedder):
+    """The embedder's compiled `batch -> embedding`, one per embedder.
+
+    Embedding several splits or shard sets with one model traces its graphs once, not once
+    per call.
+    """
+    import tensorflow as tf
+
+    if embedder not in _FUNCTIONS:
+        model = weakref.ref(embedder)  # the function must not keep its key alive
+        _FUNCTIONS[embedder] = tf.function(
+            lambda batch: model()(batch, training=False)["embedding"], reduce_retracing=True)
+    return _FUNCTIONS[embedder]
+
+
 def embed(embedder, file_pattern: str, schema: Schema, batch_size: int = 64,
           ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Embeds every sequence of the shards, in file order.
@@ -85,10 +104,7 @@ def embed(embedder, file_pattern: str, schema: Schema, batch_size: int = 64,
 
     from autorisk_tf.data import reader
 
-    @tf.function(reduce_retracing=True)
-    def run(batch):
-        return embedder(batch, training=False)["embedding"]
-
+    run = _embedding_function(embedder)
     keys, vectors = [], []
     labels = {label.name: [] for label in schema.labels}
     paths = sorted({p for pattern in file_pattern.split(",") if pattern
@@ -107,15 +123,16 @@ def embed(embedder, file_pattern: str, schema: Schema, batch_size: int = 64,
 
 
 def write_embeddings(output: str, keys, embeddings, labels, fmt: str = "parquet",
-                     model: str = "") -> list[str]:
+                     model: str = "", parts: list | None = None) -> list[str]:
     """Writes `<output>.npy` and a `.parquet` or `.csv` table; returns the paths.
 
-    A Parquet table carries `model` (the model's fingerprint) in its metadata, under
-    `contract.FINGERPRINT_METADATA`.
+    A Parquet table carries `model` (the model's fingerprint) and `parts` (the embedding's
+    `[[name, width], ...]`) in its metadata, under `contract.FINGERPRINT_METADATA` and
+    `contract.PARTS_METADATA`.
     """
     import pyarrow as pa
 
-    from autorisk_tf.contract import FINGERPRINT_METADATA
+    from autorisk_tf.contract import FINGERPRINT_METADATA, PARTS_METADATA
 
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     np.save(output + ".npy", embeddings)
@@ -123,7 +140,8 @@ def write_embeddings(output: str, keys, embeddings, labels, fmt: str = "parquet"
     columns.update({f"e{i}": embeddings[:, i] for i in range(embeddings.shape[1])})
     table = pa.table(columns)
     if fmt == "parquet":
-        table = table.replace_schema_metadata({FINGERPRINT_METADATA: model.encode()})
+        table = table.replace_schema_metadata({FINGERPRINT_METADATA: model.encode(),
+                                               PARTS_METADATA: parts_text(parts).encode()})
         import pyarrow.parquet as pq
 
         pq.write_table(table, output + ".parquet")
@@ -178,7 +196,8 @@ def main(argv) -> None:
     except ValueError as e:
         sys.exit(f"error: {e}")
     for path in write_embeddings(FLAGS.output, keys, vectors, labels, FLAGS.format,
-                                 model_fingerprint(FLAGS.model_dir)):
+                                 model_fingerprint(FLAGS.model_dir),
+                                 embedding_parts(embedder)):
         print(f"wrote {path}")
     print(f"{len(keys)} sequences, embedding size {vectors.shape[1]}")
 

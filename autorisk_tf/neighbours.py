@@ -26,6 +26,37 @@ def unit_rows(x) -> np.ndarray:
     return x / np.where(norms > 0, norms, 1.0)
 
 
+def balance_parts(x, widths: Sequence[int]) -> np.ndarray:
+    """Each part of every row scaled to unit norm, then all by 1 / sqrt(parts).
+
+    The inner product of two balanced rows is the mean over parts of the parts' cosine
+    similarities, so a part with a wide spread of values (a pooled state) does not drown
+    one with a narrow spread (the bag of ids). Zero parts stay zero; a balanced row is
+    balanced again unchanged.
+
+    Args:
+        x: float [N, E]. Embeddings.
+        widths: sequence of int. Width of each part, in order; they sum to E (zero-width
+            parts are allowed).
+
+    Returns:
+        float32 [N, E].
+
+    Raises:
+        ValueError: the widths do not sum to E.
+    """
+    x = np.asarray(x, np.float32)
+    if sum(widths) != x.shape[-1]:
+        raise ValueError(f"parts of widths {list(widths)} for vectors of width {x.shape[-1]}")
+    parts = [w for w in widths if w]
+    out, start = np.empty_like(x), 0
+    for width in parts:
+        out[:, start:start + width] = unit_rows(x[:, start:start + width]) / np.sqrt(
+            len(parts))
+        start += width
+    return out
+
+
 def nearest(x, queries: np.ndarray, k: int, exclude: Sequence[Sequence[int]] = ()
             ) -> tuple[np.ndarray, np.ndarray]:
     """The k rows of x nearest (by cosine) to each query vector.

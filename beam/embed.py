@@ -24,9 +24,9 @@ from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, R
 from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerTensor
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from autorisk_tf.contract import EMBED_EXAMPLES, FINGERPRINT_METADATA
+from autorisk_tf.contract import EMBED_EXAMPLES, FINGERPRINT_METADATA, PARTS_METADATA
 from autorisk_tf.data import output_folder
-from autorisk_tf.data.fingerprint import saved_model_fingerprint
+from autorisk_tf.data.fingerprint import parts_text, saved_model_fingerprint, saved_model_parts
 from beam.preprocess import (
     LOCAL_RUNNER,
     UsageError,
@@ -119,13 +119,15 @@ def to_row(keyed: tuple) -> dict:
             "embedding": np.asarray(result.inference["embedding"], np.float32).tolist()}
 
 
-def parquet_schema(labels: dict[str, str], model: str = "") -> pa.Schema:
-    """The output table's columns, with the model's fingerprint in the metadata."""
+def parquet_schema(labels: dict[str, str], model: str = "", parts: list | None = None,
+                   ) -> pa.Schema:
+    """The output table's columns, with the model's fingerprint and parts in the metadata."""
     return pa.schema([("key", pa.string())]
                      + [(f"label_{n}", pa.string() if k == "string" else pa.float64())
                         for n, k in labels.items()]
                      + [("length", pa.int64()), ("embedding", pa.list_(pa.float32()))],
-                     metadata={FINGERPRINT_METADATA: model.encode()})
+                     metadata={FINGERPRINT_METADATA: model.encode(),
+                               PARTS_METADATA: parts_text(parts).encode()})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,7 +184,8 @@ def run(argv=None, save_main_session=True) -> int:
          | "Embed" >> RunInference(handler)
          | "Row" >> beam.Map(to_row)
          | "Write" >> beam.io.WriteToParquet(
-             args.output, parquet_schema(labels, saved_model_fingerprint(args.model)),
+             args.output, parquet_schema(labels, saved_model_fingerprint(args.model),
+                                         saved_model_parts(args.model)),
              file_name_suffix=".parquet",
              num_shards=args.num_shards))
     result = pipeline.run()

@@ -31,11 +31,12 @@ from autorisk_tf.contract import (
     EMBED_EXAMPLES,
     EXAMPLES_INPUT,
     FINGERPRINT_ASSET,
+    PARTS_ASSET,
     SCHEMA_ASSET,
     SERVING_DEFAULT,
 )
 from autorisk_tf.data import fileio
-from autorisk_tf.data.fingerprint import model_fingerprint
+from autorisk_tf.data.fingerprint import embedding_parts, model_fingerprint, parts_text
 
 FLAGS = flags.FLAGS
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -266,6 +267,8 @@ def export(model_dir: str, output: str, version: int | None = None,
         f.write(schema.source_text)
     with open(os.path.join(tmp, FINGERPRINT_ASSET), "w", encoding="utf-8") as f:
         f.write(model_fingerprint(model_dir) + "\n")
+    with open(os.path.join(tmp, PARTS_ASSET), "w", encoding="utf-8") as f:
+        f.write(parts_text(embedding_parts(embedder)) + "\n")
     os.rename(tmp, version_dir)
     return version_dir
 

@@ -26,6 +26,22 @@ def test_beam_embed_matches_the_training_path(exported, tmp_path):
     assert max(table["length"]) == 12 and min(table["length"]) >= 1
 
 
+
+def test_beam_embed_files_name_the_model_and_its_parts(exported, tmp_path):
+    from autorisk_tf.data.fingerprint import embedding_parts, model_fingerprint
+    from autorisk_tf.embed import load_embedder, split_patterns
+    from autorisk_tf.search import read_embeddings
+
+    job.run(["--model", exported.version_dir, "--input", split_patterns(exported.data, "test"),
+             "--output", str(tmp_path / "emb")])
+    keys, vectors, model, parts = read_embeddings(str(tmp_path / "emb-*.parquet"))
+    embedder = load_embedder(exported.model_dir)
+    assert model == model_fingerprint(exported.model_dir)
+    assert parts == embedding_parts(embedder)
+    assert [name for name, _ in parts] == list(embedder.encoder.config.pooling)
+    assert sum(width for _, width in parts) == vectors.shape[1] == embedder.encoder.embedding_dim
+
+
 def test_beam_embed_names_a_folder_that_is_not_a_savedmodel(exported, tmp_path):
     with pytest.raises(UsageError, match="saved_model.pb"):
         job.run(["--model", str(tmp_path), "--input", f"{exported.data}/train/*.tfrecord",

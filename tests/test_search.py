@@ -48,6 +48,65 @@ def test_flat_search_equals_numpy_and_scores_are_cosines():
     assert choose_kind(20_000_000) == "ivfpq"
 
 
+def test_part_cosine_scores_are_the_mean_of_the_parts_cosines(tmp_path):
+    from autorisk_tf.neighbours import balance_parts
+
+    rng = np.random.default_rng(3)
+    parts = [["mean", 24], ["state", 0], ["ids", 8]]
+    # A part with a wide spread (mean) and one with a narrow spread (ids): plain cosine
+    # follows the first alone, part_cosine weighs both alike.
+    vectors = np.hstack([50 * rng.normal(size=(400, 24)), 0.1 * rng.normal(size=(400, 8))]
+                        ).astype(np.float32)
+    keys = [f"u{i}" for i in range(400)]
+    index = UserIndex.build(keys, vectors, kind="flat", parts=parts)
+    assert index.metric == "part_cosine"  # auto, with parts
+    found, scores = index.search(vectors[:5], 10)
+
+    def cos(a, b):
+        return a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+
+    for q in range(5):
+        want = [(cos(vectors[q, :24], vectors[i, :24]) + cos(vectors[q, 24:], vectors[i, 24:]))
+                / 2 for i in (keys.index(k) for k in found[q])]
+        np.testing.assert_allclose(scores[q], want, atol=1e-5)
+        everyone = [(cos(vectors[q, :24], v[:24]) + cos(vectors[q, 24:], v[24:])) / 2
+                    for v in vectors]
+        assert scores[q][-1] >= np.sort(everyone)[-10] - 1e-5  # the exact top 10
+    balanced = balance_parts(vectors, [24, 0, 8])
+    np.testing.assert_allclose(balance_parts(balanced, [24, 0, 8]), balanced, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(balanced[:, 24:], axis=1), np.sqrt(0.5),
+                               atol=1e-6)
+    plain = UserIndex.build(keys, vectors, kind="flat")
+    assert plain.metric == "cosine" and plain.parts is None
+    assert [list(r) for r in plain.search(vectors[:5], 10)[0]] != [list(r) for r in found]
+    index.save(str(tmp_path / "index"))
+    loaded = UserIndex.load(str(tmp_path / "index"))
+    assert loaded.metric == "part_cosine" and loaded.parts == parts
+    assert loaded.neighbours("u1", 5) == index.neighbours("u1", 5)
+    with pytest.raises(ValueError, match="do not add up"):
+        UserIndex.build(keys, vectors, parts=[["mean", 24]])
+    with pytest.raises(ValueError, match="needs the embedding's parts"):
+        UserIndex.build(keys, vectors, metric="part_cosine")
+    with pytest.raises(ValueError, match="widths"):
+        balance_parts(vectors, [24])
+
+
+def test_embedding_files_carry_their_parts(tmp_path):
+    from autorisk_tf.embed import write_embeddings
+
+    vectors = _vectors(20, dim=6)
+    write_embeddings(str(tmp_path / "a"), [f"a{i}" for i in range(20)], vectors, {},
+                     model="m1", parts=[["mean", 4], ["ids", 2]])
+    write_embeddings(str(tmp_path / "b"), [f"b{i}" for i in range(20)], vectors, {},
+                     model="m1", parts=[["mean", 4], ["ids", 2]])
+    keys, got, model, parts = read_embeddings(str(tmp_path / "*.parquet"))
+    assert len(keys) == 40 and model == "m1" and parts == [["mean", 4], ["ids", 2]]
+    write_embeddings(str(tmp_path / "c"), [f"c{i}" for i in range(20)], vectors, {},
+                     parts=[["mean", 3], ["ids", 3]])
+    with pytest.raises(ValueError, match="different parts"):
+        read_embeddings(str(tmp_path / "*.parquet"))
+
+
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfpq"])
 def test_adding_replacing_and_removing_equals_a_rebuild(kind):
     vectors = _vectors(3000, seed=1)
@@ -182,8 +241,8 @@ def test_command_line_builds_queries_adds_and_removes(tmp_path):
     keys = [f"u{i}" for i in range(300)]
     first = _write(tmp_path / "a", keys[:200], vectors[:200], "m1")
     second = _write(tmp_path / "b", keys[200:], vectors[200:], "m1", beam_layout=True)
-    got_keys, got, model = read_embeddings(f"{first},{second}")
-    assert got_keys == keys and model == "m1"
+    got_keys, got, model, parts = read_embeddings(f"{first},{second}")
+    assert got_keys == keys and model == "m1" and parts is None
     np.testing.assert_array_equal(got, vectors)
 
     def run(*args):

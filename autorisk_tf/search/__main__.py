@@ -1,7 +1,7 @@
 r"""Similar-user search on embeddings: build an index, query it, add and remove users.
 
   python -m autorisk_tf.search build --embeddings 'emb/*.parquet' --output index/ \
-      [--metric cosine] [--kind auto|flat|hnsw|ivfpq] [--overwrite]
+      [--metric auto|cosine|part_cosine|l2] [--kind auto|flat|hnsw|ivfpq] [--overwrite]
   python -m autorisk_tf.search query --index index/ --key u00000042 [--k 20] [--data out/]
   python -m autorisk_tf.search query --index index/ --events user.csv \
       --model models/autorisk/1 [--k 20]
@@ -28,11 +28,11 @@ from autorisk_tf.search.embeddings import read_embeddings
 from autorisk_tf.search.index import KINDS, METRICS, SearchError, UserIndex
 
 
-def build(embeddings: str, output: str, metric: str = "cosine", kind: str = "auto",
+def build(embeddings: str, output: str, metric: str = "auto", kind: str = "auto",
           overwrite: bool = False) -> UserIndex:
     """Builds an index of embedding files and saves it to `output`."""
-    keys, vectors, model = read_embeddings(embeddings)
-    index = UserIndex.build(keys, vectors, metric=metric, kind=kind, model=model)
+    keys, vectors, model, parts = read_embeddings(embeddings)
+    index = UserIndex.build(keys, vectors, metric=metric, kind=kind, model=model, parts=parts)
     index.save(output, overwrite=overwrite, sources=[embeddings])
     return index
 
@@ -112,7 +112,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="Parquet files of autorisk_tf.embed or beam.embed (glob, or "
                            "several comma-separated).")
     make.add_argument("--output", required=True, help="Index folder.")
-    make.add_argument("--metric", choices=METRICS, default="cosine")
+    make.add_argument("--metric", choices=METRICS, default="auto",
+                      help="auto: part_cosine (every part of the embedding weighs alike) when "
+                      "the files name their parts, else cosine.")
     make.add_argument("--kind", choices=KINDS, default="auto",
                       help="auto: flat below 100k users, hnsw below 10M, ivfpq beyond.")
     make.add_argument("--overwrite", action="store_true", help="Replace an index there.")
@@ -179,7 +181,7 @@ def main(argv=None) -> int:
         else:
             index = UserIndex.load(args.index)
             if args.command == "add":
-                keys, vectors, model = read_embeddings(args.embeddings)
+                keys, vectors, model, _ = read_embeddings(args.embeddings)
                 check_model(index, model, args.embeddings)
                 replaced = sum(key in index for key in keys)
                 index.add(keys, vectors)

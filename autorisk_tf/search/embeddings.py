@@ -1,4 +1,4 @@
-"""Reads embedding tables, with the fingerprint of the model that made them.
+"""Reads embedding tables, with the fingerprint of the model that made them and their parts.
 
 `autorisk_tf.embed` writes `e0`, `e1`, ... columns; `beam.embed` one `embedding` list column.
 """
@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from autorisk_tf.contract import FINGERPRINT_METADATA
+from autorisk_tf.contract import FINGERPRINT_METADATA, PARTS_METADATA
+from autorisk_tf.data.fingerprint import read_parts
 
 
-def read_embeddings(pattern: str) -> tuple[list[str], np.ndarray, str]:
-    """Keys, vectors and model fingerprint of some embedding Parquet files.
+def read_embeddings(pattern: str) -> tuple[list[str], np.ndarray, str, list | None]:
+    """Keys, vectors, model fingerprint and embedding parts of some embedding Parquet files.
 
     Args:
         pattern: str. A glob, or several comma-separated.
 
     Returns:
-        `(keys, vectors float32 [N, E], model)`; `model` is "" when the files carry no
-        fingerprint.
+        `(keys, vectors float32 [N, E], model, parts)`; `model` is "" and `parts` None
+        when the files carry no fingerprint or parts (`[[name, width], ...]`).
 
     Raises:
         ValueError: no file matches, a file has no embedding columns, the widths differ,
@@ -30,11 +31,12 @@ def read_embeddings(pattern: str) -> tuple[list[str], np.ndarray, str]:
     paths = sorted({p for part in pattern.split(",") if part for p in tf.io.gfile.glob(part)})
     if not paths:
         raise ValueError(f"no embedding file matches {pattern}")
-    keys, blocks, models = [], [], set()
+    keys, blocks, models, parts = [], [], set(), set()
     for path in paths:
         table = pq.read_table(path)
         metadata = table.schema.metadata or {}
         models.add(metadata.get(FINGERPRINT_METADATA, b"").decode())
+        parts.add(metadata.get(PARTS_METADATA, b"").decode())
         if "embedding" in table.column_names:
             column = table["embedding"].combine_chunks()
             width = len(column[0]) if len(column) else 0
@@ -56,4 +58,8 @@ def read_embeddings(pattern: str) -> tuple[list[str], np.ndarray, str]:
     if len(known) > 1:
         raise ValueError(f"{pattern} mixes embeddings of {len(known)} models: "
                          f"{sorted(known)}")
-    return keys, np.concatenate(blocks), known.pop() if known else ""
+    layouts = parts - {""}
+    if len(layouts) > 1:
+        raise ValueError(f"{pattern} mixes embeddings with different parts: {sorted(layouts)}")
+    return (keys, np.concatenate(blocks), known.pop() if known else "",
+            read_parts(layouts.pop()) if layouts else None)

@@ -11,9 +11,14 @@ Kinds, chosen by size with `kind="auto"` (`choose_kind`):
 Users are added, replaced (the same key again: its new vector wins) and removed without a
 rebuild. faiss's HNSW cannot delete, so a removed or replaced user's old entry is skipped
 at search time (an `IDSelector`) and the graph is rebuilt from its own vectors once a fifth
-of it is skipped. With `metric="cosine"` vectors are L2-normalised and compared by inner
-product (scores are cosine similarities); with `l2` scores are negative squared distances,
-so that higher is nearer for both.
+of it is skipped. Metrics (higher is nearer for all three):
+- `cosine`: vectors are L2-normalised and compared by inner product;
+- `part_cosine`: each part of the embedding (`parts`: the pooled state, the attention
+  read-out, the bag of ids, ...) is L2-normalised and weighs alike
+  (`neighbours.balance_parts`): the score is the mean of the parts' cosine similarities, so
+  the part with the widest spread of values does not decide alone. `auto` picks it when the
+  embedding files name their parts;
+- `l2`: scores are negative squared distances.
 
 An index knows the model its vectors came from (`model`, the encoder's fingerprint), so a
 query embedded by another model version can be refused.
@@ -28,9 +33,10 @@ import threading
 import numpy as np
 
 from autorisk_tf.data import output_folder
+from autorisk_tf.neighbours import balance_parts
 
 KINDS = ("auto", "flat", "hnsw", "ivfpq")
-METRICS = ("cosine", "l2")
+METRICS = ("auto", "cosine", "part_cosine", "l2")
 FLAT_BELOW = 100_000
 HNSW_BELOW = 10_000_000
 FORMAT = 1
@@ -77,10 +83,13 @@ class UserIndex:
 
     Args:
         dim: int. Embedding width.
-        metric: str. `cosine` or `l2`. Defaults to `cosine`.
+        metric: str. `cosine`, `part_cosine` or `l2` (`auto` is resolved by `build`).
+            Defaults to `cosine`.
         kind: str. `flat`, `hnsw` or `ivfpq` (`auto` is resolved by `build`).
         params: dict or None. Kind parameters (`DEFAULT_PARAMS`); missing ones default.
         model: str. Fingerprint of the model that made the vectors ("" if unknown).
+        parts: list or None. The embedding's `[[name, width], ...]` (needed by
+            `part_cosine`; kept for the record otherwise).
 
     Example:
     ```python
@@ -92,12 +101,17 @@ class UserIndex:
     """
 
     def __init__(self, dim: int, metric: str = "cosine", kind: str = "flat",
-                 params: dict | None = None, model: str = ""):
-        if metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+                 params: dict | None = None, model: str = "", parts: list | None = None):
+        if metric not in METRICS[1:]:
+            raise ValueError(f"metric must be one of {METRICS[1:]}, got {metric!r}")
         if kind not in KINDS[1:]:
             raise ValueError(f"kind must be one of {KINDS[1:]}, got {kind!r}")
+        if parts is not None and sum(width for _, width in parts) != int(dim):
+            raise ValueError(f"parts {parts} do not add up to the width {dim}")
+        if metric == "part_cosine" and not parts:
+            raise ValueError("metric part_cosine needs the embedding's parts")
         self.dim, self.metric, self.kind, self.model = int(dim), metric, kind, model
+        self.parts = parts
         self.params = {**DEFAULT_PARAMS.get(kind, {}), **(params or {})}
         self._ids: dict[str, int] = {}  # live key -> faiss id
         self._keys: dict[int, str] = {}  # live faiss id -> key
@@ -110,17 +124,20 @@ class UserIndex:
     # Building and loading.
 
     @classmethod
-    def build(cls, keys, vectors, metric: str = "cosine", kind: str = "auto",
-              params: dict | None = None, model: str = "") -> UserIndex:
+    def build(cls, keys, vectors, metric: str = "auto", kind: str = "auto",
+              params: dict | None = None, model: str = "", parts: list | None = None,
+              ) -> UserIndex:
         """An index of `vectors` [N, dim] under `keys` (unique).
 
         Args:
             keys: sequence of str. One key per row.
             vectors: float [N, dim]. The embeddings.
-            metric: str. `cosine` or `l2`.
+            metric: str. `auto` (`part_cosine` with `parts`, else `cosine`), `cosine`,
+                `part_cosine` or `l2`.
             kind: str. `auto` (by size: `choose_kind`), `flat`, `hnsw` or `ivfpq`.
             params: dict or None. Kind parameters.
             model: str. Fingerprint of the model that made the vectors.
+            parts: list or None. The embedding's `[[name, width], ...]`.
 
         Raises:
             ValueError: duplicate keys, a row count that differs from the keys', or
@@ -132,8 +149,10 @@ class UserIndex:
             raise ValueError(f"{len(keys)} keys for vectors of shape {vectors.shape}")
         if len(set(keys)) != len(keys):
             raise ValueError(f"{len(keys) - len(set(keys))} duplicate key(s)")
+        if metric == "auto":
+            metric = "part_cosine" if parts else "cosine"
         index = cls(vectors.shape[1], metric, choose_kind(len(keys)) if kind == "auto" else kind,
-                    params, model)
+                    params, model, parts)
         index._index = index._new_faiss_index(vectors)
         index.add(keys, vectors)
         return index
@@ -148,12 +167,14 @@ class UserIndex:
         if self.metric == "cosine":
             vectors = vectors.copy()
             _faiss().normalize_L2(vectors)
+        elif self.metric == "part_cosine":
+            vectors = balance_parts(vectors, [width for _, width in self.parts])
         return vectors
 
     def _new_faiss_index(self, sample: np.ndarray):
         """An empty faiss index of this kind (IVF-PQ trained on `sample`)."""
         faiss = _faiss()
-        metric = faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
+        metric = faiss.METRIC_L2 if self.metric == "l2" else faiss.METRIC_INNER_PRODUCT
         if self.kind == "flat":
             return faiss.IndexIDMap2(faiss.IndexFlat(self.dim, metric))
         if self.kind == "hnsw":
@@ -246,7 +267,7 @@ class UserIndex:
             return [self._keys[i] for i in sorted(self._keys)]
 
     def vector(self, key: str) -> np.ndarray:
-        """The stored vector of a key (normalised with `cosine`; approximate with ivfpq).
+        """The stored vector of a key, as searched (normalised, approximate with ivfpq).
 
         Raises:
             SearchError: the key is not in the index.
@@ -260,7 +281,7 @@ class UserIndex:
         """The k nearest users of each query vector.
 
         Args:
-            vectors: float [Q, dim]. Query embeddings (normalised here with `cosine`).
+            vectors: float [Q, dim]. Query embeddings (normalised here as the metric asks).
             k: int. Neighbours per query.
 
         Returns:
@@ -330,6 +351,7 @@ class UserIndex:
                            os.path.join(staging, KEYS_FILE))
             meta = {"format": FORMAT, "kind": self.kind, "metric": self.metric,
                     "dim": self.dim, "count": len(self._ids), "model": self.model,
+                    "parts": self.parts,
                     "params": self.params, "next_id": self._next_id,
                     "skipped": sorted(self._skipped), "sources": sources or []}
         with open(os.path.join(staging, META_FILE), "w", encoding="utf-8") as f:
@@ -354,7 +376,8 @@ class UserIndex:
         if meta.get("format") != FORMAT:
             raise ValueError(f"{folder}: index format {meta.get('format')!r}, this version "
                              f"reads {FORMAT}")
-        index = cls(meta["dim"], meta["metric"], meta["kind"], meta["params"], meta["model"])
+        index = cls(meta["dim"], meta["metric"], meta["kind"], meta["params"], meta["model"],
+                    meta.get("parts"))
         index._index = _faiss().read_index(paths[0])
         table = pq.read_table(paths[1])
         for i, key in zip(table["id"].to_pylist(), table["key"].to_pylist(), strict=True):
