@@ -233,3 +233,43 @@ def test_figures_pick_an_installed_cjk_font(monkeypatch):
     monkeypatch.setitem(plt.rcParams, "font.sans-serif", ["DejaVu Sans", "Arial"])
     figures._pyplot()
     assert plt.rcParams["font.sans-serif"][:2] == ["DejaVu Sans", "WenQuanYi Zen Hei"]
+
+
+def test_finetune_counts_limit_fine_tuning_to_those_label_counts(monkeypatch):
+    from autorisk_tf import few_labels
+    from autorisk_tf.report import build
+
+    runs = []
+
+    class FakeFinetuner:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def auc(self, pretrained, keys, epochs, seed):
+            runs.append((pretrained, len(keys)))
+            return 0.5
+
+    monkeypatch.setattr(few_labels, "Finetuner", FakeFinetuner)
+    rng = np.random.default_rng(0)
+    n = 400
+    y = (rng.random(n) < 0.3).astype(float)
+    users = build.Users(np.array([f"u{i}" for i in range(n)], dtype=object),
+                        np.array(["train"] * 300 + ["test"] * 100),
+                        rng.normal(size=(n, 4)) + y[:, None], {"is_risk": y}, [], [4])
+    options = build.Options(labels=["is_risk"], label_counts=["50", "100", "all"], seeds=2,
+                            finetune_steps=10, finetune_counts=["50"])
+    curves = build.label_curves(users, "is_risk", None, "", None, None, options)
+    assert [p["size"] for p in curves["LR on embeddings"]] == ["50", "100", "all"]
+    for name in build.FINETUNED:
+        assert [p["size"] for p in curves[name]] == ["50"]
+    assert sorted(runs) == [(False, 50)] * 2 + [(True, 50)] * 2  # 2 seeds, both kinds
+    assert curves["LR on embeddings"][-1]["mean"] > 0.8  # the labels are in the vectors
+
+
+def test_finetune_counts_must_be_label_counts(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "autorisk_tf.report", "--data", str(tmp_path), "--model_dir",
+         str(tmp_path), "--output", str(tmp_path / "r"), "--label_counts", "100,all",
+         "--finetune_counts", "300"], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "--finetune_counts ['300'] must also be in --label_counts" in result.stderr

@@ -49,6 +49,8 @@ def define_flags() -> None:
                          lower_bound=0)
     flags.DEFINE_list("finetune_labels", None, "Labels whose curves include fine-tuning "
                       "(default: every --labels; fine-tuning is the costly part).")
+    flags.DEFINE_list("finetune_counts", None, "Label counts at which they are fine-tuned "
+                      "(default: every --label_counts).")
     flags.DEFINE_integer("umap_neighbors", 15, "UMAP n_neighbors.", lower_bound=2)
     flags.DEFINE_float("umap_min_dist", 0.1, "UMAP min_dist.", lower_bound=0.0)
     flags.DEFINE_integer("map_users", 5000, "Most test users on the maps.", lower_bound=10)
@@ -64,15 +66,19 @@ def main(argv) -> None:
     missing = [name for name in ("data", "model_dir", "output") if not getattr(FLAGS, name)]
     if missing:
         sys.exit("error: " + ", ".join(f"--{name}" for name in missing) + " required")
-    fileio.split_patterns_or_exit(FLAGS.data, ("train", "test"))
     for count in FLAGS.label_counts:
         if count != "all" and not count.isdigit():
             sys.exit(f"error: --label_counts takes positive integers or `all`, not {count!r}")
+    stray = set(FLAGS.finetune_counts or ()) - set(FLAGS.label_counts)
+    if stray:
+        sys.exit(f"error: --finetune_counts {sorted(stray)} must also be in --label_counts")
+    fileio.split_patterns_or_exit(FLAGS.data, ("train", "test"))
     options = Options(labels=FLAGS.labels, features=FLAGS.features, analogies=FLAGS.analogies,
                       rings=FLAGS.rings,
                       label_counts=FLAGS.label_counts, seeds=FLAGS.seeds,
                       finetune_steps=FLAGS.finetune_steps,
-                      finetune_labels=FLAGS.finetune_labels, umap_neighbors=FLAGS.umap_neighbors,
+                      finetune_labels=FLAGS.finetune_labels,
+                      finetune_counts=FLAGS.finetune_counts, umap_neighbors=FLAGS.umap_neighbors,
                       umap_min_dist=FLAGS.umap_min_dist, map_users=FLAGS.map_users,
                       seed=FLAGS.seed)
     started = time.time()

@@ -37,6 +37,8 @@ class Options:
         finetune_steps: About this many optimiser steps per fine-tuning; 0 leaves the
             fine-tuned curves out.
         finetune_labels: The labels whose curves include fine-tuning (None: all).
+        finetune_counts: The label counts at which they are fine-tuned (None: every one of
+            `label_counts`).
         umap_neighbors: UMAP's n_neighbors.
         umap_min_dist: UMAP's min_dist.
         map_users: Most test users on the maps (a seeded sample beyond).
@@ -52,6 +54,7 @@ class Options:
     seeds: int = 3
     finetune_steps: int = 100
     finetune_labels: list[str] | None = None
+    finetune_counts: list[str] | None = None
     umap_neighbors: int = 15
     umap_min_dist: float = 0.1
     map_users: int = 5000
@@ -60,13 +63,18 @@ class Options:
 
 @dataclasses.dataclass
 class Users:
-    """Every user of the data set: key, split, embedding, labels and events."""
+    """Every user of the data set: key, split, embedding, labels and events.
+
+    `part_widths` are the widths of the embedding's parts, in order (as a similar-user
+    index with `part_cosine` weighs them).
+    """
 
     keys: np.ndarray
     splits: np.ndarray
     x: np.ndarray
     labels: dict[str, np.ndarray]
     sequences: list[dict]
+    part_widths: list[int]
 
     def rows(self, split: str) -> np.ndarray:
         """Row indices of one split."""
@@ -95,7 +103,8 @@ def load_users(data: str, schema, embedder) -> Users:
         for name, values in split_labels.items():
             labels[name].extend(values)
     return Users(np.array(keys, dtype=object), np.array(splits), np.concatenate(xs),
-                 {name: np.array(v) for name, v in labels.items()}, sequences)
+                 {name: np.array(v) for name, v in labels.items()}, sequences,
+                 list(embedder.encoder.pooling_dims.values()))
 
 
 def run_section(model_dir: str) -> Section:
@@ -200,10 +209,15 @@ def curves_section(users: Users, data: str, schema, embedder, options: Options) 
                               "left out (run beam.features to get one).")
     if not options.finetune_steps:
         section.blocks.append("--finetune_steps is 0, so the fine-tuned curves are left out.")
-    elif options.finetune_labels is not None:
-        section.blocks.append("Fine-tuned curves (costly) only for: "
-                              f"{', '.join(options.finetune_labels) or 'none'} "
-                              "(--finetune_labels).")
+    else:
+        if options.finetune_labels is not None:
+            section.blocks.append("Fine-tuned curves (costly) only for: "
+                                  f"{', '.join(options.finetune_labels) or 'none'} "
+                                  "(--finetune_labels).")
+        if options.finetune_counts is not None:
+            section.blocks.append("Fine-tuned only at "
+                                  f"{', '.join(options.finetune_counts) or 'no'} labels "
+                                  "(--finetune_counts).")
     curves, table = {}, []
     for label in options.labels:
         curves[label] = label_curves(users, label, feature_x, data, schema, embedder, options)
@@ -222,6 +236,9 @@ def curves_section(users: Users, data: str, schema, embedder, options: Options) 
                                     "Test AUC against training labels; bands: range over "
                                     f"{len(seeds)} seeds."))
     return section
+
+
+FINETUNED = ("pre-trained, fine-tuned", "from scratch")  # the fine-tuned methods' names
 
 
 def label_curves(users: Users, label: str, feature_x: np.ndarray | None, data: str, schema,
@@ -260,10 +277,13 @@ def label_curves(users: Users, label: str, feature_x: np.ndarray | None, data: s
         methods["GBDT on hand-made features"] = fitted(evaluate.gbdt, feature_x)
     if options.finetune_steps and label in (options.finetune_labels or [label]):
         runner = few_labels.Finetuner(embedder, data, schema, label, users.keys[scored])
-        methods["pre-trained, fine-tuned"] = finetuned(runner, True)
-        methods["from scratch"] = finetuned(runner, False)
+        methods[FINETUNED[0]] = finetuned(runner, True)
+        methods[FINETUNED[1]] = finetuned(runner, False)
     sizes = few_labels.usable_sizes(options.label_counts, len(pool))
-    return {name: few_labels.curve(run, pool, y, sizes, range(options.seeds))
+    tuned = sizes if options.finetune_counts is None else few_labels.usable_sizes(
+        [c for c in options.label_counts if c in options.finetune_counts], len(pool))
+    return {name: few_labels.curve(run, pool, y, tuned if name in FINETUNED else sizes,
+                                   range(options.seeds))
             for name, run in methods.items()}
 
 
@@ -356,17 +376,20 @@ def ring_section(users: Users, schema, options: Options, colours: dict) -> Secti
         return section
     _, bag = evaluate.bag_of_events(users.sequences, schema)
     random = np.random.default_rng(options.seed).normal(size=users.x.shape)
+    balanced = neighbours.balance_parts(users.x, users.part_widths)
     section.blocks.append(
         f"{len(set(rings[m] for m in members))} planted rings ({len(members)} accounts run "
         "from one script each, on top of their own activity). Ring recall: from each member, "
-        f"the share of its ring among its {RING_K} nearest users (cosine, every split).")
+        f"the share of its ring among its {RING_K} nearest users (cosine, every split). "
+        "`encoder`: every part of the embedding weighs alike, as the similar-user index "
+        "compares them (`part_cosine`); `encoder, plain cosine`: the whole vector.")
     section.blocks.append(Table(["embedding", f"ring recall@{RING_K}"], [
         [name, f"{neighbours.ring_recall(x, list(users.keys), rings, RING_K):.3f}"]
-        for name, x in (("encoder", users.x), ("bag of event counts", bag),
-                        ("random vectors", random))]))
+        for name, x in (("encoder", balanced), ("encoder, plain cosine", users.x),
+                        ("bag of event counts", bag), ("random vectors", random))]))
     if figures.matplotlib_available():
         query = members[0]
-        found, sims = neighbours.nearest(users.x, users.x[[index[query]]], 5,
+        found, sims = neighbours.nearest(balanced, balanced[[index[query]]], 5,
                                          exclude=[[index[query]]])
         described = [(f"{query} (query, ring {rings[query]})",
                       users.sequences[index[query]])]
