@@ -3,15 +3,21 @@
 1. Rings: simulate users with planted fraud rings (`--num_rings` of `--ring_size` accounts
    run from one script), preprocess, pre-train `small.yaml` (or use `--model_dir`), embed
    every user, and report ring recall@20 (from each ring member, the share of its ring among
-   its 20 nearest users) for our embeddings, the bag-of-event-counts embedding and random
-   vectors.
-2. Index: synthetic clustered vectors of the embedding's width at each `--sizes` count:
+   its 20 nearest users) for our embeddings (every part alike, as the index's `part_cosine`
+   compares them, and plain cosine), the bag-of-event-counts embedding and random vectors.
+2. Real embeddings: Online Retail's customers (`../shared/data/online-retail`), embedded
+   by `configs/real.yaml` pre-trained on them (or `--retail_model_dir`): recall@10 of the
+   HNSW index against exact search on the same vectors, with both metrics.
+3. Index: synthetic clustered vectors of the embedding's width at each `--sizes` count:
    build time and size of the flat and HNSW indexes, query p50/p99 (one user per query) of
    exact NumPy search (the yardstick, measured in the same run), faiss flat and HNSW, and
    recall@10 against exact search. Speed is the ratio exact p50 / index p50.
 
-  python benchmarks/search_bench.py [--sizes 100000,1000000] [--skip_rings]
+  python benchmarks/search_bench.py [--sizes 100000,1000000] [--skip_rings] [--skip_retail]
       [--json benchmarks/search_bench.json]
+
+`--sizes ""` and the `--skip_` flags keep those parts of the last JSON, marked with the
+commit they were measured at.
 """
 
 import argparse
@@ -41,7 +47,7 @@ def ring_recalls(work: str, users: int, rings: int, size: int, model_dir: str | 
     from autorisk_tf.data.artifacts import Artifacts
     from autorisk_tf.embed import embed, load_embedder
     from autorisk_tf.evaluate import bag_of_events
-    from autorisk_tf.neighbours import ring_recall
+    from autorisk_tf.neighbours import balance_parts, ring_recall
     from autorisk_tf.training import Pretrainer, load_config
     from beam import preprocess as job
 
@@ -57,7 +63,8 @@ def ring_recalls(work: str, users: int, rings: int, size: int, model_dir: str | 
         model_dir, started = f"{work}/run", time.time()
         Pretrainer(artifacts, load_config(SMALL), model_dir).fit(pattern, verbose=0)
         seconds = time.time() - started
-    keys, x, _ = embed(load_embedder(model_dir), pattern, artifacts.schema)
+    embedder = load_embedder(model_dir)
+    keys, x, _ = embed(embedder, pattern, artifacts.schema)
     with open(f"{work}/raw/rings.csv", encoding="utf-8") as f:
         members = {row["user_id"]: int(row["ring"]) for row in csv.DictReader(f)}
     bag_keys, bag = bag_of_events(list(reader.read_sequences(pattern, artifacts.schema)),
@@ -65,9 +72,50 @@ def ring_recalls(work: str, users: int, rings: int, size: int, model_dir: str | 
     random = np.random.default_rng(0).normal(size=x.shape)
     return {"users": len(keys), "rings": rings, "ring_size": size, "k": 20,
             "pretrain_seconds": round(seconds, 1), "embedding_width": int(x.shape[1]),
-            "ours": ring_recall(x, list(keys), members),
+            "ours": ring_recall(balance_parts(x, list(embedder.encoder.pooling_dims.values())),
+                                list(keys), members),
+            "ours_plain_cosine": ring_recall(x, list(keys), members),
             "bag_of_event_counts": ring_recall(bag, list(bag_keys), members),
             "random": ring_recall(random, list(keys), members)}
+
+
+def retail_recall(work: str, data_root: str, model_dir: str | None, queries: int = 500
+                  ) -> dict:
+    """HNSW recall@10 against exact search on real embeddings of Online Retail customers."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from real_data_bench import SCHEMAS, TASKS, build_task_tables
+
+    from autorisk_tf.data.artifacts import Artifacts
+    from autorisk_tf.data.fingerprint import embedding_parts
+    from autorisk_tf.embed import embed, load_embedder
+    from autorisk_tf.search import UserIndex
+    from autorisk_tf.training import Pretrainer, load_config
+    from beam import preprocess as job
+
+    spec = TASKS["country_non_uk"]
+    build_task_tables("country_non_uk", data_root, work)
+    job.run(["--input", os.path.join(work, spec["events"]), "--schema",
+             os.path.join(SCHEMAS, spec["schema"]), "--output_dir", f"{work}/data",
+             "--max_len", "512", "--split", "1,0,0"])
+    pattern = f"{work}/data/train/*.tfrecord"
+    if model_dir is None:
+        model_dir = f"{work}/run"
+        Pretrainer(Artifacts.load(f"{work}/data/artifacts"),
+                   load_config(os.path.join(ROOT, "autorisk_tf", "configs", "real.yaml")),
+                   model_dir).fit(pattern, verbose=0)
+    embedder = load_embedder(model_dir)
+    keys, x, _ = embed(embedder, pattern, Artifacts.load(f"{work}/data/artifacts").schema)
+    keys, parts = [str(k) for k in keys], embedding_parts(embedder)
+    probe = np.random.default_rng(0).choice(len(keys), min(queries, len(keys)), replace=False)
+    row = {"customers": len(keys), "dim": int(x.shape[1]), "queries": len(probe)}
+    for metric in ("cosine", "part_cosine"):
+        exact = UserIndex.build(keys, x, metric=metric, kind="flat", parts=parts)
+        approximate = UserIndex.build(keys, x, metric=metric, kind="hnsw", parts=parts)
+        truth, _ = exact.search(x[probe], 10)
+        found, _ = approximate.search(x[probe], 10)
+        row[metric] = {"hnsw_recall_at_10": float(np.mean(
+            [len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]))}
+    return row
 
 
 def _latencies(search, queries) -> tuple[float, float]:
@@ -128,6 +176,10 @@ def main() -> None:
     parser.add_argument("--model_dir", default=None, help="Embed with this run instead of "
                         "pre-training small.yaml on the simulated users.")
     parser.add_argument("--skip_rings", action="store_true")
+    parser.add_argument("--skip_retail", action="store_true")
+    parser.add_argument("--retail_model_dir", default=None, help="Embed Online Retail with "
+                        "this run (pre-trained on it) instead of pre-training real.yaml.")
+    parser.add_argument("--data_root", default=os.path.join(ROOT, "..", "shared", "data"))
     parser.add_argument("--one_size", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", default=os.path.join(ROOT, "benchmarks",
                                                        "search_bench.json"))
@@ -139,20 +191,34 @@ def main() -> None:
               "cpus": os.cpu_count(), "commit": subprocess.run(
                   ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                   cwd=ROOT).stdout.strip(), "index": []}
-    if args.skip_rings and os.path.exists(args.json):  # keep the rings of the last run
+    last = {}
+    if os.path.exists(args.json):  # keep the parts skipped from the last run
         with open(args.json, encoding="utf-8") as f:
-            kept = json.load(f).get("rings")
-        if kept:
-            result["rings"] = {**kept, "measured_at_commit": kept.get(
-                "measured_at_commit", "an earlier run")}
+            last = json.load(f)
+    for part, skipped in (("rings", args.skip_rings), ("retail", args.skip_retail)):
+        if skipped and last.get(part):
+            result[part] = {**last[part], "measured_at_commit": last[part].get(
+                "measured_at_commit", last.get("commit", "an earlier run"))}
+    if not args.sizes and last.get("index"):  # `--sizes ""`: keep the last index rows
+        result["index"] = [{**row, "measured_at_commit": row.get(
+            "measured_at_commit", last.get("commit", "an earlier run"))}
+            for row in last["index"]]
     if not args.skip_rings:
         with tempfile.TemporaryDirectory() as work:
             result["rings"] = ring_recalls(work, args.users, args.num_rings, args.ring_size,
                                            args.model_dir)
         r = result["rings"]
         print(f"ring recall@20 ({r['rings']} rings of {r['ring_size']} among {r['users']} "
-              f"users): ours {r['ours']:.3f}, bag of event counts "
+              f"users): ours {r['ours']:.3f} (plain cosine {r['ours_plain_cosine']:.3f}), "
+              "bag of event counts "
               f"{r['bag_of_event_counts']:.3f}, random {r['random']:.3f}")
+    if not args.skip_retail:
+        with tempfile.TemporaryDirectory() as work:
+            result["retail"] = retail_recall(work, args.data_root, args.retail_model_dir)
+        r = result["retail"]
+        print(f"Online Retail ({r['customers']} customers, width {r['dim']}): HNSW recall@10 "
+              f"{r['cosine']['hnsw_recall_at_10']:.3f} (cosine), "
+              f"{r['part_cosine']['hnsw_recall_at_10']:.3f} (part_cosine)")
     print(f"{'users':>9} {'kind':>5} {'build s':>8} {'MiB':>8} {'p50 ms':>8} "
           f"{'p99 ms':>8} {'recall@10':>9} {'x exact':>8}")
     for size in (int(s) for s in args.sizes.split(",") if s):

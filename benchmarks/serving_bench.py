@@ -8,9 +8,12 @@ simulated users, then measures:
 
 - in-process latency (p50, p99) of the SavedModel's `serving_default` for 1 user x 100
   and x 1,000 events, and users per second at batch 64 x 100 events;
-- REST latency through `export.serve` on 127.0.0.1 for the same requests (the client's
-  wall time, JSON included), and its overhead over in-process (difference of p50s);
-- Beam batch embedding (`beam.embed`, RunInference on the local runner) in users/s.
+- Beam batch embedding (`beam.embed`, RunInference on the local runner) in users/s;
+- REST latency through `export.serve --index` on 127.0.0.1 for the same requests (the
+  client's wall time, JSON included), and its overhead over in-process (difference of
+  p50s); and of its `:neighbours` extension over an index of every user's embedding (the
+  Beam job's): k=20 by key, and by the raw events of 1 user x 100 (embedded, then searched),
+  next to `serving_default`'s p50 for the same events.
 
 Speeds vary 4x between days on the same machine type, so each figure also comes as a ratio
 to a float32 4096x4096 matmul timed in the same run (`*_in_matmuls`: latency / one matmul;
@@ -33,7 +36,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -97,6 +99,7 @@ def main(argv=None) -> int:
     from autorisk_tf import simulate
     from autorisk_tf.data.artifacts import Artifacts
     from autorisk_tf.data.schema import load_schema
+    from autorisk_tf.search import UserIndex, read_embeddings
     from autorisk_tf.training import Pretrainer, load_config
     from beam import embed as beam_embed
     from beam import preprocess
@@ -173,11 +176,20 @@ def main(argv=None) -> int:
     add("in_process_batch64x100", users_per_s, "users/s",
         users_per_matmul=round(users_per_s * matmul_ms / 1000, 3))
 
+    start = time.perf_counter()
+    users = beam_embed.run(["--model", version_dir, "--input",
+                            f"{work}/data/*/*.tfrecord", "--output", f"{work}/emb"])
+    elapsed = time.perf_counter() - start
+    add("beam_embed", users / elapsed, "users/s", users=users, seconds=round(elapsed, 1),
+        users_per_matmul=round(users / elapsed * matmul_ms / 1000, 3))
+    index_keys, vectors, model, parts = read_embeddings(f"{work}/emb-*.parquet")
+    UserIndex.build(index_keys, vectors, model=model, parts=parts).save(f"{work}/index")
+
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "export.serve", "--model_base_path",
-         f"{work}/models/autorisk", "--port", str(port)], cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         f"{work}/models/autorisk", "--port", str(port), "--index", f"{work}/index"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         client = RestClient(f"http://127.0.0.1:{port}", "autorisk", retries=60, backoff=1.0)
         client.status()
@@ -195,17 +207,26 @@ def main(argv=None) -> int:
                 p99_ms=round(p99, 3))
             add(f"rest_overhead_1x{n}_p50", p50 - p50s[n], "ms",
                 in_matmuls=round((p50 - p50s[n]) / matmul_ms, 4))
+        rest_rows = tiled_rows(rows, schema.key, schema.timestamp_column, 100, "bench")
+        for name, call in (
+                ("rest_neighbours_key_p50", lambda i: client.neighbours(
+                    key=index_keys[i % len(index_keys)], k=20)),
+                ("rest_neighbours_1x100_p50", lambda i: client.neighbours(
+                    rows=rest_rows, schema=schema, k=20))):
+            for i in range(5):
+                call(i)
+            seconds = []
+            for i in range(args.repeats):
+                start = time.perf_counter()
+                call(i)
+                seconds.append(time.perf_counter() - start)
+            p50, p99 = percentiles(seconds)
+            add(name, p50, "ms", in_matmuls=round(p50 / matmul_ms, 4), p99_ms=round(p99, 3),
+                index_users=len(index_keys), serving_default_1x100_p50=next(
+                    r["value"] for r in rows_out if r["metric"] == "rest_1x100_p50"))
     finally:
         server.terminate()
         server.wait(30)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        users = beam_embed.run(["--model", version_dir, "--input",
-                                f"{work}/data/*/*.tfrecord", "--output", f"{tmp}/emb"])
-        elapsed = time.perf_counter() - start
-    add("beam_embed", users / elapsed, "users/s", users=users, seconds=round(elapsed, 1),
-        users_per_matmul=round(users / elapsed * matmul_ms / 1000, 3))
 
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "matmul_4096_gflops": round(gflops, 1),
