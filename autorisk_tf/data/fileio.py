@@ -53,6 +53,17 @@ def write_text(path: str, text: str) -> None:
         f.write(text)
 
 
+def glob(pattern: str) -> list[str]:
+    """The sorted paths matching a glob (local, without importing TensorFlow, or a URL)."""
+    if _is_local(pattern):
+        import glob as local
+
+        return sorted(local.glob(pattern))
+    import tensorflow as tf
+
+    return sorted(tf.io.gfile.glob(pattern))
+
+
 def join(*parts: str) -> str:
     """Joins path parts with `/` (valid for local paths and URLs)."""
     return "/".join([p.rstrip("/") for p in parts[:-1]] + list(parts[-1:]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from autorisk_tf.contract import FINGERPRINT_METADATA, PARTS_METADATA
+from autorisk_tf.data import fileio
 from autorisk_tf.data.fingerprint import read_parts
 
 
@@ -26,9 +27,8 @@ def read_embeddings(pattern: str) -> tuple[list[str], np.ndarray, str, list | No
             a key appears twice, or the files come from different models.
     """
     import pyarrow.parquet as pq
-    import tensorflow as tf
 
-    paths = sorted({p for part in pattern.split(",") if part for p in tf.io.gfile.glob(part)})
+    paths = sorted({p for part in pattern.split(",") if part for p in fileio.glob(part)})
     if not paths:
         raise ValueError(f"no embedding file matches {pattern}")
     keys, blocks, models, parts = [], [], set(), set()
