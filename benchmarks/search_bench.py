@@ -1,7 +1,8 @@
 """Similar-user search benchmark: ring recall of the embeddings, and the index against exact search.
 
 1. Rings: simulate users with planted fraud rings (`--num_rings` of `--ring_size` accounts
-   run from one script), preprocess, pre-train `small.yaml` (or use `--model_dir`), embed
+   run from one script), preprocess, pre-train `--config` (default `real.yaml`, the config
+   for real logs, whose bag-of-ids task trains the `ids` part; or use `--model_dir`), embed
    every user, and report ring recall@20 (from each ring member, the share of its ring among
    its 20 nearest users) for our embeddings (every part alike, as the index's `part_cosine`
    compares them, and plain cosine), the bag-of-event-counts embedding and random vectors.
@@ -36,11 +37,11 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 SCHEMA = os.path.join(ROOT, "autorisk_tf", "schemas", "simulated.yaml")
-SMALL = os.path.join(ROOT, "autorisk_tf", "configs", "small.yaml")
+REAL = os.path.join(ROOT, "autorisk_tf", "configs", "real.yaml")
 
 
 def ring_recalls(work: str, users: int, rings: int, size: int, model_dir: str | None,
-                 seed: int = 5) -> dict:
+                 config: str = REAL, seed: int = 5) -> dict:
     """Ring recall@20 of our embeddings, the bag of event counts and random vectors."""
     from autorisk_tf import simulate
     from autorisk_tf.data import reader
@@ -61,7 +62,7 @@ def ring_recalls(work: str, users: int, rings: int, size: int, model_dir: str | 
     seconds = 0.0
     if model_dir is None:
         model_dir, started = f"{work}/run", time.time()
-        Pretrainer(artifacts, load_config(SMALL), model_dir).fit(pattern, verbose=0)
+        Pretrainer(artifacts, load_config(config), model_dir).fit(pattern, verbose=0)
         seconds = time.time() - started
     embedder = load_embedder(model_dir)
     keys, x, _ = embed(embedder, pattern, artifacts.schema)
@@ -71,6 +72,7 @@ def ring_recalls(work: str, users: int, rings: int, size: int, model_dir: str | 
                                   artifacts.schema)
     random = np.random.default_rng(0).normal(size=x.shape)
     return {"users": len(keys), "rings": rings, "ring_size": size, "k": 20,
+            "config": os.path.relpath(config, ROOT) if model_dir is None else model_dir,
             "pretrain_seconds": round(seconds, 1), "embedding_width": int(x.shape[1]),
             "ours": ring_recall(balance_parts(x, list(embedder.encoder.pooling_dims.values())),
                                 list(keys), members),
@@ -101,7 +103,7 @@ def retail_recall(work: str, data_root: str, model_dir: str | None, queries: int
     if model_dir is None:
         model_dir = f"{work}/run"
         Pretrainer(Artifacts.load(f"{work}/data/artifacts"),
-                   load_config(os.path.join(ROOT, "autorisk_tf", "configs", "real.yaml")),
+                   load_config(REAL),
                    model_dir).fit(pattern, verbose=0)
     embedder = load_embedder(model_dir)
     keys, x, _ = embed(embedder, pattern, Artifacts.load(f"{work}/data/artifacts").schema)
@@ -169,12 +171,13 @@ def index_row(count: int, dim: int, queries: int = 200, seed: int = 0) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100000,1000000")
-    parser.add_argument("--dim", type=int, default=272, help="Embedding width (small.yaml's).")
+    parser.add_argument("--dim", type=int, default=272, help="Width of the synthetic vectors.")
     parser.add_argument("--users", type=int, default=1500)
     parser.add_argument("--num_rings", type=int, default=10)
     parser.add_argument("--ring_size", type=int, default=5)
     parser.add_argument("--model_dir", default=None, help="Embed with this run instead of "
-                        "pre-training small.yaml on the simulated users.")
+                        "pre-training --config on the simulated users.")
+    parser.add_argument("--config", default=REAL, help="Pre-training config of the rings.")
     parser.add_argument("--skip_rings", action="store_true")
     parser.add_argument("--skip_retail", action="store_true")
     parser.add_argument("--retail_model_dir", default=None, help="Embed Online Retail with "
@@ -206,7 +209,7 @@ def main() -> None:
     if not args.skip_rings:
         with tempfile.TemporaryDirectory() as work:
             result["rings"] = ring_recalls(work, args.users, args.num_rings, args.ring_size,
-                                           args.model_dir)
+                                           args.model_dir, args.config)
         r = result["rings"]
         print(f"ring recall@20 ({r['rings']} rings of {r['ring_size']} among {r['users']} "
               f"users): ours {r['ours']:.3f} (plain cosine {r['ours_plain_cosine']:.3f}), "
