@@ -59,7 +59,7 @@ def ring_recalls(work: str, users: int, rings: int, size: int, model_dir: str | 
              "--split", "1,0,0"])
     artifacts = Artifacts.load(f"{work}/out/artifacts")
     pattern = f"{work}/out/train/*.tfrecord"
-    seconds = 0.0
+    seconds, made_by = 0.0, model_dir or os.path.relpath(config, ROOT)
     if model_dir is None:
         model_dir, started = f"{work}/run", time.time()
         Pretrainer(artifacts, load_config(config), model_dir).fit(pattern, verbose=0)
@@ -72,7 +72,7 @@ def ring_recalls(work: str, users: int, rings: int, size: int, model_dir: str | 
                                   artifacts.schema)
     random = np.random.default_rng(0).normal(size=x.shape)
     return {"users": len(keys), "rings": rings, "ring_size": size, "k": 20,
-            "config": os.path.relpath(config, ROOT) if model_dir is None else model_dir,
+            "config": made_by,
             "pretrain_seconds": round(seconds, 1), "embedding_width": int(x.shape[1]),
             "ours": ring_recall(balance_parts(x, list(embedder.encoder.pooling_dims.values())),
                                 list(keys), members),
