@@ -58,7 +58,10 @@ def percentiles(seconds: list[float]) -> tuple[float, float]:
 
 def tiled_rows(rows: list[dict], key_column: str, time_column: str, n: int,
                key: str) -> list[dict]:
-    """The longest user's rows tiled (shifted a year per copy) to n events of user `key`."""
+    """The longest user's rows tiled to n events of user `key`, each copy a year earlier.
+
+    Earlier, not later: a copy in the future would be rejected as an implausible timestamp.
+    """
     by_user = {}
     for row in rows:
         by_user.setdefault(row[key_column], []).append(row)
@@ -70,7 +73,7 @@ def tiled_rows(rows: list[dict], key_column: str, time_column: str, n: int,
             out.append({**row, key_column: key,
                         time_column: time.strftime("%Y-%m-%dT%H:%M:%S",
                                                    time.gmtime(stamp + shift))})
-        shift += 365 * 86_400
+        shift -= 365 * 86_400
     return out
 
 
