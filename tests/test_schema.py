@@ -10,8 +10,7 @@ SCHEMAS = os.path.join(os.path.dirname(__file__), "..", "autorisk_tf", "schemas"
 def test_shipped_schemas_load():
     sim = load_schema(os.path.join(SCHEMAS, "simulated.yaml"))
     assert sim.key == "user_id"
-    assert sim.field_names == ("event_type", "channel", "device", "pay_method", "amount", "item",
-                               "item_name")
+    assert sim.field_names == ("event_type", "channel", "device", "pay_method", "amount", "item")
     assert [f.name for f in sim.fields_of_kind("numeric")] == ["amount"]
     assert sim.fields_of_kind("numeric")[0].log is True
     assert sim.label_names == ("is_risk", "takeover", "age_band", "preference", "profile")
