@@ -1,7 +1,9 @@
 """Similar-user search benchmark: ring recall of the embeddings, and the index against exact search.
 
 1. Rings: simulate users with planted fraud rings (`--num_rings` of `--ring_size` accounts
-   run from one script), preprocess, pre-train `--config` (default `real.yaml`, the config
+   run from one script), preprocess with the simulated schema plus the item name as a
+   category (`ITEM_NAME`: which items a user buys, as real logs' item ids give it),
+   pre-train `--config` (default `real.yaml`, the config
    for real logs, whose bag-of-ids task trains the `ids` part; or use `--model_dir`), embed
    every user, and report ring recall@20 (from each ring member, the share of its ring among
    its 20 nearest users) for our embeddings (every part alike, as the index's `part_cosine`
@@ -38,6 +40,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 SCHEMA = os.path.join(ROOT, "autorisk_tf", "schemas", "simulated.yaml")
 REAL = os.path.join(ROOT, "autorisk_tf", "configs", "real.yaml")
+# The field added to the simulated schema for the rings: item names as ids, beside the text.
+ITEM_NAME = ("  - {name: item_name, column: item, kind: categorical, max_vocab: 4000, "
+             "min_count: 2}\n")
 
 
 def ring_recalls(work: str, users: int, rings: int, size: int, model_dir: str | None,
@@ -54,7 +59,13 @@ def ring_recalls(work: str, users: int, rings: int, size: int, model_dir: str | 
 
     simulate.write_dataset(f"{work}/raw", seed=seed, num_users=users, num_shards=2,
                            num_rings=rings, ring_size=size)
-    job.run(["--input", f"{work}/raw/events/*.csv", "--schema", SCHEMA, "--labels",
+    with open(SCHEMA, encoding="utf-8") as f:
+        text = f.read()
+    fields_end = text.index("time_features:")
+    with open(f"{work}/schema.yaml", "w", encoding="utf-8") as f:
+        f.write(text[:fields_end] + ITEM_NAME + text[fields_end:])
+    job.run(["--input", f"{work}/raw/events/*.csv", "--schema", f"{work}/schema.yaml",
+             "--labels",
              f"{work}/raw/labels.csv", "--output_dir", f"{work}/out", "--max_len", "256",
              "--split", "1,0,0"])
     artifacts = Artifacts.load(f"{work}/out/artifacts")
