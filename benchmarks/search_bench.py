@@ -51,6 +51,7 @@ def ring_recalls(work: str, users: int, rings: int, size: int, model_dir: str | 
     from autorisk_tf import simulate
     from autorisk_tf.data import reader
     from autorisk_tf.data.artifacts import Artifacts
+    from autorisk_tf.data.fingerprint import embedding_parts
     from autorisk_tf.embed import embed, load_embedder
     from autorisk_tf.evaluate import bag_of_events
     from autorisk_tf.neighbours import balance_parts, ring_recall
@@ -85,7 +86,7 @@ def ring_recalls(work: str, users: int, rings: int, size: int, model_dir: str | 
     return {"users": len(keys), "rings": rings, "ring_size": size, "k": 20,
             "config": made_by,
             "pretrain_seconds": round(seconds, 1), "embedding_width": int(x.shape[1]),
-            "ours": ring_recall(balance_parts(x, list(embedder.encoder.pooling_dims.values())),
+            "ours": ring_recall(balance_parts(x, [w for _, w in embedding_parts(embedder)]),
                                 list(keys), members),
             "ours_plain_cosine": ring_recall(x, list(keys), members),
             "bag_of_event_counts": ring_recall(bag, list(bag_keys), members),

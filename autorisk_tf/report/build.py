@@ -85,6 +85,7 @@ def load_users(data: str, schema, embedder) -> Users:
     """Embeds and reads every split of a preprocessed data set."""
     from autorisk_tf.contract import SPLITS
     from autorisk_tf.data import reader
+    from autorisk_tf.data.fingerprint import embedding_parts
     from autorisk_tf.embed import embed
 
     keys, splits, xs, sequences = [], [], [], []
@@ -104,7 +105,7 @@ def load_users(data: str, schema, embedder) -> Users:
             labels[name].extend(values)
     return Users(np.array(keys, dtype=object), np.array(splits), np.concatenate(xs),
                  {name: np.array(v) for name, v in labels.items()}, sequences,
-                 list(embedder.encoder.pooling_dims.values()))
+                 [width for _, width in embedding_parts(embedder)])
 
 
 def run_section(model_dir: str) -> Section:
