@@ -12,6 +12,9 @@ PACKAGE = "autorisk_tf"
 # SavedModel signatures: raw per-field events in, and serialized SequenceExamples in.
 SERVING_DEFAULT = "serving_default"
 EMBED_EXAMPLES = "embed_examples"
+# With a classifier: raw events in, the score and each event's share of it out
+# (`autorisk_tf.explain`).
+EXPLAIN = "explain"
 # The input of `EMBED_EXAMPLES`: a vector of serialized SequenceExamples.
 EXAMPLES_INPUT = "examples"
 # In a SavedModel version folder: the schema its signatures were built from (TF Serving

@@ -31,6 +31,11 @@ of day, item names, pay method and amounts up to a few percent, a new device at 
 session) on top of each account's own ordinary activity. `rings.csv` lists them
 (`user_id`, `ring`); their `profile` is `fraud_ring`, `is_risk` 1.
 
+`planted_events.csv` names the events of every planted takeover pattern (`user_id`,
+`event_time`, `event_type`, `role`, `pattern`: `takeover` for the tight triple that makes
+the label, `decoy` for the same three events spread over days), the truth that reason codes
+are checked against (`autorisk_tf.explain`).
+
 Example:
   python -m autorisk_tf.simulate --output_dir /tmp/sim --num_users 2000 --seed 7
 """
@@ -76,6 +81,10 @@ _RING_OWN_EVENTS = 60  # most events of an account's own activity
 TAKEOVER_LOGON_TO_PASSWORD_S = 600
 TAKEOVER_PASSWORD_TO_TRANSFER_S = 1800
 TAKEOVER_MIN_AMOUNT = 5000.0
+# The role of each event of a planted takeover (or decoy) in `planted_events.csv`.
+PLANTED_ROLES = {"logon": "new_device_logon", "password_change": "password_change",
+                 "instant_transfer": "large_transfer"}
+PLANTED_COLUMNS = ("user_id", "event_time", "event_type", "role", "pattern")
 
 _ACTIONS = EVENT_TYPES[1:]  # every event but logon; logons open sessions
 # Per profile: probability of each action (password_change ... refund), of a new device per
@@ -116,7 +125,13 @@ _START_MS = 1_704_326_400_000
 
 @dataclasses.dataclass
 class User:
-    """One simulated user: labels and time-sorted events (parallel lists)."""
+    """One simulated user: labels and time-sorted events (parallel lists).
+
+    `planted` lists the events of a planted takeover pattern as `(time_ms, event_type, role,
+    pattern)`: role `new_device_logon`, `password_change` or `large_transfer`; pattern
+    `takeover` (the tight triple that makes the label) or `decoy` (the same three events
+    spread over days, not a takeover).
+    """
 
     user_id: str
     labels: dict
@@ -127,13 +142,14 @@ class User:
     pay_method: list
     amount: list
     item: list
+    planted: list = dataclasses.field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.times_ms)
 
     def rows(self) -> Iterator[tuple]:
         """Yields CSV-ready rows (ISO 8601 times, "" for missing values)."""
-        times = np.datetime_as_string(self.times_ms.astype("datetime64[ms]"), unit="s")
+        times = _iso_time(self.times_ms)
         for i in range(len(self)):
             amount = self.amount[i]
             yield (self.user_id, str(times[i]), self.event_type[i], self.channel[i],
@@ -167,6 +183,11 @@ def _amount(rng: np.random.Generator, profile: str, event_type: str) -> float | 
         return float(rng.integers(10, 50) * 100)  # round, large amounts
     value = median * float(np.exp(rng.normal(0.0, 1.0)))
     return round(min(value, 4_000.0), 2)
+
+
+def _iso_time(times_ms):
+    """ISO 8601 text of times in milliseconds, to the second (as the event files hold them)."""
+    return np.datetime_as_string(np.asarray(times_ms).astype("datetime64[ms]"), unit="s")
 
 
 def simulate_user(seed: int, index: int, max_events: int = 8000) -> User:
@@ -226,6 +247,8 @@ def simulate_user(seed: int, index: int, max_events: int = 8000) -> User:
                     *kinds[order[i]][1:]) for i in range(3)]
     else:
         episode = []
+    pattern = "takeover" if profile == "account_takeover" else "decoy"
+    planted = [(e[0], e[1], PLANTED_ROLES[e[1]], pattern) for e in episode]
     events.extend(episode)
     events.sort(key=lambda e: e[0])
 
@@ -234,7 +257,7 @@ def simulate_user(seed: int, index: int, max_events: int = 8000) -> User:
               "takeover": int(profile == "account_takeover"),
               "age_band": age_band, "preference": preference, "profile": profile}
     return User(f"u{index:08d}", labels, np.asarray(columns[0], dtype=np.int64),
-                *[list(c) for c in columns[1:]])
+                *[list(c) for c in columns[1:]], planted=sorted(planted))
 
 
 def takeover_rule(times_ms, event_type, device, amount) -> bool:
@@ -458,7 +481,10 @@ def write_dataset(output_dir: str, seed: int = 0, num_users: int | None = None,
                   num_events: int | None = None, fmt: str = "csv", num_shards: int = 4,
                   block_users: int = 256, max_events: int = 8000,
                   num_analogies: int = 0, num_rings: int = 0, ring_size: int = 5) -> dict:
-    """Simulates users and writes `events/part-*.{csv,parquet}` and `labels.csv`.
+    """Simulates users and writes `events/part-*.{csv,parquet}`, labels and planted events.
+
+    `labels.csv` holds one row per user; `planted_events.csv` the events of each planted
+    takeover pattern (`User.planted`).
 
     With `num_analogies`, the planted quadruples' users follow (`analogy_quadruples`) and
     `analogies.csv` lists them; with `num_rings`, the rings' accounts (`ring_users`), listed
@@ -507,13 +533,19 @@ def write_dataset(output_dir: str, seed: int = 0, num_users: int | None = None,
     planted = (user for group, _ in quadruples + rings for user in group)
     started = time.time()
     with open(os.path.join(output_dir, "labels.csv"), "w", newline="",
-              encoding="utf-8") as label_file:
+              encoding="utf-8") as label_file, \
+            open(os.path.join(output_dir, "planted_events.csv"), "w", newline="",
+                 encoding="utf-8") as planted_file:
         labels = csv.writer(label_file)
         labels.writerow(LABEL_COLUMNS)
+        planted_events = csv.writer(planted_file)
+        planted_events.writerow(PLANTED_COLUMNS)
         block, block_index = [], 0
         for user in itertools.chain(iter_users(seed, num_users, num_events, max_events),
                                     planted):
             labels.writerow([user.user_id] + [user.labels[c] for c in LABEL_COLUMNS[1:]])
+            planted_events.writerows((user.user_id, _iso_time(t), *rest)
+                                     for t, *rest in user.planted)
             block.extend(user.rows())
             summary["users"] += 1
             summary["events"] += len(user)

@@ -31,7 +31,10 @@ from autorisk_tf.data.instances import (  # noqa: F401 - the client's API since 
     to_columns,
 )
 from autorisk_tf.data.schema import Schema, load_schema
-from autorisk_tf.data.sequence_example import LENGTH_INPUT
+from autorisk_tf.data.sequence_example import LENGTH_INPUT, TIMESTAMP_INPUT
+
+# Outputs of integer type: events used, the `explain` signature's event times and class.
+INTEGER_OUTPUTS = frozenset({LENGTH_INPUT, TIMESTAMP_INPUT, "class"})
 
 
 class ServingError(RuntimeError):
@@ -155,17 +158,26 @@ class RestClient:
                 for query, result in zip(keys, results, strict=True)}
 
     def embed_rows(self, rows: Iterable[Mapping], schema: Schema, version: int | None = None,
-                   ) -> tuple[list[str], dict[str, np.ndarray]]:
-        """Embeds the users of some raw event rows.
+                   signature_name: str | None = None) -> tuple[list[str], dict[str, np.ndarray]]:
+        """Embeds (or explains) the users of some raw event rows.
+
+        Args:
+            rows: iterable of dict. Raw event rows (column name to cell).
+            schema: Schema. The events' schema.
+            version: int or None. Model version; None: the newest.
+            signature_name: str or None. `serving_default` (None) or `explain` (reason
+                codes, with a classifier: `score`, `attribution`, `timestamp_ms`, ...).
 
         Returns:
             `(keys, outputs)`: outputs maps each output name (`embedding`, `length`,
-            `score` when the model has one) to an array with one row per key.
+            `score` when the model has one) to an array with one row per key: int64 for
+            `INTEGER_OUTPUTS`, float32 otherwise.
         """
         keys, instances = instances_from_rows(rows, schema)
-        outputs = self.predict(inputs=_columnar(instances), version=version)["outputs"]
-        return keys, {name: np.asarray(value, np.float32 if name != LENGTH_INPUT
-                                       else np.int64) for name, value in outputs.items()}
+        outputs = self.predict(inputs=_columnar(instances), version=version,
+                               signature_name=signature_name)["outputs"]
+        return keys, {name: np.asarray(value, np.int64 if name in INTEGER_OUTPUTS
+                                       else np.float32) for name, value in outputs.items()}
 
 
 def _columnar(instances: list[dict]) -> dict[str, list]:
@@ -226,6 +238,9 @@ def main(argv=None) -> int:
     parser.add_argument("--model_name", default="autorisk")
     parser.add_argument("--users", default="", help="Comma-separated keys (default: all).")
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--signature_name", default=None,
+                        help="serving_default (embeddings, and the score with a classifier) "
+                        "or explain (each event's share of the score).")
     args = parser.parse_args(argv)
     try:
         schema = load_schema(args.schema)
@@ -238,7 +253,7 @@ def main(argv=None) -> int:
         return 1
     client = RestClient(args.url, args.model_name, timeout=args.timeout)
     try:
-        keys, outputs = client.embed_rows(rows, schema)
+        keys, outputs = client.embed_rows(rows, schema, signature_name=args.signature_name)
     except (ValueError, ServingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

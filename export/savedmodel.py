@@ -4,7 +4,7 @@
       [--classifier runs/x/classifier.keras] [--max_len 4096] [--schema schema.yaml]
 
 Writes `<output>/<version>/` (the next free integer by default), TF Serving's layout, with
-two signatures:
+two signatures (three with a classifier):
 
 - `serving_default`: raw events of a batch of users, one tensor per schema field plus
   `timestamp_ms`, padded to the longest user, and `length` per user (`autorisk_tf.data.
@@ -13,7 +13,10 @@ two signatures:
 
 Both return `embedding` float32 [B, E] and `length` int64 [B] (events used), plus `score`
 ([B] for a binary classifier, [B, C] class probabilities otherwise) when `--classifier` is
-given. All preprocessing (sorting, time features, truncation to the most recent `max_len`
+given. With `--classifier`, a third signature, `explain`, takes the same raw events as
+`serving_default` and returns the score and each event's share of it (reason codes by
+integrated gradients, all in the graph: `explain_outputs`, `autorisk_tf.explain`). All
+preprocessing (sorting, time features, truncation to the most recent `max_len`
 events, vocabulary look-ups, bucketing, tokenising) runs in the graph through the training
 code's own `EventPreprocessor`, so the SavedModel needs nothing from this package to load.
 `assets.extra/tf_serving_warmup_requests` holds a request TF Serving replays at load.
@@ -30,6 +33,7 @@ from absl import app, flags, logging
 from autorisk_tf.contract import (
     EMBED_EXAMPLES,
     EXAMPLES_INPUT,
+    EXPLAIN,
     FINGERPRINT_ASSET,
     PARTS_ASSET,
     SCHEMA_ASSET,
@@ -40,6 +44,10 @@ from autorisk_tf.data.fingerprint import embedding_parts, model_fingerprint, par
 
 FLAGS = flags.FLAGS
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# Integration steps of the `explain` signature (completeness within 1% on the simulator's
+# takeovers: `benchmarks/serving_bench.py`, docs/serving.md).
+EXPLAIN_STEPS = 32
+EXPLAIN_STEPS_PER_PASS = 16
 # Ops of TF Text that TF Serving's model server links (tensorflow/serving#1405, since 2.0).
 # The export itself tokenises with core ops; anything else outside core TensorFlow fails
 # the check, because a stock model server could not load it.
@@ -127,7 +135,36 @@ def build_archive(embedder, schema, max_len: int, classifier=None):
                          input_signature=[raw_batch.raw_input_specs(schema)])
     archive.add_endpoint(EMBED_EXAMPLES, serve_examples, input_signature=[
         {EXAMPLES_INPUT: tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)}])
+    if classifier is not None:
+        archive.add_endpoint(EXPLAIN, lambda inputs: explain_outputs(
+            classifier, raw_batch.parse_raw_batch(inputs, schema, max_len)),
+            input_signature=[raw_batch.raw_input_specs(schema)])
     return archive
+
+
+def explain_outputs(classifier, parsed: dict) -> dict:
+    """The `explain` signature's outputs for a parsed batch.
+
+    Integrated gradients with `EXPLAIN_STEPS` steps, `EXPLAIN_STEPS_PER_PASS` of them in
+    one pass (a batch of `EXPLAIN_STEPS_PER_PASS` x B sequences): `score` [B] (the
+    probability explained: of the predicted class for a categorical label, whose index is
+    `class`), `baseline_score` [B], `attribution` [B, T] and `timestamp_ms` [B, T] of the
+    events it belongs to (time-sorted, the most recent `max_len`; 0 at padding),
+    `field_attribution` [B, T, F], `completeness_error` [B] and `length` [B].
+    """
+    import tensorflow as tf
+
+    from autorisk_tf.data import sequence_example as seqex
+    from autorisk_tf.explain import integrated_gradients
+
+    result = integrated_gradients(classifier, parsed, EXPLAIN_STEPS, EXPLAIN_STEPS_PER_PASS)
+    outputs = {name: tf.cast(result[name], tf.float32) for name in (
+        "score", "baseline_score", "attribution", "field_attribution", "completeness_error")}
+    outputs["timestamp_ms"] = tf.cast(parsed[seqex.TIMESTAMP], tf.int64)
+    outputs["length"] = tf.cast(parsed[seqex.LENGTH], tf.int64)
+    if classifier.classes is not None:
+        outputs["class"] = result["class_index"]
+    return outputs
 
 
 def next_version(output: str) -> int:

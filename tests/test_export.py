@@ -101,12 +101,20 @@ def test_padding_a_user_with_others_does_not_change_their_vector(exported):
 
 
 def test_export_is_hermetic(exported, tmp_path):
+    """A fresh process loads every signature, `explain` too, without this package."""
+    from autorisk_tf.embed import load_embedder
+    from autorisk_tf.explain import integrated_gradients
+    from autorisk_tf.finetune import SequenceClassifier
     from export import savedmodel
 
     run = tmp_path / "run"
     shutil.copytree(exported.model_dir, run)
     shutil.copytree(os.path.join(exported.data, "artifacts"), tmp_path / "artifacts")
-    copy = savedmodel.export(str(run), str(tmp_path / "models" / "autorisk"))
+    classifier = SequenceClassifier(load_embedder(exported.model_dir), name="clf")
+    classifier.build()
+    classifier.save(str(run / "classifier.keras"))
+    copy = savedmodel.export(str(run), str(tmp_path / "models" / "autorisk"),
+                             classifier_path=str(run / "classifier.keras"))
     shutil.rmtree(run)
     shutil.rmtree(tmp_path / "artifacts")
     keys = ["u003", "u004"]
@@ -118,6 +126,9 @@ def test_export_is_hermetic(exported, tmp_path):
         tf.io.gfile.glob(f"{exported.data}/train/*.tfrecord")).take(3)]
     want_examples = original.signatures["embed_examples"](
         examples=tf.constant(records))["embedding"].numpy()
+    parsed = raw_batch.parse_raw_batch({k: tf.constant(v) for k, v in request.items()},
+                                       exported.schema, SERVING_MAX_LEN)
+    want_explained = integrated_gradients(classifier, parsed, savedmodel.EXPLAIN_STEPS)
     np.savez(tmp_path / "request.npz", **request)
     np.save(tmp_path / "records.npy", np.array(records, dtype=object), allow_pickle=True)
     script = f"""
@@ -127,10 +138,13 @@ request = dict(np.load({str(tmp_path / "request.npz")!r}))
 raw = model.signatures["serving_default"](**{{k: tf.constant(v) for k, v in request.items()}})
 records = np.load({str(tmp_path / "records.npy")!r}, allow_pickle=True).tolist()
 examples = model.signatures["embed_examples"](examples=tf.constant(records))
+explained = model.signatures["explain"](**{{k: tf.constant(v) for k, v in request.items()}})
 assert not any(name.split(".")[0] in ("autorisk_tf", "export", "beam")
                for name in sys.modules), "the SavedModel pulled in a Python package"
 print(json.dumps({{"embedding": raw["embedding"].numpy().tolist(),
                   "examples": examples["embedding"].numpy().tolist(),
+                  "attribution": explained["attribution"].numpy().tolist(),
+                  "score": explained["score"].numpy().tolist(),
                   "signatures": sorted(model.signatures)}}))
 """
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ""}
@@ -138,9 +152,14 @@ print(json.dumps({{"embedding": raw["embedding"].numpy().tolist(),
                             cwd=tmp_path, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["signatures"] == ["embed_examples", "serving_default"]
+    assert out["signatures"] == ["embed_examples", "explain", "serving_default"]
     np.testing.assert_allclose(np.array(out["embedding"]), want, atol=1e-5)
     np.testing.assert_allclose(np.array(out["examples"]), want_examples, atol=1e-5)
+    # The signature's reason codes are the library's (the same steps, in the graph).
+    np.testing.assert_allclose(np.array(out["attribution"]),
+                               want_explained["attribution"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.array(out["score"]), want_explained["score"].numpy(),
+                               atol=1e-6)
 
 
 def test_export_uses_only_ops_a_stock_model_server_has(exported):

@@ -254,6 +254,48 @@ def test_a_new_version_is_served_without_a_restart(server):
     assert client.metadata()["model_spec"]["version"] == "2"
 
 
+@pytest.fixture(scope="module")
+def with_classifier(exported, tmp_path_factory):
+    """The exported model's version folder re-exported with a classifier (`explain`)."""
+    from autorisk_tf.embed import load_embedder
+    from autorisk_tf.finetune import SequenceClassifier
+    from export import savedmodel
+
+    root = tmp_path_factory.mktemp("with_classifier")
+    classifier = SequenceClassifier(load_embedder(exported.model_dir), name="clf")
+    classifier.build()
+    classifier.save(str(root / "classifier.keras"))
+    return savedmodel.export(exported.model_dir, str(root / "models"),
+                             classifier_path=str(root / "classifier.keras"))
+
+
+def test_explain_signature_over_rest(server, exported, with_classifier):
+    """`"signature_name": "explain"` gives the SavedModel's reason codes over REST."""
+    url, base, _ = server
+    shutil.copytree(with_classifier, os.path.join(base, "3.partial"))
+    os.rename(os.path.join(base, "3.partial"), os.path.join(base, "3"))
+    client = RestClient(url, "autorisk")
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        states = {s["version"]: s["state"] for s in client.status()["model_version_status"]}
+        if states.get("3") == "AVAILABLE":
+            break
+        time.sleep(0.5)
+    keys = ["u001", "u004", "u009"]
+    got_keys, got = client.embed_rows(_rows(exported, keys), exported.schema, version=3,
+                                      signature_name="explain")
+    assert sorted(got_keys) == keys
+    want = tf.saved_model.load(with_classifier).signatures["explain"](
+        **{n: tf.constant(v) for n, v in exported.request(got_keys).items()})
+    for name in ("score", "baseline_score", "attribution", "completeness_error"):
+        np.testing.assert_allclose(got[name], want[name].numpy(), atol=1e-5, err_msg=name)
+    assert got["timestamp_ms"].dtype == np.int64
+    np.testing.assert_array_equal(got["timestamp_ms"], want["timestamp_ms"].numpy())
+    np.testing.assert_array_equal(got["length"], want["length"].numpy())
+    np.testing.assert_allclose(got["field_attribution"], want["field_attribution"].numpy(),
+                               atol=1e-5)
+
+
 def test_client_retries_connection_errors_only(monkeypatch):
     client = RestClient("http://127.0.0.1:9", "m", retries=2, backoff=0.0)
     calls = []

@@ -70,6 +70,36 @@ def test_takeover_needs_order_and_timing():
     assert roc_auc_score(labels, np.array(rule, dtype=float)) > 0.95
 
 
+def test_planted_events_name_the_takeover_triple_and_the_decoys(tmp_path):
+    simulate.write_dataset(str(tmp_path), seed=11, num_users=300, num_shards=1)
+    with open(tmp_path / "planted_events.csv", encoding="utf-8") as f:
+        planted = list(csv.DictReader(f))
+    with open(tmp_path / "labels.csv", encoding="utf-8") as f:
+        takeover = {row["user_id"]: row["takeover"] == "1" for row in csv.DictReader(f)}
+    with open(tmp_path / "events" / "part-00000.csv", encoding="utf-8") as f:
+        events = {(row["user_id"], row["event_time"], row["event_type"])
+                  for row in csv.DictReader(f)}
+    by_user = {}
+    for row in planted:
+        assert (row["user_id"], row["event_time"], row["event_type"]) in events
+        by_user.setdefault(row["user_id"], []).append(row)
+    assert {u for u, t in takeover.items() if t} == {
+        u for u, rows in by_user.items() if rows[0]["pattern"] == "takeover"}
+    assert sum(rows[0]["pattern"] == "decoy" for rows in by_user.values()) > 150
+    for rows in by_user.values():
+        assert sorted(r["role"] for r in rows) == [
+            "large_transfer", "new_device_logon", "password_change"]
+        assert len({r["pattern"] for r in rows}) == 1
+    for user in simulate.iter_users(seed=11, num_users=300):
+        # The planted events alone make the label (the tight triple) or not (a decoy).
+        index = [list(user.times_ms).index(t) for t, *_ in user.planted]
+        rule = simulate.takeover_rule([user.times_ms[i] for i in index],
+                                      [user.event_type[i] for i in index],
+                                      [user.device[i] for i in index],
+                                      [user.amount[i] for i in index])
+        assert rule == (user.labels["takeover"] == 1) or not user.planted
+
+
 def test_rings_run_one_script_on_top_of_their_own_activity(tmp_path):
     summary = simulate.write_dataset(str(tmp_path), seed=3, num_users=20, num_shards=1,
                                      num_rings=2, ring_size=4)

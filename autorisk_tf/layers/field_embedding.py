@@ -200,7 +200,24 @@ class FieldEmbedding(keras.layers.Layer):
         return ops.matmul(one_hot, ops.cast(table.embeddings, self.compute_dtype))
 
     def call(self, inputs):
-        mask = self.compute_padding_mask(inputs)
+        vectors = self.field_vectors(inputs)
+        if self.merge == "add":
+            x = vectors[0]
+            for vector in vectors[1:]:
+                x = x + vector
+        else:
+            x = self._projection(ops.concatenate(vectors, axis=-1))
+        return x * ops.cast(self.compute_padding_mask(inputs), x.dtype)[..., None]
+
+    def field_vectors(self, inputs) -> list:
+        """Each field's vector of every event, before the merge, in `features` order.
+
+        Args:
+            inputs: dict. Ids (and `<name>/value` numbers) of a batch.
+
+        Returns:
+            list of float tensors [B, T, width] (`add`) or [B, T, field_dim] (`concat`).
+        """
         vectors = []
         for spec in self.features:
             ids = ops.cast(inputs[spec["name"]], "int32")
@@ -215,13 +232,25 @@ class FieldEmbedding(keras.layers.Layer):
             if spec["name"] in self._values:
                 value = ops.cast(inputs[value_input(spec["name"])], self.compute_dtype)
                 vectors[-1] = vectors[-1] + self._values[spec["name"]](value[..., None])
+        return vectors
+
+    def field_shares(self, vectors) -> list:
+        """Each field's additive share of the merged vector (`call` is their sum + a bias).
+
+        Under `add` the shares are the fields' vectors; under `concat`, each field's vector
+        times its rows of the projection (the projection's bias belongs to no field).
+
+        Args:
+            vectors: list of tensors. `field_vectors` of a batch.
+
+        Returns:
+            list of float tensors [B, T, width], in `features` order (padding not masked).
+        """
         if self.merge == "add":
-            x = vectors[0]
-            for vector in vectors[1:]:
-                x = x + vector
-        else:
-            x = self._projection(ops.concatenate(vectors, axis=-1))
-        return x * ops.cast(mask, x.dtype)[..., None]
+            return list(vectors)
+        kernel = ops.cast(self._projection.kernel, self.compute_dtype)
+        return [ops.matmul(vector, kernel[i * self.field_dim:(i + 1) * self.field_dim])
+                for i, vector in enumerate(vectors)]
 
     def compute_mask(self, inputs, previous_mask=None):
         return self.compute_padding_mask(inputs)

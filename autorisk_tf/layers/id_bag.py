@@ -73,6 +73,11 @@ class IdBag(keras.layers.Layer):
             for spec in bag_fields(self.features)}
 
     @property
+    def field_names(self) -> list[str]:
+        """The fields with a table, in output order."""
+        return list(self._tables)
+
+    @property
     def output_dim(self) -> int:
         """Width of the output: the sum of the fields' table widths."""
         return sum(table.output_dim for table in self._tables.values())
@@ -107,14 +112,32 @@ class IdBag(keras.layers.Layer):
                 else ops.ones((table.input_dim,), "float32")
                 for name, table in self._tables.items()}
 
-    def call(self, inputs):
+    def call(self, inputs, presence=None):
+        """The bag's vectors.
+
+        Args:
+            inputs: dict. Ids of each field, [B, T] (or [B, T, L] for a multi-valued one).
+            presence: dict or None. Field -> float tensor [B, T]: per event, how much its
+                ids of that field count (for the paths of integrated gradients): an id is
+                held to the extent `1 - prod(1 - presence)` over the events that hold it
+                (smooth, and symmetric in them), so 1 everywhere (None, or a field left
+                out) is the plain bag and 0 everywhere the empty one. Defaults to None.
+
+        Returns:
+            float tensor [B, `output_dim`].
+        """
         if not self._tables:
             any_ids = next(iter(inputs.values()))
             return ops.zeros((ops.shape(any_ids)[0], 0), self.compute_dtype)
         out = []
         for name, table in self._tables.items():
             ids = inputs[name]
-            ids = ops.sort(ops.reshape(ids, (ops.shape(ids)[0], -1)), axis=-1)
+            flat = ops.reshape(ids, (ops.shape(ids)[0], -1))
+            if presence is None or name not in presence:
+                ids = ops.sort(flat, axis=-1)
+            else:
+                order = ops.argsort(flat, axis=-1)
+                ids = ops.take_along_axis(flat, order, axis=-1)
             first = ops.concatenate([ops.ones_like(ids[:, :1], dtype="bool"),
                                      ids[:, 1:] != ids[:, :-1]], axis=1)
             weights = ops.cast(first & (ids >= NUM_RESERVED_IDS), "float32")
@@ -122,7 +145,13 @@ class IdBag(keras.layers.Layer):
                 weights = weights * ops.take(self._idf[name], ids)
             norm = ops.sqrt(ops.maximum(ops.sum(ops.square(weights), axis=1, keepdims=True),
                                         1e-12))
-            weights = ops.cast(weights / norm, self.compute_dtype)
+            weights = weights / norm
+            if presence is not None and name in presence:
+                # After the norm of the whole bag: the output is linear in how held each
+                # id is, from the empty bag (0) to the plain one.
+                weights = weights * _held(presence[name], ops.shape(inputs[name]), order,
+                                          first)
+            weights = ops.cast(weights, self.compute_dtype)
             out.append(ops.einsum("bn,bnd->bd", weights, table(ids)))
         return out[0] if len(out) == 1 else ops.concatenate(out, axis=-1)
 
@@ -131,3 +160,30 @@ class IdBag(keras.layers.Layer):
         config.update({"features": [dict(spec) for spec in self.features], "dim": self.dim,
                        "weighting": self.weighting})
         return config
+
+
+def _held(presence, ids_shape, order, first):
+    """How held each sorted id is: 1 - prod(1 - presence) over the events holding it.
+
+    Args:
+        presence: float [B, T]. Per-event presence.
+        ids_shape: shape of the field's ids, [B, T] or [B, T, L].
+        order: int [B, N]. The sort order of the flattened ids.
+        first: bool [B, N]. True at the first of each run of equal sorted ids.
+
+    Returns:
+        float32 [B, N], aligned with the sorted ids (read at each run's first position).
+    """
+    presence = ops.cast(presence, "float32")
+    if len(ids_shape) == 3:
+        presence = ops.broadcast_to(presence[:, :, None], ids_shape)
+    rows, width = ops.shape(order)[0], ops.shape(order)[1]
+    sorted_presence = ops.take_along_axis(ops.reshape(presence, (rows, -1)), order, axis=-1)
+    run = ops.cumsum(ops.cast(first, "int32"), axis=1) - 1
+    segments = run + ops.arange(rows, dtype="int32")[:, None] * width
+    # log(1 - p), with p below 1 so that the gradient stays finite: a fully present id
+    # is held to 1 - 1e-6 per event (the plain bag, with presence None, holds it to 1).
+    absent = ops.log1p(-ops.minimum(sorted_presence, 1.0 - 1e-6))
+    totals = ops.segment_sum(ops.reshape(absent, (-1,)), ops.reshape(segments, (-1,)),
+                             num_segments=rows * width)
+    return 1.0 - ops.exp(ops.take(totals, segments))

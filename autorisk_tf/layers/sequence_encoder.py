@@ -236,8 +236,26 @@ class SequenceEncoder(keras.layers.Layer):
             self.numeric_state.build(input_shape)
 
     def call(self, inputs, training=None):
+        return self.encode(self.embedding(inputs), inputs, training=training)
+
+    def encode(self, x, inputs, training=None, presence=None):
+        """The encoder from merged event vectors on: blocks, final norm and pooling.
+
+        `call` is `encode(self.embedding(inputs), inputs)`; reason codes
+        (`autorisk_tf.explain`) call it on vectors between a baseline and the events'.
+
+        Args:
+            x: float tensor [B, T, D]. Merged event vectors (`FieldEmbedding`'s output).
+            inputs: dict. The ids the vectors came from: the padding mask, and the ids read
+                by the `ids` and `state` poolings.
+            training: bool or None. Dropout on.
+            presence: dict or None. Field -> float tensor [B, T]: how present each event's
+                ids are to the `ids` pooling (`IdBag.call`); None: fully.
+
+        Returns:
+            Dict with `sequence`, `embedding` and `padding_mask`, as `call`.
+        """
         mask = self.embedding.compute_padding_mask(inputs)
-        x = self.embedding(inputs)
         inputs_mean = masked_mean(x, mask, axis=1) if "inputs" in self.config.pooling else None
         for block in self.blocks:
             x = block(x, padding_mask=mask, training=training)
@@ -252,19 +270,30 @@ class SequenceEncoder(keras.layers.Layer):
             elif kind == "inputs":
                 pooled.append(inputs_mean)
             elif kind == "ids":
-                pooled.append(ops.cast(self.id_bag(inputs), x.dtype))
+                pooled.append(ops.cast(self.id_bag(inputs, presence=presence), x.dtype))
             elif kind == "state":
                 pooled.append(ops.cast(self.numeric_state(inputs), x.dtype))
             elif kind == "last":
                 last = ops.maximum(ops.sum(ops.cast(mask, "int32"), axis=1) - 1, 0)
                 pooled.append(ops.take_along_axis(x, last[:, None, None], axis=1)[:, 0])
             else:
-                scores = ops.cast(self.pool_score(x)[..., 0], "float32")
-                scores = ops.where(mask, scores, -1e9)
-                weights = ops.cast(ops.softmax(scores, axis=-1), x.dtype)
+                weights = ops.cast(self.attention_weights(x, mask), x.dtype)
                 pooled.append(ops.einsum("bt,btd->bd", weights, x))
         embedding = pooled[0] if len(pooled) == 1 else ops.concatenate(pooled, axis=-1)
         return {"sequence": x, "embedding": embedding, "padding_mask": mask}
+
+    def attention_weights(self, sequence, mask):
+        """The `attention` pooling's weight of each step (softmax over the real steps).
+
+        Args:
+            sequence: float tensor [B, T, D]. The final per-step outputs (`sequence`).
+            mask: bool tensor [B, T]. Real steps.
+
+        Returns:
+            float32 tensor [B, T], summing to 1 over each sequence's real steps.
+        """
+        scores = ops.cast(self.pool_score(sequence)[..., 0], "float32")
+        return ops.softmax(ops.where(mask, scores, -1e9), axis=-1)
 
     def get_config(self):
         config = super().get_config()

@@ -40,6 +40,10 @@ def define_flags() -> None:
                         "--num_analogies (the analogy section).")
     flags.DEFINE_string("rings", "", "rings.csv of autorisk_tf.simulate --num_rings (the "
                         "section on who else behaves like a ring member).")
+    flags.DEFINE_string("classifier", "", "Output folder of autorisk_tf.finetune "
+                        "(classifier.keras): the reason codes of its top-scored test users.")
+    flags.DEFINE_string("planted", "", "planted_events.csv of autorisk_tf.simulate: the "
+                        "planted takeover events, marked next to the reason codes.")
     flags.DEFINE_list("label_counts", list(LABEL_COUNTS), "Label counts of the few-label "
                       "curves (`all`: every labelled training user).")
     flags.DEFINE_integer("seeds", 3, "Seeds of the label draws and fine-tuning (bands).",
@@ -74,7 +78,7 @@ def main(argv) -> None:
         sys.exit(f"error: --finetune_counts {sorted(stray)} must also be in --label_counts")
     fileio.split_patterns_or_exit(FLAGS.data, ("train", "test"))
     options = Options(labels=FLAGS.labels, features=FLAGS.features, analogies=FLAGS.analogies,
-                      rings=FLAGS.rings,
+                      rings=FLAGS.rings, classifier=FLAGS.classifier, planted=FLAGS.planted,
                       label_counts=FLAGS.label_counts, seeds=FLAGS.seeds,
                       finetune_steps=FLAGS.finetune_steps,
                       finetune_labels=FLAGS.finetune_labels,

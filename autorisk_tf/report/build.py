@@ -32,6 +32,8 @@ class Options:
         features: `beam.features` output folder, or "" for none.
         analogies: `analogies.csv` of the simulator, or "" for none.
         rings: `rings.csv` of the simulator (planted fraud rings), or "" for none.
+        classifier: `autorisk_tf.finetune` output folder (reason codes), or "" for none.
+        planted: `planted_events.csv` of the simulator, or "" for none.
         label_counts: Label counts of the few-label curves.
         seeds: Seeds of the label draws and fine-tuning (the bands).
         finetune_steps: About this many optimiser steps per fine-tuning; 0 leaves the
@@ -49,6 +51,8 @@ class Options:
     features: str = ""
     analogies: str = ""
     rings: str = ""
+    classifier: str = ""
+    planted: str = ""
     label_counts: list[str] = dataclasses.field(
         default_factory=lambda: list(few_labels.LABEL_COUNTS))
     seeds: int = 3
@@ -356,6 +360,7 @@ def analogy_section(users: Users, schema, options: Options, colours: dict) -> Se
 
 
 RING_K = 20
+REASON_USERS = 5  # the top-scored test users whose reason codes the report shows
 
 
 def ring_section(users: Users, schema, options: Options, colours: dict) -> Section:
@@ -402,6 +407,54 @@ def ring_section(users: Users, schema, options: Options, colours: dict) -> Secti
             "ring.png", figures.strips_figure(described, _strip_fields(schema, "item"),
                                               colours),
             f"Ring member {query} and its 5 nearest users: {same} of its ring."))
+    return section
+
+
+def reasons_section(users: Users, data: str, schema, options: Options,
+                    colours: dict) -> Section:
+    """The top-scored test users of a classifier and the events that made their scores."""
+    from autorisk_tf import explain
+
+    section = Section("Reason codes")
+    if not options.classifier:
+        section.blocks.append("No --classifier was given (an autorisk_tf.finetune output "
+                              "folder), so there are no reason codes.")
+        return section
+    classifier = explain.load_classifier(options.classifier)
+    pattern = fileio.split_pattern(data, "test")
+    scores = explain.scores(classifier, pattern, schema)
+    top = sorted(scores, key=scores.get, reverse=True)[:REASON_USERS]
+    rows, summary = explain.explain_split(classifier, pattern, schema, top_k=3, full=True,
+                                          keys=set(top))
+    rows.sort(key=lambda row: -row["score"])
+    planted = explain.read_planted(options.planted) if options.planted else {}
+    section.blocks.append(
+        f"The {len(rows)} test users that the classifier of {options.classifier} scores "
+        "highest, and each event's share of the score (integrated gradients against every "
+        "event masked, `autorisk_tf.explain`; the shares add up to the score minus the "
+        f"baseline's within {summary['max_completeness_error']:.2%})."
+        + (" `*`: an event of a planted takeover." if planted else ""))
+    index = {k: i for i, k in enumerate(users.keys)}
+
+    def described(event, key):
+        mark = "*" if event["timestamp_ms"] in planted.get(key, set()) else ""
+        return f"{mark}{event['values'][schema.fields[0].name]} {event['attribution']:+.3f}"
+
+    section.blocks.append(Table(["user", "score", "baseline", "top 3 events"], [
+        [row["key"], f"{row['score']:.3f}", f"{row['baseline_score']:.3f}",
+         ", ".join(described(e, row["key"]) for e in row["top_events"])] for row in rows]))
+    if figures.matplotlib_available():
+        examples = [users.sequences[index[row["key"]]] for row in rows]
+        marked = [{i for i, t in enumerate(ex[seqex.TIMESTAMP]) if t in planted.get(
+            row["key"], set())} for row, ex in zip(rows, examples, strict=True)]
+        section.blocks.append(Image(
+            "reasons.png", figures.strips_figure(
+                [(f"{row['key']} score {row['score']:.2f}", ex) for row, ex in
+                 zip(rows, examples, strict=True)], _strip_fields(schema, "item"), colours,
+                attributions=[np.asarray(row["attribution"]) for row in rows],
+                marked=marked if planted else None),
+            "Event strips with each event's attribution (bottom band)"
+            + ("; dots: the planted takeover events." if planted else ".")))
     return section
 
 
@@ -470,7 +523,8 @@ def build_report(data: str, model_dir: str, output_dir: str, options: Options) -
     stray = set(options.finetune_labels or ()) - set(options.labels)
     if stray:
         raise ValueError(f"--finetune_labels {sorted(stray)} must also be in --labels")
-    for path in (options.features, options.analogies, options.rings):
+    for path in (options.features, options.analogies, options.rings, options.classifier,
+                 options.planted):
         if path and not os.path.exists(path):
             raise FileNotFoundError(f"{path} not found")
     embedder = load_embedder(model_dir)
@@ -483,6 +537,7 @@ def build_report(data: str, model_dir: str, output_dir: str, options: Options) -
                  curves_section(users, data, schema, embedder, options),
                  analogy_section(users, schema, options, colours),
                  ring_section(users, schema, options, colours),
+                 reasons_section(users, data, schema, options, colours),
                  neighbour_section(users, schema, options, colours)]
     title = (f"AutoRisk-TF report: {os.path.basename(os.path.normpath(model_dir))} on "
              f"{os.path.basename(os.path.normpath(data))} ({len(users.keys)} users)")

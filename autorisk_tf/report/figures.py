@@ -222,7 +222,9 @@ def field_colours(sequences: Sequence[dict], field) -> tuple[Callable, list]:
 
 
 def strips_figure(rows: Sequence[tuple[str, dict]], fields: Sequence, colours: dict,
-                  width: int = 60, title: str = "") -> bytes:
+                  width: int = 60, title: str = "",
+                  attributions: Sequence[np.ndarray] | None = None,
+                  marked: Sequence[set] | None = None) -> bytes:
     """Compact event strips: one band per field for each user, one cell per event.
 
     The most recent event is on the right.
@@ -233,6 +235,11 @@ def strips_figure(rows: Sequence[tuple[str, dict]], fields: Sequence, colours: d
         colours: `{field name: field_colours(...)}`.
         width: int. Most recent events shown.
         title: str. Figure title.
+        attributions: sequence of float arrays [length] or None. One more band per user:
+            each event's attribution, red for positive and blue for negative, scaled to
+            the user's largest.
+        marked: sequence of sets of event indices or None. Events marked with a black
+            dot on the attribution band (such as the planted ones).
 
     Returns:
         PNG bytes.
@@ -240,22 +247,38 @@ def strips_figure(rows: Sequence[tuple[str, dict]], fields: Sequence, colours: d
     plt = _pyplot()
     from matplotlib.patches import Patch
 
-    bands = len(fields)
+    bands = len(fields) + (attributions is not None)
     image = np.ones((len(rows) * (bands + 1), width, 3))
+    dots = []
     for r, (_, example) in enumerate(rows):
         for b, field in enumerate(fields):
             colour_of = colours[field.name][0]
             values = example[seqex.field_feature(field.name)][-width:]
             for i, value in enumerate(values):
                 image[r * (bands + 1) + b, width - len(values) + i] = colour_of(value)
+        if attributions is not None:
+            values = np.asarray(attributions[r], np.float64)
+            scale = max(float(np.abs(values).max()) if len(values) else 0.0, 1e-12)
+            shown = values[-width:]
+            start = width - len(shown)
+            image[r * (bands + 1) + bands - 1, start:] = plt.get_cmap("bwr")(
+                0.5 + 0.5 * shown / scale)[:, :3]
+            offset = len(values) - len(shown)
+            dots += [(start + i - offset, r * (bands + 1) + bands - 1)
+                     for i in sorted((marked or [set()] * len(rows))[r]) if i >= offset]
     figure, ax = plt.subplots(figsize=(9.5, 0.3 * len(rows) * (bands + 1) + 0.9))
     ax.imshow(image, aspect="auto", interpolation="nearest")
+    if dots:
+        ax.scatter(*zip(*dots, strict=True), s=8, c="black", marker="o")
     ax.set_yticks([r * (bands + 1) + (bands - 1) / 2 for r in range(len(rows))])
     ax.set_yticklabels([name for name, _ in rows], fontsize=7)
     ax.set_xticks([0, width - 1])
     ax.set_xticklabels([f"{width} events ago", "latest"], fontsize=7)
     handles = [Patch(color=c, label=f"{field.name}: {text}") for field in fields
                for text, c in colours[field.name][1]]
+    if attributions is not None:
+        handles += [Patch(color=plt.get_cmap("bwr")(1.0)[:3], label="attribution: raises"),
+                    Patch(color=plt.get_cmap("bwr")(0.0)[:3], label="attribution: lowers")]
     ax.legend(handles=handles, fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title or "bands: " + ", ".join(f.name for f in fields), fontsize=9)
     return _png(figure)

@@ -76,7 +76,7 @@ def mask_events(ids: dict, features: list[dict], config: MaskingConfig, seed: tf
     action = _uniform(shape, seed, 1)
     use_mask = selected & (action < config.mask_token)
     use_random = selected & ~use_mask & (action < config.mask_token + config.random_token)
-    inputs = dict(ids)
+    inputs = hide_events(ids, features, use_mask, config.mask_time_features)
     targets = {"masked_weights": tf.cast(selected, tf.float32)}
     for i, spec in enumerate(features):
         name, kind = spec["name"], spec["kind"]
@@ -90,17 +90,46 @@ def mask_events(ids: dict, features: list[dict], config: MaskingConfig, seed: tf
         random_ids = tf.random.stateless_uniform(
             tf.shape(x), seed=seed + tf.constant([1, i], tf.int64), minval=low,
             maxval=spec["vocab_size"], dtype=tf.int32)
-        if per_token(spec):
-            first = tf.range(tf.shape(x)[-1]) == 0
-            hidden = tf.where(first, MASK_ID, PAD_ID)
-            x = tf.where(use_mask[..., None], hidden, x)
-            x = tf.where(use_random[..., None] & (x != PAD_ID), random_ids, x)
-        else:
-            x = tf.where(use_mask, MASK_ID, tf.where(use_random, random_ids, x))
-        inputs[name] = x
+        replace = use_random[..., None] & (x != PAD_ID) if per_token(spec) else use_random
+        inputs[name] = tf.where(replace, random_ids, inputs[name])
         if spec.get("continuous"):  # the number would give its hidden bucket away
             inputs[value_input(name)] = tf.where(selected, 0.0, ids[value_input(name)])
     return inputs, targets
+
+
+def hide_events(ids: dict, features: list[dict], hidden: tf.Tensor,
+                mask_time_features: bool = False) -> dict:
+    """The ids with some events made the mask event: what masked event modelling hides.
+
+    Every field of a hidden event becomes the mask id (a text or multi-valued field: one
+    mask id, then padding), its time features too with `mask_time_features`, and its
+    continuous numbers 0. Reason codes (`autorisk_tf.explain`) hide every event to get
+    their baseline.
+
+    Args:
+        ids: dict. A batch from the input pipeline (ids, `<name>/value` numbers,
+            `padding_mask`).
+        features: list of dict. Feature specs (`name`, `kind`).
+        hidden: bool tensor [B, T]. The events to hide.
+        mask_time_features: bool. Hide time features too. Defaults to False.
+
+    Returns:
+        A new dict of the same tensors, with the hidden events changed.
+    """
+    inputs = dict(ids)
+    for spec in features:
+        name, kind = spec["name"], spec["kind"]
+        if kind == "time" and not mask_time_features:
+            continue
+        x = ids[name]
+        if per_token(spec):
+            first = tf.range(tf.shape(x)[-1]) == 0
+            inputs[name] = tf.where(hidden[..., None], tf.where(first, MASK_ID, PAD_ID), x)
+        else:
+            inputs[name] = tf.where(hidden, MASK_ID, x)
+        if spec.get("continuous"):
+            inputs[value_input(name)] = tf.where(hidden, 0.0, ids[value_input(name)])
+    return inputs
 
 
 RECALL_K = 5

@@ -1,0 +1,201 @@
+"""Reason-code benchmark: the attributions against the planted takeover events.
+
+Simulates 1,000 users (seed 7, as `make demo` does), preprocesses them (max_len 256),
+pre-trains `small.yaml` (300 steps) and fine-tunes it on `takeover` (learning rate 1e-3,
+12 epochs, head probed first). For the takeover users of the valid and test splits that the
+classifier flags (score > 0.5) it reports the share whose 5 most attributed events hold at
+least 2 of the 3 planted events (`planted_events.csv`), and the share whose most attributed
+event is one of them, ranked by integrated gradients
+(`autorisk_tf.explain`), by gradient x input, by the attention pooling's weights and at
+random; the completeness gap; and the `explain` signature's p50 latency for 1 user x 1,000
+events as a multiple of `serving_default`'s, both in the same run (in process).
+
+  python benchmarks/explain_bench.py [--work bench_out/explain] [--json PATH]
+
+Steps whose outputs are already in `--work` are not run again.
+"""
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+JSON = os.path.join(ROOT, "benchmarks", "explain_bench.json")
+TOP_K = 5
+LATENCY_EVENTS = 1000
+
+
+def _run(*args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    subprocess.run([sys.executable, "-m", *args], check=True, cwd=ROOT, env=env,
+                   stdout=subprocess.DEVNULL)
+
+
+def prepare(work: str) -> dict:
+    """Simulates, preprocesses, pre-trains and fine-tunes (each step once); returns paths."""
+    paths = {"raw": f"{work}/raw", "data": f"{work}/data", "pretrained": f"{work}/pretrained",
+             "classifier": f"{work}/takeover"}
+    started = time.time()
+    if not os.path.exists(f"{paths['raw']}/planted_events.csv"):
+        _run("autorisk_tf.simulate", "--output_dir", paths["raw"], "--num_users", "1000",
+             "--seed", "7", "--num_shards", "4")
+    if not os.path.exists(f"{paths['data']}/artifacts"):
+        _run("beam.preprocess", "--input", f"{paths['raw']}/events/*.csv", "--schema",
+             "autorisk_tf/schemas/simulated.yaml", "--labels", f"{paths['raw']}/labels.csv",
+             "--output_dir", paths["data"], "--max_len", "256")
+    if not os.path.exists(f"{paths['pretrained']}/encoder.keras"):
+        _run("autorisk_tf.train", "--config", "autorisk_tf/configs/small.yaml", "--data",
+             paths["data"], "--model_dir", paths["pretrained"], "--eval_batches", "0",
+             "--verbose", "0")
+    if not os.path.exists(f"{paths['classifier']}/classifier.keras"):
+        _run("autorisk_tf.finetune", "--model_dir", paths["pretrained"], "--data",
+             paths["data"], "--label", "takeover", "--output_dir", paths["classifier"],
+             "--epochs", "12", "--learning_rate", "1e-3")
+    paths["prepare_seconds"] = round(time.time() - started, 1)
+    return paths
+
+
+def rankings(classifier, parsed, seed: int) -> dict:
+    """Per method, the event indices [B, T] of each user ordered by attribution, and IG's."""
+    from autorisk_tf.explain import explain, gradient_x_input
+
+    ig = explain(classifier, parsed)
+    mask = ig["padding_mask"]
+    grad = gradient_x_input(classifier, parsed)["attribution"].numpy()
+    encoder = classifier.embedder.encoder
+    outputs = encoder(classifier.embedder.preprocessor(parsed), training=False)
+    attention = encoder.attention_weights(outputs["sequence"],
+                                          outputs["padding_mask"]).numpy()
+    noise = np.random.default_rng(seed).random(mask.shape)
+    order = {}
+    for name, score in (("integrated gradients", ig["attribution"]),
+                        ("gradient x input", grad), ("attention pooling weights", attention),
+                        ("random ranking", noise)):
+        order[name] = np.argsort(-np.where(mask, score, -np.inf), axis=1, kind="stable")
+    return {"order": order, "ig": ig}
+
+
+def planted_share(paths: dict) -> dict:
+    """The top-5 hit shares of each method over the flagged takeover users."""
+    import tensorflow as tf
+
+    from autorisk_tf.data import reader
+    from autorisk_tf.data import sequence_example as seqex
+    from autorisk_tf.data.artifacts import Artifacts
+    from autorisk_tf.explain import load_classifier, read_planted
+
+    schema = Artifacts.load(f"{paths['data']}/artifacts").schema
+    classifier = load_classifier(paths["classifier"])
+    planted = read_planted(f"{paths['raw']}/planted_events.csv")
+    wanted = tf.constant(sorted(planted))
+    shards = sorted(tf.io.gfile.glob(f"{paths['data']}/valid/*.tfrecord")
+                    + tf.io.gfile.glob(f"{paths['data']}/test/*.tfrecord"))
+    records = reader.records(shards).filter(lambda r: tf.reduce_any(tf.equal(
+        reader.parse_example(r, schema)[seqex.KEY], wanted)))
+    hits = {}
+    users = flagged = 0
+    errors, seconds, steps = [], 0.0, []
+    for batch in records.batch(16).map(lambda s: reader.parse_batch(s, schema)):
+        started = time.time()
+        result = rankings(classifier, batch, seed=users)
+        seconds += time.time() - started
+        times = batch[seqex.TIMESTAMP].numpy()
+        for user, key in enumerate(batch[seqex.KEY].numpy()):
+            users += 1
+            errors.append(float(result["ig"]["completeness_error"][user]))
+            steps.append(int(result["ig"]["steps"]))
+            if result["ig"]["score"][user] <= 0.5:
+                continue
+            flagged += 1
+            truth = planted[key.decode("utf-8")]
+            for name, order in result["order"].items():
+                top = times[user, order[user, :TOP_K]].tolist()
+                hits.setdefault(name, []).append((len(set(top) & truth) >= 2,
+                                                  top[0] in truth))
+    return {"takeover_users": users, "flagged": flagged,
+            "share_top5_holds_2_of_3": {name: round(float(np.mean([h[0] for h in v])), 3)
+                                        for name, v in hits.items()},
+            "share_top1_is_planted": {name: round(float(np.mean([h[1] for h in v])), 3)
+                                      for name, v in hits.items()},
+            "completeness_error_max": round(max(errors), 4),
+            "completeness_error_mean": round(float(np.mean(errors)), 4),
+            "steps_max": max(steps), "seconds_per_user_all_methods": round(seconds / users, 3)}
+
+
+def latency(paths: dict, work: str, repeats: int = 20) -> dict:
+    """p50 of `explain` and `serving_default` for 1 user x 1,000 events (in process)."""
+    import tensorflow as tf
+
+    from autorisk_tf.data.instances import instances_from_rows, to_columns
+    from autorisk_tf.data.schema import load_schema
+    from export import savedmodel
+
+    version = savedmodel.export(paths["pretrained"], f"{work}/models/takeover",
+                                classifier_path=f"{paths['classifier']}/classifier.keras",
+                                max_len=LATENCY_EVENTS)
+    schema = load_schema(f"{paths['pretrained']}/schema.yaml")
+    rows = {}
+    for name in sorted(os.listdir(f"{paths['raw']}/events")):
+        with open(f"{paths['raw']}/events/{name}", encoding="utf-8", newline="") as f:
+            for row in csv.DictReader(f):
+                rows.setdefault(row["user_id"], []).append(row)
+    longest = max(rows.values(), key=len)
+    longest = sorted(longest, key=lambda r: r["event_time"])[-LATENCY_EVENTS:]
+    _, instances = instances_from_rows(longest, schema)
+    request = {k: tf.constant(v) for k, v in to_columns(instances).items()}
+    model = tf.saved_model.load(version)
+    result = {"events": int(request["length"].numpy()[0]),
+              "explain_steps": savedmodel.EXPLAIN_STEPS,
+              "explain_steps_per_pass": savedmodel.EXPLAIN_STEPS_PER_PASS}
+    for name in ("serving_default", "explain"):
+        run = model.signatures[name]
+        run(**request)
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            run(**request)
+            times.append(time.perf_counter() - started)
+        result[f"{name}_p50_ms"] = round(1000 * float(np.median(times)), 1)
+    result["explain_over_serving_default"] = round(
+        result["explain_p50_ms"] / result["serving_default_p50_ms"], 1)
+    return result
+
+
+def main() -> int:
+    """Runs the benchmark, prints a table and writes the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", default=os.path.join(ROOT, "bench_out", "explain"))
+    parser.add_argument("--json", default=JSON)
+    args = parser.parse_args()
+    paths = prepare(args.work)
+    shares = planted_share(paths)
+    speed = latency(paths, args.work)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=ROOT).stdout.strip()
+    report = {"date": time.strftime("%Y-%m-%d"), "commit": commit, **shares,
+              "latency_1_user": speed, "prepare_seconds": paths["prepare_seconds"]}
+    print(f"| ranking ({shares['flagged']} flagged takeovers of {shares['takeover_users']}) "
+          "| top-5 holds >= 2 of the 3 planted events | top-1 is a planted event |\n"
+          "|---|---:|---:|")
+    for name, share in shares["share_top5_holds_2_of_3"].items():
+        print(f"| {name} | {share:.3f} | {shares['share_top1_is_planted'][name]:.3f} |")
+    print(f"completeness gap: max {shares['completeness_error_max']:.2%}, mean "
+          f"{shares['completeness_error_mean']:.2%} (up to {shares['steps_max']} steps)")
+    print(f"1 user x {speed['events']} events: explain {speed['explain_p50_ms']} ms, "
+          f"serving_default {speed['serving_default_p50_ms']} ms "
+          f"({speed['explain_over_serving_default']}x)")
+    with open(args.json, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+        f.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
