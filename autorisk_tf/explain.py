@@ -15,7 +15,7 @@ as the event is present (`IdBag`), so they are attributed to the events that hol
 
 Attributions add up to `score - baseline_score` (completeness); the gap left, relative to
 `max(|score - baseline_score|, 0.01)`, is `completeness_error`. `explain` doubles the steps
-until every user's gap is within `tolerance` (or `max_steps` is reached). Within an event,
+of each user whose gap is above `tolerance` (up to `max_steps`). Within an event,
 the attribution splits exactly over its fields (`field_attribution`): the merged vector is a
 sum of one share per field (`FieldEmbedding.field_shares`) under both merges.
 
@@ -44,6 +44,7 @@ CLASSIFIER_FILE = "classifier.keras"
 # barely moves from the baseline is held to an absolute gap of tolerance x this).
 TOLERANCE = 0.01
 MIN_DELTA = 0.01
+MAX_STEPS = 4096
 
 
 def integrated_gradients(classifier, parsed: dict, steps: int = 32, steps_per_pass: int = 8,
@@ -116,10 +117,12 @@ def integrated_gradients(classifier, parsed: dict, steps: int = 32, steps_per_pa
             path_score = pick(_probabilities(classifier, encoder, vectors, tiled, presence),
                               tf.tile(class_index, [steps_per_pass]))
         vector_grad, grads = tape.gradient(path_score, [vectors, presence])
-        gradient += tf.reduce_sum(tf.reshape(vector_grad, tf.concat(
-            [[steps_per_pass], tf.shape(events)], 0)), axis=0)
-        presence_gradient = {f: presence_gradient[f] + tf.reduce_sum(
-            tf.reshape(grads[f], [steps_per_pass, -1, time_steps]), 0) for f in bag}
+        # The reshapes lose the static shapes that the loop's variables must keep.
+        gradient += tf.ensure_shape(tf.reduce_sum(tf.reshape(vector_grad, tf.concat(
+            [[steps_per_pass], tf.shape(events)], 0)), axis=0), events.shape)
+        presence_gradient = {f: presence_gradient[f] + tf.ensure_shape(tf.reduce_sum(
+            tf.reshape(grads[f], [steps_per_pass, -1, time_steps]), 0), real.shape)
+            for f in bag}
         return index + 1, gradient, presence_gradient
 
     _, gradient, presence_gradient = tf.while_loop(
@@ -163,27 +166,41 @@ def _probabilities(classifier, encoder, vectors, ids, presence):
 
 
 def explain(classifier, parsed: dict, steps: int = 32, tolerance: float = TOLERANCE,
-            max_steps: int = 512, steps_per_pass: int = 8) -> dict:
-    """`integrated_gradients`, with the steps doubled until completeness holds.
+            max_steps: int = MAX_STEPS, steps_per_pass: int = 8) -> dict:
+    """`integrated_gradients`, the steps doubled for each user until completeness holds.
+
+    The users whose `completeness_error` exceeds `tolerance` are run again, alone, with
+    twice the steps, up to `max_steps`; the others keep their first result.
 
     Args:
         classifier: SequenceClassifier. A fine-tuned classifier.
         parsed: dict. A parsed batch.
         steps: int. Steps of the first try. Defaults to 32.
         tolerance: float. Largest `completeness_error` accepted. Defaults to 0.01.
-        max_steps: int. The most steps tried. Defaults to 512.
+        max_steps: int. The most steps tried. Defaults to `MAX_STEPS`.
         steps_per_pass: int. Steps evaluated in one pass. Defaults to 8.
 
     Returns:
-        `integrated_gradients`' dict as numpy arrays, plus `steps` (int, the steps used).
+        `integrated_gradients`' dict as numpy arrays, plus `steps` (int [B], the steps used
+        for each user).
     """
+    import tensorflow as tf
+
     steps_per_pass = min(steps_per_pass, steps)
-    while True:
-        result = {k: np.asarray(v) for k, v in _compiled(classifier, steps, steps_per_pass)(
-            parsed).items()}
-        if result["completeness_error"].max() <= tolerance or steps * 2 > max_steps:
-            return {**result, "steps": steps}
+    result = {k: np.array(v) for k, v in _compiled(classifier, steps, steps_per_pass)(
+        parsed).items()}
+    result["steps"] = np.full(len(result["score"]), steps)
+    while steps * 2 <= max_steps:
+        again = np.flatnonzero(result["completeness_error"] > tolerance)
+        if not len(again):
+            break
         steps *= 2
+        rerun = _compiled(classifier, steps, steps_per_pass)(
+            {k: tf.gather(v, again) for k, v in parsed.items()})
+        for name, value in rerun.items():
+            result[name][again] = np.asarray(value)
+        result["steps"][again] = steps
+    return result
 
 
 _FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -335,7 +352,7 @@ def explain_split(classifier, file_pattern: str, schema, top_k: int = 5, steps: 
             row = {"key": key.decode("utf-8"), "score": float(result["score"][user]),
                    "baseline_score": float(result["baseline_score"][user]),
                    "completeness_error": float(result["completeness_error"][user]),
-                   "steps": result["steps"], "length": length,
+                   "steps": int(result["steps"][user]), "length": length,
                    "top_events": top_events(result, parsed, schema, user, top_k, names)}
             if full:
                 row["attribution"] = result["attribution"][user, :length].tolist()

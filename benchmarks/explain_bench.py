@@ -101,7 +101,7 @@ def planted_share(paths: dict) -> dict:
         reader.parse_example(r, schema)[seqex.KEY], wanted)))
     hits = {}
     users = flagged = 0
-    errors, seconds, steps = [], 0.0, []
+    errors, deltas, seconds, steps = [], [], 0.0, []
     for batch in records.batch(16).map(lambda s: reader.parse_batch(s, schema)):
         started = time.time()
         result = rankings(classifier, batch, seed=users)
@@ -110,7 +110,9 @@ def planted_share(paths: dict) -> dict:
         for user, key in enumerate(batch[seqex.KEY].numpy()):
             users += 1
             errors.append(float(result["ig"]["completeness_error"][user]))
-            steps.append(int(result["ig"]["steps"]))
+            deltas.append(float(result["ig"]["score"][user]
+                                - result["ig"]["baseline_score"][user]))
+            steps.append(int(result["ig"]["steps"][user]))
             if result["ig"]["score"][user] <= 0.5:
                 continue
             flagged += 1
@@ -125,6 +127,9 @@ def planted_share(paths: dict) -> dict:
             "share_top1_is_planted": {name: round(float(np.mean([h[1] for h in v])), 3)
                                       for name, v in hits.items()},
             "completeness_error_max": round(max(errors), 4),
+            "within_1_percent": f"{sum(e <= 0.01 for e in errors)} of {len(errors)}",
+            "score_minus_baseline_below_0.01": int(sum(
+                abs(s) < 0.01 for s in deltas)),
             "completeness_error_mean": round(float(np.mean(errors)), 4),
             "steps_max": max(steps), "seconds_per_user_all_methods": round(seconds / users, 3)}
 
@@ -187,7 +192,10 @@ def main() -> int:
     for name, share in shares["share_top5_holds_2_of_3"].items():
         print(f"| {name} | {share:.3f} | {shares['share_top1_is_planted'][name]:.3f} |")
     print(f"completeness gap: max {shares['completeness_error_max']:.2%}, mean "
-          f"{shares['completeness_error_mean']:.2%} (up to {shares['steps_max']} steps)")
+          f"{shares['completeness_error_mean']:.2%}, within 1% for "
+          f"{shares['within_1_percent']} users (up to {shares['steps_max']} steps); "
+          f"{shares['score_minus_baseline_below_0.01']} users score within 0.01 of the "
+          "baseline")
     print(f"1 user x {speed['events']} events: explain {speed['explain_p50_ms']} ms, "
           f"serving_default {speed['serving_default_p50_ms']} ms "
           f"({speed['explain_over_serving_default']}x)")

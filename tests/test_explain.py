@@ -71,7 +71,7 @@ def test_attributions_add_up_to_the_score_change(classifier, exported):
     np.testing.assert_allclose(result["field_attribution"].sum(-1), result["attribution"],
                                atol=1e-6)
     assert np.all(result["attribution"][~result["padding_mask"]] == 0)
-    assert result["steps"] >= 32
+    assert result["steps"].min() >= 32
 
 
 def test_attributions_do_not_depend_on_padding(classifier, exported):

@@ -96,14 +96,21 @@ def full_report(pretrained, report_data, tmp_path_factory):
     One label count (120) and one seed, fine-tuning for one epoch: the section's
     mechanics, not its level (curves over several counts: tests/test_few_labels.py).
     """
+    from autorisk_tf.finetune import SequenceClassifier
     from autorisk_tf.report.build import Options, build_report
 
     trainer, _ = pretrained
     output = tmp_path_factory.mktemp("report")
-    analogies = os.path.join(os.path.dirname(report_data), "raw", "analogies.csv")
-    rings = os.path.join(os.path.dirname(report_data), "raw", "rings.csv")
-    options = Options(labels=["is_risk"], analogies=analogies, rings=rings,
-                      label_counts=["120"], seeds=1, finetune_steps=1)
+    raw = os.path.join(os.path.dirname(report_data), "raw")
+    # Reason codes of a classifier with an untrained head: the section's mechanics.
+    classifier = SequenceClassifier(trainer.embedder(), name="clf")
+    classifier.build()
+    (output / "clf").mkdir()
+    classifier.save(str(output / "clf" / "classifier.keras"))
+    options = Options(labels=["is_risk"], analogies=os.path.join(raw, "analogies.csv"),
+                      rings=os.path.join(raw, "rings.csv"), label_counts=["120"], seeds=1,
+                      finetune_steps=1, classifier=str(output / "clf"),
+                      planted=os.path.join(raw, "planted_events.csv"))
     paths = build_report(report_data, trainer.model_dir, str(output), options)
     with open(paths["markdown"], encoding="utf-8") as f:
         return output, paths, f.read()
@@ -133,15 +140,19 @@ def test_full_report_holds_every_section(full_report):
     output, paths, markdown = full_report
     for title in ("The pre-training run", "Maps of the test users' embeddings",
                   "Few-label learning curves", "Sequence analogy",
-                  "Who else behaves like this", "Nearest neighbours"):
+                  "Who else behaves like this", "Reason codes", "Nearest neighbours"):
         assert f"## {title}" in markdown
+    reasons = markdown.split("## Reason codes")[1].split("## ")[0]
+    scores = [float(line.split("|")[2]) for line in reasons.splitlines()
+              if line.startswith("| ") and not line.startswith("| user |")]
+    assert len(scores) == 5 and scores == sorted(scores, reverse=True), reasons
     for method in ("LR on embeddings", "pre-trained, fine-tuned", "from scratch"):
         cells = _cells(markdown, "is_risk", method)
         assert 0.0 <= float(cells[3]) <= 1.0
     lr = [line for line in markdown.splitlines() if "| is_risk | LR on embeddings | 120 |" in line]
     assert len(lr) == 1 and float(lr[0].split("|")[4]) > 0.7, lr  # 120 labels separate is_risk
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", markdown)
-    assert {"training.png", "maps.png", "few_labels.png"} <= set(images)
+    assert {"training.png", "maps.png", "few_labels.png", "reasons.png"} <= set(images)
     assert any(i.startswith("analogy_") for i in images)
     assert sum(i.startswith("neighbours_") for i in images) == 5
     for image in images:
@@ -165,6 +176,7 @@ def test_report_without_labels_features_or_umap_says_why(pretrained, report_data
     assert "No --labels were given, so there are no learning curves." in markdown
     assert "No --analogies file was given" in markdown
     assert "No --rings file was given" in markdown
+    assert "No --classifier was given" in markdown
     assert "No --labels were given, so there is no label agreement." in markdown
     assert "## Maps of the test users' embeddings" in markdown  # maps need no labels
     assert "maps.png" in markdown and "LR on embeddings" not in markdown
