@@ -311,7 +311,7 @@ def top_events(result: dict, parsed: dict, schema, user: int, top_k: int,
 
 def explain_split(classifier, file_pattern: str, schema, top_k: int = 5, steps: int = 32,
                   batch_size: int = 16, full: bool = False, tolerance: float = TOLERANCE,
-                  keys=None) -> tuple[list[dict], dict]:
+                  keys=None, max_steps: int = MAX_STEPS) -> tuple[list[dict], dict]:
     """Explains every user of some shards.
 
     Args:
@@ -324,6 +324,7 @@ def explain_split(classifier, file_pattern: str, schema, top_k: int = 5, steps: 
         full: bool. Keep the whole attribution vector per user. Defaults to False.
         tolerance: float. Completeness accepted. Defaults to 0.01.
         keys: collection of str or None. Explain only these users. Defaults to None (all).
+        max_steps: int. The most steps a user is given. Defaults to `MAX_STEPS`.
 
     Returns:
         `(rows, summary)`: one dict per user (`key`, `score`, `baseline_score`,
@@ -345,7 +346,7 @@ def explain_split(classifier, file_pattern: str, schema, top_k: int = 5, steps: 
             reader.parse_example(record, schema)[seqex.KEY], wanted)))
     rows = []
     for batch in serialized.batch(batch_size).map(lambda s: reader.parse_batch(s, schema)):
-        result = explain(classifier, batch, steps, tolerance)
+        result = explain(classifier, batch, steps, tolerance, max_steps)
         parsed = {k: v.numpy() for k, v in batch.items()}
         for user, key in enumerate(parsed[seqex.KEY]):
             length = int(result["padding_mask"][user].sum())
@@ -376,6 +377,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("top_k", 5, "Events kept per user, largest attribution first.")
     flags.DEFINE_integer("steps", 32, "Integration steps of the first try (doubled until the "
                          "attributions add up to the score's change within --tolerance).")
+    flags.DEFINE_integer("max_steps", MAX_STEPS, "The most steps a user is given.")
     flags.DEFINE_float("tolerance", TOLERANCE, "Completeness gap accepted, relative to "
                        f"max(|score - baseline score|, {MIN_DELTA}).")
     flags.DEFINE_integer("batch_size", 16, "Users per batch.")
@@ -398,7 +400,7 @@ def main(argv) -> None:
         classifier = load_classifier(FLAGS.model_dir)
         rows, summary = explain_split(classifier, pattern, schema, FLAGS.top_k, FLAGS.steps,
                                       FLAGS.batch_size, FLAGS.full, FLAGS.tolerance,
-                                      FLAGS.keys)
+                                      FLAGS.keys, FLAGS.max_steps)
     except (ValueError, FileNotFoundError, OSError) as e:
         sys.exit(f"error: {e}")
     import pyarrow as pa

@@ -96,11 +96,11 @@ $PY -m autorisk_tf.evaluate --data "$OUT/data" --model_dir "$OUT/pretrained" \
 echo "== 6b. fine-tune on takeover, then reason codes: which events made the score"
 echo "   (python -m autorisk_tf.finetune, python -m autorisk_tf.explain; planted events marked *)"
 $PY -m autorisk_tf.finetune --model_dir "$OUT/pretrained" --data "$OUT/data" --label takeover \
-  --output_dir "$OUT/takeover" --epochs 4 --learning_rate 1e-3 --verbose 0 2>/dev/null
+  --output_dir "$OUT/takeover" --epochs 3 --learning_rate 1e-3 2>/dev/null | tail -1
 # The simulator's takeovers (planted_events.csv names their events) in the test split.
-TAKEOVERS=$(awk -F, '$5 == "takeover" {print $1}' "$OUT/raw/planted_events.csv" | sort -u | paste -sd,)
+TAKEOVERS=$(awk -F, '$5 ~ /^takeover/ {print $1}' "$OUT/raw/planted_events.csv" | sort -u | paste -sd,)
 $PY -m autorisk_tf.explain --model_dir "$OUT/takeover" --data "$OUT/data" --split test \
-  --keys "$TAKEOVERS" --output "$OUT/reasons" 2>/dev/null
+  --keys "$TAKEOVERS" --max_steps 512 --output "$OUT/reasons" 2>/dev/null
 $PY - "$OUT" 2>/dev/null <<'PY'
 import sys
 import pyarrow.parquet as pq
