@@ -239,18 +239,23 @@ def test_load_with_bad_requests_mixed_in(server, exported, expected):
     assert client.status()["model_version_status"][0]["state"] == "AVAILABLE"
 
 
-def test_a_new_version_is_served_without_a_restart(server):
-    url, base, _ = server
-    shutil.copytree(os.path.join(base, "1"), os.path.join(base, "2.partial"))
-    os.rename(os.path.join(base, "2.partial"), os.path.join(base, "2"))
-    client = RestClient(url, "autorisk")
+def _publish(client: RestClient, source: str, base: str, version: str) -> str:
+    """Copies a version folder in as `version` (atomically); its state after up to 60 s."""
+    shutil.copytree(source, os.path.join(base, f"{version}.partial"))
+    os.rename(os.path.join(base, f"{version}.partial"), os.path.join(base, version))
     deadline = time.time() + 60
     while time.time() < deadline:
         states = {s["version"]: s["state"] for s in client.status()["model_version_status"]}
-        if states.get("2") == "AVAILABLE":
+        if states.get(version) == "AVAILABLE":
             break
         time.sleep(0.5)
-    assert states.get("2") == "AVAILABLE"
+    return states.get(version)
+
+
+def test_a_new_version_is_served_without_a_restart(server):
+    url, base, _ = server
+    client = RestClient(url, "autorisk")
+    assert _publish(client, os.path.join(base, "1"), base, "2") == "AVAILABLE"
     assert client.metadata()["model_spec"]["version"] == "2"
 
 
@@ -272,15 +277,8 @@ def with_classifier(exported, tmp_path_factory):
 def test_explain_signature_over_rest(server, exported, with_classifier):
     """`"signature_name": "explain"` gives the SavedModel's reason codes over REST."""
     url, base, _ = server
-    shutil.copytree(with_classifier, os.path.join(base, "3.partial"))
-    os.rename(os.path.join(base, "3.partial"), os.path.join(base, "3"))
     client = RestClient(url, "autorisk")
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        states = {s["version"]: s["state"] for s in client.status()["model_version_status"]}
-        if states.get("3") == "AVAILABLE":
-            break
-        time.sleep(0.5)
+    assert _publish(client, with_classifier, base, "3") == "AVAILABLE"
     keys = ["u001", "u004", "u009"]
     got_keys, got = client.embed_rows(_rows(exported, keys), exported.schema, version=3,
                                       signature_name="explain")
