@@ -105,5 +105,6 @@ def test_arbitrary_parquet_cells(tmp_path_factory, data, size):
     summary, used, dead = _parse(path)
     assert summary.rows_in == size
     for letter in dead:
-        if letter["reason"] == "bad_number":
-            assert "is not a finite number" in letter["detail"]
+        if letter["reason"] == "bad_number":  # a Parquet double: inf/nan, or over the limit
+            assert ("is not a finite number" in letter["detail"]
+                    or "exceeds the limit" in letter["detail"]), letter
