@@ -33,8 +33,8 @@ session) on top of each account's own ordinary activity. `rings.csv` lists them
 
 `planted_events.csv` names the events of every planted takeover pattern (`user_id`,
 `event_time`, `event_type`, `role`, `pattern`: `takeover` for the tight triple that makes
-the label, `decoy` for the same three events spread over days), the truth that reason codes
-are checked against (`autorisk_tf.explain`).
+the label, `decoy` for the same three events, also from a new device, spread over days),
+the truth that reason codes are checked against (`autorisk_tf.explain`).
 
 Example:
   python -m autorisk_tf.simulate --output_dir /tmp/sim --num_users 2000 --seed 7
@@ -129,8 +129,8 @@ class User:
 
     `planted` lists the events of a planted takeover pattern as `(time_ms, event_type, role,
     pattern)`: role `new_device_logon`, `password_change` or `large_transfer`; pattern
-    `takeover` (the tight triple that makes the label) or `decoy` (the same three events
-    spread over days, not a takeover).
+    `takeover` (the tight triple that makes the label) or `decoy` (the same three events,
+    also from a new device, spread over days, not a takeover).
     """
 
     user_id: str
@@ -236,15 +236,16 @@ def simulate_user(seed: int, index: int, max_events: int = 8000) -> User:
                    (t1, "password_change", channel, "new", "", None, ""),
                    (t2, "instant_transfer", channel, "new", "balance", big, transfer_item)]
     elif rng.random() < 0.85:
-        # A decoy: the same three events, but days apart and in a random order.
+        # A decoy: the same three events from a new device, but days apart and in a random
+        # order, so that only the tight timing and order tell a takeover.
         first = span_end - 40 * 86_400_000
         times = sorted(first + int(x) for x in rng.uniform(0, 40 * 86_400_000, 3))
         times = [times[0], times[1] + 2 * 86_400_000, times[2] + 4 * 86_400_000]
         kinds = [("logon", "", None, ""), ("password_change", "", None, ""),
                  ("instant_transfer", "balance", big, transfer_item)]
         order = rng.permutation(3)
-        episode = [(times[i], kinds[order[i]][0], channel, "new" if order[i] == 0 else "known",
-                    *kinds[order[i]][1:]) for i in range(3)]
+        episode = [(times[i], kinds[order[i]][0], channel, "new", *kinds[order[i]][1:])
+                   for i in range(3)]
     else:
         episode = []
     pattern = "takeover" if profile == "account_takeover" else "decoy"

@@ -130,12 +130,11 @@ def test_cli_writes_top_events_per_user(classifier, exported, tmp_path):
 
 
 def test_explanations_point_at_the_planted_takeover(pretrained, pretraining_data):
-    """Fine-tuned on `takeover`, the most attributed event of a flagged takeover is planted.
+    """Fine-tuned on `takeover`, a flagged takeover's top 5 events hold its planted triple.
 
-    The issue's stricter figure (the top 5 hold at least 2 of the 3 planted events) depends
-    on what the classifier learned: on this data it leans on the large transfer from a new
-    device alone, which only takeovers hold (docs/serving.md, "Reason codes"), and gives the
-    logon and password change little; `benchmarks/explain_bench.py` reports both figures.
+    The simulator's decoys hold the same three events from a new device, days apart, so
+    only the tight timing tells a takeover: the explanation must point at the triple, not
+    at any password change or large transfer.
     """
     from autorisk_tf.data.artifacts import Artifacts
     from autorisk_tf.explain import explain_split, read_planted
@@ -155,6 +154,7 @@ def test_explanations_point_at_the_planted_takeover(pretrained, pretraining_data
                     for row in flagged])
     two_of_three = np.mean([len({e["timestamp_ms"] for e in row["top_events"]}
                                 & planted[row["key"]]) >= 2 for row in flagged])
+    assert two_of_three >= 0.8, (two_of_three, top1, len(flagged), metrics["valid_auc"])
     assert top1 >= 0.8, (top1, two_of_three, len(flagged), metrics["valid_auc"])
     # At random, the top event of a sequence of n events is planted with chance 3 / n.
     chance = np.mean([3 / row["length"] for row in flagged])

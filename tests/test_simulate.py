@@ -98,6 +98,8 @@ def test_planted_events_name_the_takeover_triple_and_the_decoys(tmp_path):
                                       [user.device[i] for i in index],
                                       [user.amount[i] for i in index])
         assert rule == (user.labels["takeover"] == 1) or not user.planted
+        # Takeovers and decoys hold the same events from a new device: only timing differs.
+        assert all(user.device[i] == "new" for i in index)
 
 
 def test_rings_run_one_script_on_top_of_their_own_activity(tmp_path):
