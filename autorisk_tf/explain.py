@@ -339,11 +339,11 @@ def explain_split(classifier, file_pattern: str, schema, top_k: int = 5, steps: 
     names = [spec["name"] for spec in classifier.embedder.encoder.features]
     paths = sorted({p for pattern in file_pattern.split(",") if pattern
                     for p in tf.io.gfile.glob(pattern)})
-    serialized = reader.records(paths) if paths else tf.data.Dataset.from_tensors("").take(0)
+    if not paths:
+        raise ValueError(f"no shards match {file_pattern}")
+    serialized = reader.records(paths)
     if keys is not None:
-        wanted = tf.constant(sorted(keys) or [""], tf.string)
-        serialized = serialized.filter(lambda record: tf.reduce_any(tf.equal(
-            reader.parse_example(record, schema)[seqex.KEY], wanted)))
+        serialized = reader.of_keys(serialized, keys)
     rows = []
     for batch in serialized.batch(batch_size).map(lambda s: reader.parse_batch(s, schema)):
         result = explain(classifier, batch, steps, tolerance, max_steps)
@@ -359,8 +359,8 @@ def explain_split(classifier, file_pattern: str, schema, top_k: int = 5, steps: 
                 row["attribution"] = result["attribution"][user, :length].tolist()
             rows.append(row)
     if not rows:
-        raise ValueError(f"no sequences match {file_pattern}"
-                         + (" and the keys asked for" if keys is not None else ""))
+        raise ValueError(f"no sequences in {file_pattern}"
+                         + (" hold the keys asked for" if keys is not None else ""))
     errors = [row["completeness_error"] for row in rows]
     return rows, {"users": len(rows), "max_completeness_error": max(errors),
                   "mean_completeness_error": float(np.mean(errors)),

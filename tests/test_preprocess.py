@@ -56,6 +56,17 @@ def test_round_trip_order_ties_missing_and_time_features(basic):
     assert u1["first_timestamp_ms"] == T0 * 1000 and u1["last_timestamp_ms"] == (T0 + 3600) * 1000
 
 
+def test_records_of_some_keys_are_read_by_their_key(basic):
+    from autorisk_tf.data import reader
+    from autorisk_tf.data import sequence_example as seqex
+
+    records = reader.records(f"{basic.output_dir}/train/*.tfrecord")
+    kept = [reader.parse_example(r, basic.artifacts.schema)[seqex.KEY].numpy().decode()
+            for r in reader.of_keys(records, {"u3", "u1", "nobody"})]
+    assert sorted(kept) == ["u1", "u3"]
+    assert list(reader.of_keys(records, set())) == []
+
+
 def test_labels_are_joined_and_counted(basic):
     assert basic.one("u1")["label/is_risk"] == 1.0 and basic.one("u1")["label/band"] == "young"
     assert basic.one("u2")["label/is_risk"] == 0.0 and basic.one("u2")["label/band"] == ""

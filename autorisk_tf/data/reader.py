@@ -4,8 +4,8 @@ Every reader of shards starts from `records` (the one place that lists and inter
 them, in an order that does not depend on the machine). `examples` parses them one by one
 (training and fine-tuning batch them by length); `parse_batch` turns a batch of serialised
 SequenceExamples into dense, padded tensors (one per context feature and feature list, plus
-`length`); `make_dataset` batches and parses; `read_sequences` yields one example at a time
-as NumPy values, for tools and tests.
+`length`); `of_keys` keeps the records of some users; `make_dataset` batches and parses;
+`read_sequences` yields one example at a time as NumPy values, for tools and tests.
 
 Example:
 ```python
@@ -71,6 +71,28 @@ def parse_example(serialized: tf.Tensor, schema: Schema) -> dict[str, tf.Tensor]
     context, sequences = tf.io.parse_single_sequence_example(
         serialized, context_features=context_spec, sequence_features=sequence_spec)
     return {**context, **sequences}
+
+
+def of_keys(serialized: tf.data.Dataset, keys) -> tf.data.Dataset:
+    """Keeps the records of some users, reading only each record's key.
+
+    Args:
+        serialized: `tf.data.Dataset` of serialised SequenceExamples (as `records` gives).
+        keys: collection of str. The users' keys.
+
+    Returns:
+        The records whose key is one of `keys`, in their order.
+    """
+    if not keys:
+        return serialized.take(0)
+    wanted = tf.constant(sorted(keys), tf.string)
+    spec = {seqex.KEY: tf.io.FixedLenFeature([], tf.string)}
+
+    def held(record):
+        context, _ = tf.io.parse_single_sequence_example(record, context_features=spec)
+        return tf.reduce_any(tf.equal(context[seqex.KEY], wanted))
+
+    return serialized.filter(held)
 
 
 def examples(file_pattern: str, schema: Schema) -> tf.data.Dataset:
