@@ -18,6 +18,7 @@ import weakref
 import numpy as np
 from absl import app, flags
 
+from autorisk_tf.cli import require_flags
 from autorisk_tf.data import fileio, output_folder
 from autorisk_tf.data import sequence_example as seqex
 from autorisk_tf.data.artifacts import Artifacts
@@ -171,9 +172,7 @@ def define_flags() -> None:
 def main(argv) -> None:
     """Entry point of the command line (absl flags)."""
     del argv
-    for name in ("model_dir", "data", "output"):
-        if not FLAGS[name].value:
-            sys.exit(f"error: --{name} is required (see --helpfull)")
+    require_flags("model_dir", "data", "output")
     try:
         pattern = FLAGS.input or split_patterns(FLAGS.data, FLAGS.split)
         if FLAGS.input:

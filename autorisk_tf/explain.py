@@ -36,6 +36,7 @@ import weakref
 import numpy as np
 from absl import app, flags
 
+from autorisk_tf.cli import require_flags
 from autorisk_tf.data import fileio
 
 FLAGS = flags.FLAGS
@@ -388,9 +389,7 @@ def define_flags() -> None:
 def main(argv) -> None:
     """Entry point of the command line (absl flags)."""
     del argv
-    for name in ("model_dir", "data", "output"):
-        if not FLAGS[name].value:
-            sys.exit(f"error: --{name} is required (see --helpfull)")
+    require_flags("model_dir", "data", "output")
     from autorisk_tf.data.artifacts import Artifacts
     from autorisk_tf.embed import split_patterns
 

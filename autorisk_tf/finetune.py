@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 from absl import app, flags
 
+from autorisk_tf.cli import require_flags
 from autorisk_tf.contract import PACKAGE
 from autorisk_tf.data import fileio, pipeline, reader
 from autorisk_tf.data import sequence_example as seqex
@@ -341,9 +342,7 @@ def define_flags() -> None:
 def main(argv) -> None:
     """Entry point of the command line (absl flags)."""
     del argv
-    for name in ("model_dir", "data", "label", "output_dir"):
-        if not FLAGS[name].value:
-            sys.exit(f"error: --{name} is required (see --helpfull)")
+    require_flags("model_dir", "data", "label", "output_dir")
     from autorisk_tf.data.artifacts import Artifacts
     from autorisk_tf.embed import load_embedder
 

@@ -16,6 +16,7 @@ import sys
 import yaml
 from absl import app, flags, logging
 
+from autorisk_tf.cli import require_flags
 from autorisk_tf.data import fileio
 
 FLAGS = flags.FLAGS
@@ -122,9 +123,7 @@ def main(argv) -> None:
     """Entry point of the command line (absl flags)."""
     del argv
     logging.set_verbosity(logging.WARNING)  # TF's checkpoint saver logs at INFO
-    for name in ("data", "model_dir"):
-        if not FLAGS[name].value:
-            sys.exit(f"error: --{name} is required (see --helpfull)")
+    require_flags("data", "model_dir")
     from autorisk_tf.training import CheckpointMismatchError
 
     try:

@@ -30,6 +30,7 @@ import sys
 import numpy as np
 from absl import app, flags, logging
 
+from autorisk_tf.cli import require_flags
 from autorisk_tf.contract import (
     EMBED_EXAMPLES,
     EXAMPLES_INPUT,
@@ -325,9 +326,7 @@ def main(argv) -> None:
     """Entry point of the command line (absl flags)."""
     del argv
     logging.set_verbosity(logging.WARNING)  # the SavedModel writer logs at INFO
-    for name in ("model_dir", "output"):
-        if not FLAGS[name].value:
-            sys.exit(f"error: --{name} is required (see --helpfull)")
+    require_flags("model_dir", "output")
     try:
         path = export(FLAGS.model_dir, FLAGS.output, FLAGS.version, FLAGS.classifier,
                       FLAGS.max_len, FLAGS.schema)
