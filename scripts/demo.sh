@@ -6,8 +6,10 @@ PY=${1:-.venv/bin/python}
 OUT=demo_out
 export TF_CPP_MIN_LOG_LEVEL=2
 rm -rf "$OUT"
+# A step's title, with the time since the start (m:ss).
+step() { printf '== [%d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$1"; }
 
-echo "== 1. simulate a risk-control event log (1,000 users, plus 30 planted analogy quadruples"
+step "1. simulate a risk-control event log (1,000 users, plus 30 planted analogy quadruples"
 echo "   and 5 fraud rings of 5 accounts run from one script each)"
 $PY -m autorisk_tf.simulate --output_dir "$OUT/raw" --num_users 1000 --seed 7 --num_shards 4 \
   --num_analogies 30 --num_rings 5 --ring_size 5
@@ -17,12 +19,12 @@ printf 'user_id,event_time,event_type,channel,device,pay_method,amount,item\n%s\
   'u_bad2,2024-02-01T10:00:00,payment,app,known,balance,12.x,Bus ticket' \
   'u_bad3,2024-02-01T10:00:00,payment' > "$OUT/raw/events/part-bad.csv"
 
-echo "== 2. preprocess: group, sort, analyse, write TFRecords (python -m beam.preprocess)"
+step "2. preprocess: group, sort, analyse, write TFRecords (python -m beam.preprocess)"
 $PY -m beam.preprocess --input "$OUT/raw/events/*.csv" \
   --schema autorisk_tf/schemas/simulated.yaml --labels "$OUT/raw/labels.csv" \
   --output_dir "$OUT/data" --max_len 256 2>/dev/null
 
-echo "== 3. what was written"
+step "3. what was written"
 $PY - "$OUT" 2> >(grep -v -E "^(I0000|E0000|W0000|WARNING: All log|To enable the following)" >&2) <<'PY'
 import glob, json, sys
 from autorisk_tf.data import artifacts, reader
@@ -46,7 +48,7 @@ for i in range(min(5, int(ex["length"]))):
           ex["event/amount"][i], ex["event/item"][i])
 PY
 
-echo "== 3a. richer schema options on the same events: amounts bucketed per event type and fed"
+step "3a. richer schema options on the same events: amounts bucketed per event type and fed"
 echo "   as numbers too (bucket_by, continuous), item names as a multi-valued field of words"
 sed -e 's/- {name: amount, kind: numeric, num_buckets: 32, log: true}/- {name: amount, kind: numeric, num_buckets: 32, log: true, bucket_by: event_type, min_count: 50, continuous: true}\n  - {name: item_words, column: item, kind: categorical, separator: " ", max_values: 4}/' \
   autorisk_tf/schemas/simulated.yaml > "$OUT/simulated_options.yaml"
@@ -66,7 +68,7 @@ print("item_words, most frequent:", ", ".join(f"{w} ({n})"
                                              for w, n in art.vocabularies["item_words"][:6]))
 PY
 
-echo "== 3b. hand-made features per user, the GBDT feature pool (python -m beam.features)"
+step "3b. hand-made features per user, the GBDT feature pool (python -m beam.features)"
 $PY -m beam.features --input "$OUT/raw/events/*.csv" \
   --schema autorisk_tf/schemas/simulated.yaml --output_dir "$OUT/features" 2>/dev/null
 $PY - "$OUT" 2>/dev/null <<'PY'
@@ -77,26 +79,25 @@ print(f"{len(keys)} users x {len(columns)} features; user {keys[0]}:",
       ", ".join(f"{c}={v:.3g}" for c, v in list(zip(columns, values[0]))[:6]), "...")
 PY
 
-echo "== 4. pre-train a small encoder (masked events, then quick thought; 300 steps; python -m autorisk_tf.train)"
+step "4. pre-train a small encoder (masked events, then quick thought; 300 steps; python -m autorisk_tf.train)"
 $PY -m autorisk_tf.train --config autorisk_tf/configs/small.yaml --data "$OUT/data" \
-  --model_dir "$OUT/pretrained" --set "input.bucket_boundaries=[32,64,128]" \
-  --eval_batches 5 2> >(grep -v -E "^(I0000|E0000|W0000|WARNING: All log|To enable)" >&2)
+  --model_dir "$OUT/pretrained" --eval_batches 5 2> >(grep -v -E "^(I0000|E0000|W0000|WARNING: All log|To enable)" >&2)
 # The same encoder with random weights (0 steps), the baseline of the table below.
 $PY -m autorisk_tf.train --config autorisk_tf/configs/small.yaml --data "$OUT/data" \
   --model_dir "$OUT/random_weights" --steps 0 --eval_batches 0 --verbose 0 2>/dev/null
 
-echo "== 5. embed every user (python -m autorisk_tf.embed)"
+step "5. embed every user (python -m autorisk_tf.embed)"
 $PY -m autorisk_tf.embed --model_dir "$OUT/pretrained" --data "$OUT/data" --split all \
   --output "$OUT/embeddings/all" 2>/dev/null
 
-echo "== 6. downstream: logistic regression on embeddings, test-split AUC"
+step "6. downstream: logistic regression on embeddings, test-split AUC"
 $PY -m autorisk_tf.evaluate --data "$OUT/data" --model_dir "$OUT/pretrained" \
   --model_dir "$OUT/random_weights" --labels is_risk,takeover 2>/dev/null
 
-echo "== 6b. fine-tune on takeover, then reason codes: which events made the score"
+step "6b. fine-tune on takeover, then reason codes: which events made the score"
 echo "   (python -m autorisk_tf.finetune, python -m autorisk_tf.explain; planted events marked *)"
 $PY -m autorisk_tf.finetune --model_dir "$OUT/pretrained" --data "$OUT/data" --label takeover \
-  --output_dir "$OUT/takeover" --epochs 3 --learning_rate 1e-3 2>/dev/null | tail -1
+  --output_dir "$OUT/takeover" --epochs 6 --learning_rate 1e-3 2>/dev/null | tail -1
 # The simulator's takeovers (planted_events.csv names their events) in the test split.
 TAKEOVERS=$(awk -F, '$5 ~ /^takeover/ {print $1}' "$OUT/raw/planted_events.csv" | sort -u | paste -sd,)
 $PY -m autorisk_tf.explain --model_dir "$OUT/takeover" --data "$OUT/data" --split test \
@@ -116,22 +117,22 @@ print(f"   flagged takeovers (score > 0.5) whose top 5 hold >= 2 of the 3 plante
       f" {sum(sum(hits[k]) >= 2 for k in flagged)} of {len(flagged)}")
 PY
 
-echo "== 7. export a SavedModel that TF Serving loads as it is (python -m export.savedmodel)"
+step "7. export a SavedModel that TF Serving loads as it is (python -m export.savedmodel)"
 $PY -m export.savedmodel --model_dir "$OUT/pretrained" --output "$OUT/models/autorisk" \
   2>/dev/null
 
-echo "== 8. batch-embed the test split with Beam RunInference (python -m beam.embed)"
+step "8. batch-embed the test split with Beam RunInference (python -m beam.embed)"
 $PY -m beam.embed --model "$OUT/models/autorisk/1" --input "$OUT/data/test/*.tfrecord" \
   --output "$OUT/embeddings/beam_test" 2>/dev/null
 
-echo "== 8b. who else behaves like a fraud ring member: a similar-user index (python -m autorisk_tf.search)"
+step "8b. who else behaves like a fraud ring member: a similar-user index (python -m autorisk_tf.search)"
 $PY -m autorisk_tf.search build --embeddings "$OUT/embeddings/all.parquet" \
   --output "$OUT/index" 2>/dev/null
 $PY -m autorisk_tf.search query --index "$OUT/index" --key ring000-00 --k 5 \
   --data "$OUT/data" 2>/dev/null | tee "$OUT/ring_query.txt"
 echo "   of its ring: $(grep -cE '^ +[0-9]+\. ring000-' "$OUT/ring_query.txt") of 5 (4 accounts share its script)"
 
-echo "== 9. serve it over TF Serving's REST API (python -m export.serve); one request with curl"
+step "9. serve it over TF Serving's REST API (python -m export.serve); one request with curl"
 PORT=$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 $PY -m export.serve --model_base_path "$OUT/models/autorisk" --port "$PORT" \
   > "$OUT/serve.log" 2>&1 &
@@ -164,7 +165,7 @@ curl -s -X POST -d @"$OUT/request.json" "http://127.0.0.1:$PORT/v1/models/autori
   | $PY -c 'import json, sys; p = json.load(sys.stdin)["predictions"][0]; e = p["embedding"]; print(json.dumps({"predictions": [{"length": p["length"], "embedding": [round(v, 4) for v in e[:6]] + ["..."]}]}), "(%d dimensions)" % len(e))'
 kill $SERVER; wait $SERVER 2>/dev/null || true
 
-echo "== 10. the evaluation report: maps, few-label curves, analogy, neighbours, reason codes"
+step "10. the evaluation report: maps, few-label curves, analogy, neighbours, reason codes"
 echo "   (python -m autorisk_tf.report)"
 # Fine-tuning is the costly part: the demo's curves leave it out, one seed (the report's
 # defaults: every label and label count, three seeds, about 100 steps of fine-tuning).
