@@ -1,10 +1,13 @@
 r"""Batch embedding of preprocessed users with an exported SavedModel: `python -m beam.embed`.
 
   python -m beam.embed --model models/autorisk/1 --input 'out/test/*.tfrecord' \
-      --output emb/test [--batch_size 64] [Beam pipeline options, e.g. --runner Dataflow...]
+      --output emb/test [--batch_size 64] [--batch_events 16384]
+      [Beam pipeline options, e.g. --runner Dataflow...]
 
 Reads the `tf.train.SequenceExample` shards `beam.preprocess` wrote, keys each record by its
-user, and runs Beam's RunInference with its TensorFlow model handler (keyed) on the
+user, batches users of similar length together (as training does: a batch is padded to its
+longest user, so a short user batched with a long one costs the long one's time), and runs
+Beam's RunInference with its TensorFlow model handler (on those batches) on the
 SavedModel's `embed_examples` signature: the preprocessing inside the SavedModel is the
 training code's, so the vectors equal `autorisk_tf.embed`'s. Writes
 `<output>-*.parquet` with the columns `key`, `label_<name>` per label of the records,
@@ -15,48 +18,81 @@ or on Dataflow (the model path then must be readable by the workers, e.g. gs://)
 from __future__ import annotations
 
 import argparse
+import bisect
+import json
 import sys
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
+from apache_beam.ml.inference.base import PredictionResult, RunInference
 from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerTensor
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.transforms.window import GlobalWindows
 
 from autorisk_tf.contract import EMBED_EXAMPLES, FINGERPRINT_METADATA, PARTS_METADATA
 from autorisk_tf.data import output_folder
+from autorisk_tf.data import sequence_example as seqex
 from autorisk_tf.data.fingerprint import parts_text, saved_model_fingerprint, saved_model_parts
 from beam.preprocess import (
+    DEAD_LETTER,
     LOCAL_RUNNER,
     UsageError,
     add_verbose_flag,
+    dead_letter,
     match_inputs,
     set_log_level,
 )
 
 LABEL_PREFIX = "label/"
+EXAMPLE_SOURCE = "example"
 
 
 def embed_examples_inference(model, batch, inference_args, model_id=None):
-    """RunInference's `inference_fn`: a batch of serialized examples through the signature.
+    """RunInference's `inference_fn`: one batch of users through the signature, as one result.
+
+    A batch the signature rejects (a record the model cannot parse) is retried one example
+    at a time, so that only the examples that fail carry an error.
 
     Args:
         model: the loaded SavedModel.
-        batch: sequence of scalar string tensors (serialized SequenceExamples).
+        batch: sequence of `(user, serialized SequenceExample)` pairs, `user` being
+            `(key, label values, path)`.
         inference_args: dict. Unused (no per-call arguments).
-        model_id: str or None. The model path, recorded in the results.
+        model_id: str or None. The model path, recorded in the result.
 
     Returns:
-        One `PredictionResult` per example; its inference is `{"embedding", "length"}`.
+        A list of one `PredictionResult`: its example is the batch's users, its inference
+        `{"embedding": float32 [n, d], "length": int64 [n], "error": [n] str or None}`
+        (an example with an error has zeros for its embedding and length).
     """
     import tensorflow as tf
 
     del inference_args
-    outputs = model.signatures[EMBED_EXAMPLES](examples=tf.stack(batch))
-    vectors, lengths = outputs["embedding"].numpy(), outputs["length"].numpy()
-    return [PredictionResult(example, {"embedding": vectors[i], "length": int(lengths[i])},
-                             model_id) for i, example in enumerate(batch)]
+
+    def embed(records):
+        outputs = model.signatures[EMBED_EXAMPLES](examples=tf.constant(records))
+        return outputs["embedding"].numpy().astype(np.float32), outputs["length"].numpy()
+
+    users = [user for user, _ in batch]
+    records = [record for _, record in batch]
+    errors = [None] * len(records)
+    try:
+        vectors, lengths = embed(records)
+    except tf.errors.InvalidArgumentError:
+        alone = []
+        for i, record in enumerate(records):
+            try:
+                alone.append(embed([record]))
+            except tf.errors.InvalidArgumentError as e:
+                errors[i] = e.message.split("\n")[0]
+                alone.append(None)
+        width = next((one[0].shape[1] for one in alone if one), 0)
+        vectors = np.stack([one[0][0] if one else np.zeros(width, np.float32)
+                            for one in alone])
+        lengths = np.array([one[1][0] if one else 0 for one in alone], np.int64)
+    return [PredictionResult(users, {"embedding": vectors, "length": lengths,
+                                     "error": errors}, model_id)]
 
 
 class SavedModelHandler(TFModelHandlerTensor):
@@ -87,16 +123,35 @@ def label_columns(path: str) -> dict[str, str]:
 
 
 class KeyedExampleFn(beam.DoFn):
-    """Serialized example to `(key, (tensor, labels))`; the labels travel with the key."""
+    """`(path, serialized example)` to `(length, ((key, label values, path), example))`.
+
+    The label values (in the order of `labels`) and the file travel with the key; the length
+    (events in the record) picks the batch. A record that is not a SequenceExample of
+    `beam.preprocess`, with a key and at least one event, goes to the `dead_letter` output.
+    """
 
     def __init__(self, labels: dict[str, str]):
         self._labels = labels
 
-    def process(self, record: bytes):
+    def process(self, element):
         import tensorflow as tf
+        from google.protobuf.message import DecodeError
 
-        context = tf.train.SequenceExample.FromString(record).context.feature
-        key = context["key"].bytes_list.value[0].decode("utf-8")
+        path, record = element
+        try:
+            context = tf.train.Features.FromString(seqex.context_bytes(record)).feature
+        except (DecodeError, ValueError) as e:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
+                EXAMPLE_SOURCE, path, None, "not_a_sequence_example", str(e), record[:64].hex()))
+            return
+        key = context[seqex.KEY].bytes_list.value if seqex.KEY in context else []
+        length = context[seqex.LENGTH].int64_list.value if seqex.LENGTH in context else []
+        if not key or not length or length[0] < 1:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
+                EXAMPLE_SOURCE, path, None, "no_key_or_events",
+                "the record's context lacks a key or a positive length",
+                key[0].decode("utf-8", "replace") if key else record[:64].hex()))
+            return
         labels = {}
         for name, kind in self._labels.items():
             feature = context.get(LABEL_PREFIX + name)
@@ -104,19 +159,90 @@ class KeyedExampleFn(beam.DoFn):
                 labels[name] = feature.bytes_list.value[0].decode("utf-8") if feature else ""
             else:
                 labels[name] = float(feature.float_list.value[0]) if feature else float("nan")
-        yield (key, tuple(sorted(labels.items()))), tf.constant(record)
+        yield length[0], ((key[0].decode("utf-8"), tuple(labels.values()), path), record)
+
+
+# Length buckets: a batch holds users whose lengths fall between two neighbouring bounds.
+LENGTH_BOUNDS = tuple(sorted({int(2 ** (k / 2)) for k in range(8, 32)}))
+
+
+class LengthBatches(beam.DoFn):
+    """`(length, keyed example)` elements to batches of users of similar length.
+
+    Keeps one open batch per length bucket and emits it when it holds `batch_size` users or
+    `batch_events` events (counted at the bucket's upper bound, the padded length); what is
+    left is emitted at the end of the bundle. At most one batch per bucket is held.
+
+    Args:
+        batch_size: int. Most users in a batch.
+        batch_events: int. Most padded events in a batch (at least one user per batch).
+    """
+
+    def __init__(self, batch_size: int, batch_events: int):
+        self._batch_size = batch_size
+        self._batch_events = batch_events
+        self._open = {}
+
+    def capacity(self, length: int) -> int:
+        """Users per batch for users of this length."""
+        bound = LENGTH_BOUNDS[min(bisect.bisect_left(LENGTH_BOUNDS, length),
+                                  len(LENGTH_BOUNDS) - 1)]
+        return max(1, min(self._batch_size, self._batch_events // max(bound, length)))
+
+    def start_bundle(self):
+        self._open = {}
+
+    def process(self, element):
+        length, keyed = element
+        bucket = bisect.bisect_left(LENGTH_BOUNDS, length)
+        batch = self._open.setdefault(bucket, [])
+        batch.append(keyed)
+        if len(batch) >= self.capacity(length):
+            del self._open[bucket]
+            yield batch
+
+    def finish_bundle(self):
+        for batch in self._open.values():
+            yield GlobalWindows.windowed_value_at_end_of_window(batch)
+        self._open = {}
 
 
 _USERS = beam.metrics.Metrics.counter("embed", "users")
 
 
-def to_row(keyed: tuple) -> dict:
-    """`((key, labels), PredictionResult)` to one output row."""
-    (key, labels), result = keyed
-    _USERS.inc()
-    return {"key": key, **{f"label_{name}": value for name, value in labels},
-            "length": result.inference["length"],
-            "embedding": np.asarray(result.inference["embedding"], np.float32).tolist()}
+class ToTableFn(beam.DoFn):
+    """A batch's `PredictionResult` to one Arrow table of its users, and dead letters.
+
+    Args:
+        schema: pa.Schema. The output table's schema (`parquet_schema`).
+    """
+
+    def __init__(self, schema: pa.Schema):
+        self._schema = schema
+
+    def process(self, result):
+        users, inference = result.example, result.inference
+        keep = []
+        for i, error in enumerate(inference["error"]):
+            if error is None:
+                keep.append(i)
+                continue
+            key, _, path = users[i]
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
+                EXAMPLE_SOURCE, path, None, "rejected_by_model", error, key))
+        if not keep:
+            return
+        _USERS.inc(len(keep))
+        vectors = inference["embedding"][keep]
+        labels = [users[i][1] for i in keep]
+        columns = ([[users[i][0] for i in keep]]
+                   + [[values[j] for values in labels]
+                      for j in range(len(self._schema) - 3)]
+                   + [inference["length"][keep],
+                      pa.ListArray.from_arrays(
+                          np.arange(len(keep) + 1, dtype=np.int32) * vectors.shape[1],
+                          pa.array(vectors.reshape(-1)))])
+        yield pa.Table.from_arrays(columns, schema=self._schema)
 
 
 def parquet_schema(labels: dict[str, str], model: str = "", parts: list | None = None,
@@ -141,7 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True,
                         help="Output prefix; shards are <output>-*.parquet.")
     parser.add_argument("--batch_size", type=int, default=64,
-                        help="Largest batch RunInference sends to the model.")
+                        help="Most users in a batch sent to the model.")
+    parser.add_argument("--batch_events", type=int, default=16384,
+                        help="Most events in a batch, each user counted at the padded "
+                             "length of its length bucket (powers of two); short users go "
+                             "in batches of up to --batch_size.")
     parser.add_argument("--num_shards", type=int, default=1, help="Parquet shards.")
     add_verbose_flag(parser)
     return parser
@@ -167,31 +297,52 @@ def run(argv=None, save_main_session=True) -> int:
     if not FileSystems.exists(f"{args.model.rstrip('/')}/saved_model.pb"):
         raise UsageError(f"{args.model} holds no saved_model.pb: pass a version folder "
                          "written by python -m export.savedmodel")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch_size must be positive, got {args.batch_size}")
+    for flag in ("batch_size", "batch_events"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag} must be positive, got {getattr(args, flag)}")
     if not any(a.startswith("--runner") for a in beam_args):
         beam_args = [f"--runner={LOCAL_RUNNER}", *beam_args]
     options = PipelineOptions(beam_args)
     options.view_as(SetupOptions).save_main_session = save_main_session
     labels = label_columns(paths[0])
-    handler = KeyedModelHandler(SavedModelHandler(
-        args.model, inference_fn=embed_examples_inference, max_batch_size=args.batch_size))
+    handler = SavedModelHandler(args.model,
+                                inference_fn=embed_examples_inference).with_no_batching()
+    schema = parquet_schema(labels, saved_model_fingerprint(args.model),
+                            saved_model_parts(args.model))
     pipeline = beam.Pipeline(options=options)
-    _ = (pipeline
-         | "Files" >> beam.Create(paths)
-         | "Read" >> beam.io.ReadAllFromTFRecord()
-         | "Key" >> beam.ParDo(KeyedExampleFn(labels))
-         | "Embed" >> RunInference(handler)
-         | "Row" >> beam.Map(to_row)
-         | "Write" >> beam.io.WriteToParquet(
-             args.output, parquet_schema(labels, saved_model_fingerprint(args.model),
-                                         saved_model_parts(args.model)),
-             file_name_suffix=".parquet",
-             num_shards=args.num_shards))
+    keyed = (pipeline
+             | "Files" >> beam.Create(paths)
+             | "Read" >> beam.io.ReadAllFromTFRecord(with_filename=True)
+             | "Key" >> beam.ParDo(KeyedExampleFn(labels)).with_outputs(
+                 DEAD_LETTER, main="keyed"))
+    rows = (keyed.keyed
+            | "Batch" >> beam.ParDo(LengthBatches(args.batch_size, args.batch_events))
+            | "Embed" >> RunInference(handler)
+            | "Table" >> beam.ParDo(ToTableFn(schema)).with_outputs(DEAD_LETTER,
+                                                                     main="rows"))
+    _ = ((keyed[DEAD_LETTER], rows[DEAD_LETTER]) | "DeadLetters" >> beam.Flatten()
+         | "WriteDeadLetters" >> beam.io.WriteToText(
+             f"{args.output}-{DEAD_LETTER}", file_name_suffix=".jsonl", num_shards=1))
+    _ = (rows.rows
+         | "Write" >> beam.io.WriteToParquetBatched(
+             args.output, schema, file_name_suffix=".parquet", num_shards=args.num_shards))
     result = pipeline.run()
     result.wait_until_finish()
     counters = result.metrics().query(beam.metrics.MetricsFilter().with_name("users"))
     return sum(c.committed or c.attempted or 0 for c in counters["counters"])
+
+
+def dead_letters(output: str) -> dict[str, int]:
+    """Records a run rejected, counted by reason, from its `<output>-dead_letter-*.jsonl`."""
+    from apache_beam.io.filesystems import FileSystems
+
+    counts = {}
+    for match in FileSystems.match([f"{output}-{DEAD_LETTER}-*.jsonl"])[0].metadata_list:
+        with FileSystems.open(match.path) as f:
+            for line in f:
+                reason = json.loads(line)["reason"]
+                counts[reason] = counts.get(reason, 0) + 1
+    return counts
 
 
 def main(argv=None) -> int:
@@ -204,6 +355,11 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"embedded {users} users into {args.output}-*.parquet")
+    rejected = dead_letters(args.output)
+    if rejected:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(rejected.items()))
+        print(f"rejected {sum(rejected.values())} records ({reasons}): "
+              f"{args.output}-{DEAD_LETTER}-*.jsonl")
     return 0
 
 

@@ -62,8 +62,21 @@ class UsageError(ValueError):
     """A bad command line or input path: reported as one line, exit status 2."""
 
 
-def _dead_letter(source: str, path: str, line: int, reason: str, detail: str,
-                 raw: str) -> str:
+def dead_letter(source: str, path: str, line: int | None, reason: str, detail: str,
+                raw: str) -> str:
+    """One dead-letter record, a JSON line: where it came from, why, and the raw input.
+
+    Args:
+        source: str. What was read: `events`, `labels`, `label_cell` or `example`.
+        path: str. The input file.
+        line: int or None. The row's line in the file (None where the reader has none).
+        reason: str. A short reason name, counted in the job's statistics.
+        detail: str. The reason in words.
+        raw: str. The input itself (or what identifies it).
+
+    Returns:
+        The JSON text.
+    """
     return json.dumps({"source": source, "file": path, "line": line, "reason": reason,
                        "detail": detail, "raw": raw}, ensure_ascii=False)
 
@@ -131,7 +144,7 @@ class ParseEventsFn(beam.DoFn):
                     raw.reason, raw.detail = e.reason, e.detail
             if raw.reason:
                 summary.rejected[raw.reason] += 1
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, _dead_letter(
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
                     "events", path, raw.line, raw.reason, raw.detail, sources.raw_text(raw)))
                 continue
             chunk[0].append(key)
@@ -300,12 +313,12 @@ class ParseLabelsFn(beam.DoFn):
                     except events.RejectedRow as e:
                         labels[label.name] = events.parse_label(None, label.kind, label.name)
                         summary.cells_rejected[label.name] += 1
-                        yield beam.pvalue.TaggedOutput(DEAD_LETTER, _dead_letter(
+                        yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
                             "label_cell", path, raw.line, e.reason, e.detail,
                             sources.raw_text(raw)))
             if raw.reason:
                 summary.rejected[raw.reason] += 1
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, _dead_letter(
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
                     "labels", path, raw.line, raw.reason, raw.detail, sources.raw_text(raw)))
                 continue
             stripped = str(key).strip()
@@ -405,7 +418,7 @@ class BuildSequencesFn(beam.DoFn):
             first_file, first_line, labels = label_rows[0]
             for path, line, _ in label_rows[1:]:
                 summary.label_duplicates += 1
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, _dead_letter(
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
                     "labels", path, line, events.DUPLICATE_LABEL_KEY,
                     f"key {key!r} already has labels at {first_file} line {first_line} "
                     "(the first by file, then line, wins)", key))

@@ -64,3 +64,27 @@ def test_wire_encoding_equals_protobuf_api(ts):
     # for the same content once re-serialised deterministically.
     assert parsed.SerializeToString(deterministic=True) == expected.SerializeToString(
         deterministic=True)
+
+
+def test_context_bytes_reads_the_context_alone():
+    from tensorflow.core.example import example_pb2, feature_pb2
+
+    ts = np.array([1_767_225_600_000, 1_767_225_601_000], dtype=np.int64)
+    derived = events.time_features(ts, SCHEMA.time_features)
+    data = seqex.encode_sequence(SCHEMA, "k1", ts, [["pay", "x"], [1.0, 2.0], ["a", "b"]],
+                                 derived, labels={"y": 0.0, "c": "z"})
+    want = example_pb2.SequenceExample.FromString(data).context
+    assert feature_pb2.Features.FromString(seqex.context_bytes(data)) == want
+    # The protobuf API's order (feature lists first, context split in two) reads the same.
+    other = example_pb2.SequenceExample()
+    other.feature_lists.feature_list["event/kind"].feature.add().bytes_list.value.append(b"p")
+    other.context.feature["key"].bytes_list.value.append(b"k2")
+    head = other.SerializeToString()
+    extra = example_pb2.SequenceExample()
+    extra.context.feature["length"].int64_list.value.append(7)
+    got = feature_pb2.Features.FromString(seqex.context_bytes(head + extra.SerializeToString()))
+    assert got.feature["key"].bytes_list.value == [b"k2"]
+    assert got.feature["length"].int64_list.value == [7]
+    assert seqex.context_bytes(b"") == b""
+    with pytest.raises(ValueError, match="truncated"):
+        seqex.context_bytes(data[:5])

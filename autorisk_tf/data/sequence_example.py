@@ -102,6 +102,58 @@ def encode_sequence(
         + [_field(2, _map_entry(name, body)) for name, body in lists])
 
 
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The varint at `pos` and the position after it."""
+    value = shift = 0
+    while True:
+        if pos >= len(data):
+            raise ValueError("truncated varint")
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def context_bytes(record: bytes) -> bytes:
+    """The serialised context (a `tf.train.Features`) of a serialised SequenceExample.
+
+    Reads the top-level fields only, so the feature lists (nearly all of a record) are
+    skipped, not parsed: `tf.train.Features.FromString(context_bytes(record))` equals the
+    parsed proto's `context`, at a fraction of the cost.
+
+    Args:
+        record: bytes. A serialised `tf.train.SequenceExample`.
+
+    Returns:
+        The context's bytes (b"" where the record has none).
+
+    Raises:
+        ValueError: the bytes are not a well-formed protobuf message.
+    """
+    parts, pos = [], 0
+    while pos < len(record):
+        tag, pos = _read_varint(record, pos)
+        wire_type = tag & 7
+        if wire_type == 0:
+            _, pos = _read_varint(record, pos)
+            continue
+        if wire_type in (1, 5):
+            pos += 8 if wire_type == 1 else 4
+        elif wire_type == 2:
+            size, pos = _read_varint(record, pos)
+            if tag >> 3 == 1:
+                parts.append(record[pos:pos + size])
+            pos += size
+        else:
+            raise ValueError(f"unsupported wire type {wire_type}")
+        if pos > len(record):
+            raise ValueError("truncated field")
+    return b"".join(parts)
+
+
 # Examples are written straight in protobuf wire format: the protobuf API costs about a
 # microsecond per value (the slowest step of preprocessing) and loads TensorFlow into every
 # Beam worker. A FeatureList is `repeated Feature feature = 1`; a Feature holds
