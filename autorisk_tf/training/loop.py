@@ -45,6 +45,7 @@ from autorisk_tf.layers.sequence_encoder import SequenceEncoder
 from autorisk_tf.tasks import TASKS, StepContext
 from autorisk_tf.tasks.bag_of_ids import bag_targets
 from autorisk_tf.training.config import TrainConfig
+from autorisk_tf.training.optimizers import summed_gradients_optimizer
 
 # TensorBoard's scalar plugin metadata, so logs need no `tensorboard` package to write.
 _SCALAR = summary_pb2.SummaryMetadata(
@@ -93,23 +94,6 @@ def default_strategy() -> tf.distribute.Strategy:
     if tf.config.list_logical_devices("GPU"):
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
-
-
-def _summed_gradients_optimizer(cls: type) -> type:
-    """A Keras optimizer class that takes gradients already summed over the replicas.
-
-    Keras 3.15's TensorFlow optimizers all-reduce the gradients they are given. The loop
-    all-reduces them itself, to clip the global norm of the summed gradient (Keras clips per
-    replica), so a second all-reduce would only cost another pass over the network. This
-    overrides a private method of the pinned Keras; the two-worker SGD test fails if a
-    Keras upgrade changes it (the update would then be off by the number of replicas).
-    """
-    class SummedGradients(cls):
-        def _all_reduce_sum_gradients(self, grads_and_vars):
-            return list(grads_and_vars)
-
-    SummedGradients.__name__ = cls.__name__
-    return SummedGradients
 
 
 class CheckpointMismatchError(ValueError):
@@ -177,9 +161,9 @@ class Pretrainer:
                 0.0, max(train.steps - train.warmup_steps, 1), warmup_target=train.learning_rate,
                 warmup_steps=train.warmup_steps)
             if train.optimizer == "sgd":
-                optimizer = _summed_gradients_optimizer(keras.optimizers.SGD)(schedule)
+                optimizer = summed_gradients_optimizer(keras.optimizers.SGD)(schedule)
             else:
-                optimizer = _summed_gradients_optimizer(keras.optimizers.AdamW)(
+                optimizer = summed_gradients_optimizer(keras.optimizers.AdamW)(
                     schedule, weight_decay=train.weight_decay)
             if train.precision == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
