@@ -779,7 +779,7 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, schema: Sc
         options["as_of_ms"] = events.parse_timestamp_ms(args.as_of, schema.timestamp_format)
     side = {"labels": label_summary} if label_summary is not None else {}
     top = parsed[COUNTS] | "Vocabularies" >> analysis.TopValues(max(
-        [f.max_vocab for f in schema.fields if f.kind != "numeric"], default=1))
+        [1] + [f.max_vocab for f in schema.fields if f.kind != "numeric"]))
     numbers = parsed[NUMBERS] | "Numbers" >> analysis.NumberSummaries(
         {f.name for f in schema.fields_of_kind("numeric") if f.log})
     return (pipeline

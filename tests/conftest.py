@@ -208,7 +208,8 @@ fields:
   - {name: amount_by_type, column: amount, kind: numeric, num_buckets: 4, log: true,
      bucket_by: event_type, min_count: 40, continuous: true}
   - {name: item, kind: text, tokenizer: char, max_tokens: 6, min_count: 1}
-  - {name: tags, kind: categorical, separator: "|", max_values: 3, max_vocab: 4}
+  - {name: tags, kind: categorical, separator: "|", max_values: 3, max_vocab: 4,
+     hash_buckets: 8}
 time_features: {delta_buckets: 16, hour: true, day_of_week: true, utc_offset_hours: 2,
                 age_buckets: 12}
 labels:

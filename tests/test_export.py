@@ -187,8 +187,9 @@ def test_warmup_request_replays(exported):
     inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
     out = tf.saved_model.load(exported.version_dir).signatures["serving_default"](
         **{k: tf.constant(v) for k, v in inputs.items()})
-    # `ids`: 3 event types, 4 tags; `state`: 6 statistics of amount_by_type per event type
-    assert out["embedding"].shape == (2, 16 * 2 + 3 + 4 + 6 * 3)
+    # `ids`: 3 event types, 4 tags and 8 hashed ones (ids_dim 8 wide); `state`: 6
+    # statistics of amount_by_type per event type
+    assert out["embedding"].shape == (2, 16 * 2 + 3 + 8 + 6 * 3)
     assert out["length"].numpy().tolist() == [3, 2]
     assert np.all(np.isfinite(out["embedding"].numpy()))
 

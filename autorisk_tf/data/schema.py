@@ -51,6 +51,10 @@ class CategoricalField:
             each cell is split on it, every value is counted in the vocabulary, and the
             model sums the embeddings of an event's values.
         max_values: int. Values kept per event of a multi-valued field (the first ones).
+        hash_buckets: int. With N > 0, a value outside the vocabulary gets one of N ids of
+            its own by a stable fingerprint of the text (`tf.strings.to_hash_bucket_fast`,
+            FarmHash) instead of the one OOV id: for ids beyond a vocabulary (merchants,
+            devices). `max_vocab: 0` then hashes every value. 0 (the default): off.
     """
 
     name: str
@@ -59,6 +63,7 @@ class CategoricalField:
     min_count: int = 1
     separator: str = ""
     max_values: int = 8
+    hash_buckets: int = 0
     kind: str = "categorical"
 
 
@@ -277,7 +282,7 @@ class _Checker:
 _REQUIRED = object()
 _FIELD_KEYS = {
     "categorical": ("name", "kind", "column", "max_vocab", "min_count", "separator",
-                    "max_values"),
+                    "max_values", "hash_buckets"),
     "numeric": ("name", "kind", "column", "num_buckets", "log", "bucket_by", "min_count",
                 "continuous", "max_abs"),
     "text": ("name", "kind", "column", "tokenizer", "max_tokens", "max_vocab", "min_count"),
@@ -297,12 +302,17 @@ def _parse_field(check: _Checker, item: Any, path: str) -> Field:
                    f"field name '{name}' is reserved (one of {', '.join(RESERVED_NAMES)})")
     column = check.get(item, "column", path, str, name)
     if kind == "categorical":
+        hash_buckets = check.get(item, "hash_buckets", path, int, 0, minimum=0)
+        max_vocab = check.get(item, "max_vocab", path, int, 10_000, minimum=0)
+        if max_vocab == 0 and not hash_buckets:
+            check.fail(item, "max_vocab", f"{path}.max_vocab",
+                       "0 keeps no value: give hash_buckets too, or at least 1")
         return CategoricalField(
-            name, column,
-            max_vocab=check.get(item, "max_vocab", path, int, 10_000, minimum=1),
+            name, column, max_vocab=max_vocab,
             min_count=check.get(item, "min_count", path, int, 1, minimum=1),
             separator=check.get(item, "separator", path, str, ""),
-            max_values=check.get(item, "max_values", path, int, 8, minimum=1))
+            max_values=check.get(item, "max_values", path, int, 8, minimum=1),
+            hash_buckets=hash_buckets)
     if kind == "numeric":
         return NumericField(
             name, column,
@@ -367,12 +377,17 @@ def parse_schema(text: str, source: str = "<schema>") -> Schema:
         seen[field.name] = i
         fields.append(field)
     single = [f.name for f in fields if f.kind == "categorical" and not f.separator]
+    hashed = {f.name for f in fields if getattr(f, "hash_buckets", 0)}
     for i, (item, field) in enumerate(zip(items, fields, strict=True)):
         by = getattr(field, "bucket_by", "")
         if by and by not in single:
             check.fail(item, "bucket_by", f"fields[{i}].bucket_by",
                        f"'{by}' is not a single-valued categorical field of this schema "
                        f"(those are: {', '.join(single) or 'none'})")
+        if by in hashed:
+            check.fail(item, "bucket_by", f"fields[{i}].bucket_by",
+                       f"'{by}' has hash_buckets: the categories of bucket_by are its "
+                       "vocabulary's values alone")
     tf_map = check.mapping(doc, "time_features", "time_features",
                            ("delta_buckets", "hour", "day_of_week", "utc_offset_hours",
                             "age_buckets"))

@@ -45,7 +45,8 @@ def feature_specs_from_artifacts(artifacts: Artifacts) -> list[dict]:
 
     Returns:
         One dict per feature, in schema order then time features: `name`, `kind`
-        (`categorical`, `numeric`, `text` or `time`), `vocab_size` (reserved ids included)
+        (`categorical`, `numeric`, `text` or `time`), `vocab_size` (reserved ids included;
+        a categorical field's `hash_buckets` hashed ids, where it has them, come after)
         and the kind's own entries (`vocabulary`, `boundaries`, `tokenizer` and
         `max_tokens`, `buckets`, and `reference_ms` for the age feature).
     """
@@ -55,6 +56,8 @@ def feature_specs_from_artifacts(artifacts: Artifacts) -> list[dict]:
         if field.kind == "categorical":
             spec["vocabulary"] = artifacts.vocabulary(field.name)
             spec["vocab_size"] = NUM_RESERVED_IDS + len(spec["vocabulary"])
+            if field.hash_buckets:
+                spec["hash_buckets"] = field.hash_buckets
             if field.separator:
                 spec.update(multi=True, separator=field.separator, max_values=field.max_values)
         elif field.kind == "numeric":
@@ -110,7 +113,9 @@ def _floor_log2(x: tf.Tensor) -> tf.Tensor:
 class EventPreprocessor(keras.layers.Layer):
     """Maps parsed raw events (as `autorisk_tf.data.reader.parse_batch` returns) to ids.
 
-    - categorical: vocabulary lookup; "" is missing, unknown values are OOV;
+    - categorical: vocabulary lookup; "" is missing, unknown values are OOV, or with
+      `hash_buckets` N one of the N ids after the vocabulary's (`vocab_size + h`, h the
+      value's FarmHash fingerprint modulo N: the same id in training and serving);
     - numeric: bucket `i` holds `boundaries[i-1] <= x < boundaries[i]` (raw units, compared
       in float32, the precision the values are stored in); NaN is missing; with `bucket_by`
       the boundaries are those of the event's category, or the global ones for a category
@@ -151,6 +156,8 @@ class EventPreprocessor(keras.layers.Layer):
         self._lookups = {}
         self._tables = {}
         self._scales = {}
+        self._hashed = {spec["name"]: (spec["vocab_size"], spec["hash_buckets"])
+                        for spec in self.features if spec.get("hash_buckets")}
         for spec in self.features:
             if spec["kind"] in ("categorical", "text"):
                 # StringLookup gives 0 to OOV and i+1 to vocabulary[i]; shifted in call.
@@ -184,7 +191,12 @@ class EventPreprocessor(keras.layers.Layer):
 
     def _lookup(self, name: str, values: tf.Tensor) -> tf.Tensor:
         ids = tf.cast(self._lookups[name](values), tf.int32)
-        ids = tf.where(ids == 0, OOV_ID, ids + (NUM_RESERVED_IDS - 1))
+        unknown = OOV_ID
+        if name in self._hashed:
+            vocab_size, buckets = self._hashed[name]
+            unknown = vocab_size + tf.cast(tf.strings.to_hash_bucket_fast(values, buckets),
+                                           tf.int32)
+        ids = tf.where(ids == 0, unknown, ids + (NUM_RESERVED_IDS - 1))
         return tf.where(values == "", MISSING_ID, ids)
 
     def _category_buckets(self, spec: dict, x: tf.Tensor, categories: tf.Tensor) -> tf.Tensor:

@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from autorisk_tf.contract import PACKAGE
-from autorisk_tf.data.artifacts import PAD_ID
+from autorisk_tf.data.artifacts import OOV_ID, PAD_ID
 from autorisk_tf.layers.event_preprocessor import PADDING_MASK, value_input
 
 MERGES = ("add", "concat")
@@ -51,7 +51,7 @@ def masked_mean(x, mask, axis):
 
 
 def embedding_specs(features: list[dict]) -> list[dict]:
-    """What a model needs of feature specs: name, kind, vocab_size, continuous, multi, bucket_by.
+    """What a model needs of feature specs: name, kind, sizes, continuous, multi, bucket_by.
 
     Args:
         features: list of dict. Feature specs from `feature_specs_from_artifacts`.
@@ -59,8 +59,23 @@ def embedding_specs(features: list[dict]) -> list[dict]:
     Returns:
         The specs without vocabularies, boundaries or scales, which stay in the preprocessor.
     """
-    keys = ("name", "kind", "vocab_size", "continuous", "multi", "bucket_by")
+    keys = ("name", "kind", "vocab_size", "hash_buckets", "continuous", "multi", "bucket_by")
     return [{k: spec[k] for k in keys if k in spec} for spec in features]
+
+
+def num_ids(spec: dict) -> int:
+    """Rows of a feature's embedding table: `vocab_size`, plus its hashed ids."""
+    return spec["vocab_size"] + spec.get("hash_buckets", 0)
+
+
+def vocabulary_ids(spec: dict, ids):
+    """A feature's ids as prediction targets: hashed ids (past the vocabulary) become OOV.
+
+    A head predicts over the `vocab_size` ids; the hashed ones have no class of their own.
+    """
+    if not spec.get("hash_buckets"):
+        return ids
+    return ops.where(ids >= spec["vocab_size"], ops.cast(OOV_ID, ids.dtype), ids)
 
 
 def per_token(spec: dict) -> bool:
@@ -132,7 +147,7 @@ class FieldEmbedding(keras.layers.Layer):
                 self._values[name] = keras.layers.Dense(
                     out_dim, use_bias=False, name=f"value_{key}", dtype=self.dtype_policy)
             self._tables[name] = keras.layers.Embedding(
-                spec["vocab_size"], text_dim if text else out_dim, name=f"embed_{key}",
+                num_ids(spec), text_dim if text else out_dim, name=f"embed_{key}",
                 dtype=self.dtype_policy)
             if text and text_summary == "conv":
                 self._text_convs[name] = keras.layers.Conv1D(
@@ -194,9 +209,9 @@ class FieldEmbedding(keras.layers.Layer):
 
     def _lookup(self, spec, ids):
         table = self._tables[spec["name"]]
-        if spec["vocab_size"] > ONE_HOT_MAX_VOCAB:
+        if num_ids(spec) > ONE_HOT_MAX_VOCAB:
             return table(ids)
-        one_hot = ops.one_hot(ids, spec["vocab_size"], dtype=self.compute_dtype)
+        one_hot = ops.one_hot(ids, num_ids(spec), dtype=self.compute_dtype)
         return ops.matmul(one_hot, ops.cast(table.embeddings, self.compute_dtype))
 
     def call(self, inputs):

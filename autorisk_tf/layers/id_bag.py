@@ -8,7 +8,7 @@ from keras import ops
 
 from autorisk_tf.contract import PACKAGE
 from autorisk_tf.data.artifacts import NUM_RESERVED_IDS
-from autorisk_tf.layers.field_embedding import embedding_specs
+from autorisk_tf.layers.field_embedding import embedding_specs, num_ids
 
 WEIGHTINGS = ("binary", "idf")
 
@@ -17,6 +17,12 @@ def bag_fields(features: list[dict]) -> list[dict]:
     """The fields with a bag of ids: every categorical field with vocabulary ids."""
     return [spec for spec in features
             if spec["kind"] == "categorical" and spec["vocab_size"] > NUM_RESERVED_IDS]
+
+
+def id_fields(features: list[dict]) -> list[dict]:
+    """The fields the `ids` pooling reads: categorical fields with vocabulary or hashed ids."""
+    return [spec for spec in features
+            if spec["kind"] == "categorical" and num_ids(spec) > NUM_RESERVED_IDS]
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -42,7 +48,7 @@ class IdBag(keras.layers.Layer):
 
     Args:
         features: list of dict. Feature specs (`name`, `kind`, `vocab_size`); the
-            `bag_fields` of them get a table.
+            `id_fields` of them get a table.
         dim: int. Widest table. Defaults to 128.
         weighting: str. `binary` or `idf`. Defaults to `binary`.
 
@@ -68,9 +74,9 @@ class IdBag(keras.layers.Layer):
         self.weighting = weighting
         self._idf = {}
         self._tables = {spec["name"]: keras.layers.Embedding(
-            spec["vocab_size"], min(dim, spec["vocab_size"] - NUM_RESERVED_IDS),
+            num_ids(spec), min(dim, num_ids(spec) - NUM_RESERVED_IDS),
             name=f"ids_{spec['name']}", dtype=self.dtype_policy)
-            for spec in bag_fields(self.features)}
+            for spec in id_fields(self.features)}
 
     @property
     def field_names(self) -> list[str]:
@@ -97,13 +103,16 @@ class IdBag(keras.layers.Layer):
 
         Args:
             frequencies: dict. Field -> int array [vocab size]: how many sequences hold
-                each id.
+                each vocabulary id. Hashed ids past it are not counted: they weigh as ids
+                no sequence holds (the rarest), which values outside a vocabulary are.
             num_sequences: int. N, the number of sequences counted.
         """
         if self.weighting != "idf":
             raise ValueError("document frequencies need weighting='idf'")
         for name, weight in self._idf.items():
-            df = np.asarray(frequencies[name], np.float64)
+            df = np.zeros(weight.shape[0], np.float64)
+            counted = np.asarray(frequencies.get(name, []), np.float64)[:len(df)]
+            df[:len(counted)] = counted
             weight.assign((np.log((1.0 + num_sequences) / (1.0 + df)) + 1.0).astype("float32"))
 
     def id_weights(self) -> dict:

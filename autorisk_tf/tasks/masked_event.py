@@ -12,7 +12,7 @@ from keras import ops
 from autorisk_tf.contract import PACKAGE
 from autorisk_tf.data.artifacts import MASK_ID, NUM_RESERVED_IDS, PAD_ID
 from autorisk_tf.layers.event_preprocessor import PADDING_MASK, value_input
-from autorisk_tf.layers.field_embedding import embedding_specs, per_token
+from autorisk_tf.layers.field_embedding import embedding_specs, per_token, vocabulary_ids
 from autorisk_tf.tasks.base import StepContext, Task
 
 TARGET_KINDS = ("categorical", "numeric")
@@ -83,7 +83,7 @@ def mask_events(ids: dict, features: list[dict], config: MaskingConfig, seed: tf
         x = ids[name]
         if kind in TARGET_KINDS or (kind == "text" and config.predict_text) or (
                 kind == "time" and config.mask_time_features):
-            targets[name] = x
+            targets[name] = vocabulary_ids(spec, x)
         if kind == "time" and not config.mask_time_features:
             continue
         low = min(NUM_RESERVED_IDS, spec["vocab_size"] - 1)

@@ -20,6 +20,7 @@ import tensorflow as tf
 from autorisk_tf.contract import PACKAGE
 from autorisk_tf.data.artifacts import NUM_RESERVED_IDS
 from autorisk_tf.layers.event_preprocessor import PADDING_MASK, TIME_DELTA
+from autorisk_tf.layers.field_embedding import vocabulary_ids
 from autorisk_tf.tasks.base import StepContext, Task
 from autorisk_tf.tasks.masked_event import TARGET_KINDS, MaskedEventHead
 from autorisk_tf.tasks.quick_thought import compact_events
@@ -82,7 +83,8 @@ def cut_histories(ids: dict, features: list[dict], config: NextVisitConfig,
     for spec in features:
         name, kind = spec["name"], spec["kind"]
         if kind in (*TARGET_KINDS, "time") or (kind == "text" and config.predict_text):
-            targets[name] = tf.gather(ids[name], cut[:, None], axis=1, batch_dims=1)
+            targets[name] = vocabulary_ids(
+                spec, tf.gather(ids[name], cut[:, None], axis=1, batch_dims=1))
     return history, targets
 
 
