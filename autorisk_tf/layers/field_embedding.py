@@ -78,6 +78,27 @@ def vocabulary_ids(spec: dict, ids):
     return ops.where(ids >= spec["vocab_size"], ops.cast(OOV_ID, ids.dtype), ids)
 
 
+def gather_rows(table, ids, dtype):
+    """The rows `ids` of a `keras.layers.Embedding`'s table, read sparsely.
+
+    `table(ids)` reads the whole variable, then gathers; when the optimizer then writes the
+    rows the batch used, TensorFlow copies the whole table first (the read still holds its
+    buffer). `tf.gather` on the variable itself reads only the rows, so a step costs the
+    same for a table of a million rows as for one of ten thousand.
+
+    Args:
+        table: keras.layers.Embedding. A built embedding layer.
+        ids: int tensor. Row ids.
+        dtype: the dtype of the result (the layer's compute dtype).
+
+    Returns:
+        float tensor [*ids.shape, width].
+    """
+    import tensorflow as tf
+
+    return ops.cast(tf.gather(table.embeddings.value, ops.cast(ids, "int32")), dtype)
+
+
 def per_token(spec: dict) -> bool:
     """Whether a feature's ids have a values axis: [B, T, L] (text, multi-valued)."""
     return spec["kind"] == "text" or bool(spec.get("multi"))
@@ -210,7 +231,7 @@ class FieldEmbedding(keras.layers.Layer):
     def _lookup(self, spec, ids):
         table = self._tables[spec["name"]]
         if num_ids(spec) > ONE_HOT_MAX_VOCAB:
-            return table(ids)
+            return gather_rows(table, ids, self.compute_dtype)
         one_hot = ops.one_hot(ids, num_ids(spec), dtype=self.compute_dtype)
         return ops.matmul(one_hot, ops.cast(table.embeddings, self.compute_dtype))
 

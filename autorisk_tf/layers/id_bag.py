@@ -8,7 +8,7 @@ from keras import ops
 
 from autorisk_tf.contract import PACKAGE
 from autorisk_tf.data.artifacts import NUM_RESERVED_IDS
-from autorisk_tf.layers.field_embedding import embedding_specs, num_ids
+from autorisk_tf.layers.field_embedding import embedding_specs, gather_rows, num_ids
 
 WEIGHTINGS = ("binary", "idf")
 
@@ -161,7 +161,8 @@ class IdBag(keras.layers.Layer):
                 weights = weights * _held(presence[name], ops.shape(inputs[name]), order,
                                           first)
             weights = ops.cast(weights, self.compute_dtype)
-            out.append(ops.einsum("bn,bnd->bd", weights, table(ids)))
+            out.append(ops.einsum("bn,bnd->bd", weights,
+                                  gather_rows(table, ids, self.compute_dtype)))
         return out[0] if len(out) == 1 else ops.concatenate(out, axis=-1)
 
     def get_config(self):

@@ -13,6 +13,27 @@ def _rows(variable, rows: tf.Tensor) -> tf.Tensor:
     return tf.gather(variable, rows)
 
 
+def summed_rows(gradient):
+    """A gradient with each row once: `IndexedSlices` repeat a row used several times.
+
+    Summing them before the all-reduce makes a sparse all-reduce add the same numbers in the
+    same order as a dense one (each replica's rows, then the replicas), so several workers
+    train as one does; other gradients pass unchanged.
+
+    Args:
+        gradient: a tensor or `tf.IndexedSlices`.
+
+    Returns:
+        The gradient, as `IndexedSlices` with unique indices where it was `IndexedSlices`.
+    """
+    if not isinstance(gradient, tf.IndexedSlices):
+        return gradient
+    rows, where = tf.unique(gradient.indices)
+    return tf.IndexedSlices(tf.math.unsorted_segment_sum(gradient.values, where,
+                                                         tf.shape(rows)[0]),
+                            rows, gradient.dense_shape)
+
+
 def summed_gradients_optimizer(cls: type) -> type:
     """A Keras optimizer class that takes summed gradients and updates sparse rows lazily.
 
@@ -63,9 +84,8 @@ def summed_gradients_optimizer(cls: type) -> type:
         def _sparse_adam_step(self, gradient, variable, learning_rate):
             """Adam (and AdamW's decay) on the rows of an `IndexedSlices` gradient."""
             dtype = variable.dtype
-            rows, where = tf.unique(gradient.indices)
-            values = tf.math.unsorted_segment_sum(tf.cast(gradient.values, dtype), where,
-                                                  tf.shape(rows)[0])
+            gradient = summed_rows(gradient)
+            rows, values = gradient.indices, tf.cast(gradient.values, dtype)
             lr = tf.cast(learning_rate, dtype)
             step = tf.cast(self.iterations + 1, dtype)
             beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
