@@ -92,9 +92,9 @@ def hashed_step_seconds(buckets: int, work: str, steps: int) -> float:
     schema = os.path.join(work, f"schema_{buckets}.yaml")
     with open(os.path.join(ROOT, "autorisk_tf", "schemas", "simulated.yaml")) as f:
         text = f.read()
-    head, labels = text.split("labels:", 1)
+    fields, rest = text.split("time_features:", 1)
     with open(schema, "w") as f:
-        f.write(head.rstrip("\n") + "\n" + HASHED_FIELD % buckets + "labels:" + labels)
+        f.write(fields + HASHED_FIELD % buckets + "time_features:" + rest)
     data = os.path.join(work, f"data_{buckets}")
     if os.path.exists(data):
         shutil.rmtree(data)
