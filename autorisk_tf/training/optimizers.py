@@ -98,8 +98,7 @@ def summed_gradients_optimizer(cls: type) -> type:
             self.assign(v, tf.IndexedSlices(v_rows, rows))
             delta = alpha * m_rows / (tf.sqrt(v_rows) + tf.cast(self.epsilon, dtype))
             if self.weight_decay and super()._use_weight_decay(variable):
-                delta += _rows(variable, rows) * lr * tf.cast(self.weight_decay,
-                                                                         dtype)
+                delta += _rows(variable, rows) * lr * tf.cast(self.weight_decay, dtype)
             self.assign_sub(variable, tf.IndexedSlices(delta, rows))
 
     SummedGradients.__name__ = cls.__name__
