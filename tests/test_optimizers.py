@@ -55,21 +55,3 @@ def test_sgd_takes_a_sparse_gradient_dense():
                                 dense_shape=tf.constant([6, 3]))], [table])
     np.testing.assert_allclose(table.numpy()[0], before[0] - 0.5, rtol=1e-6)
     np.testing.assert_array_equal(table.numpy()[1:], before[1:])
-
-
-def test_the_loop_keeps_only_large_tables_sparse():
-    from autorisk_tf.training.optimizers import SPARSE_MIN_ROWS, loop_gradient
-
-    rows = tf.IndexedSlices(tf.ones((3, 2)), tf.constant([5, 1, 5]),
-                            dense_shape=tf.constant([SPARSE_MIN_ROWS + 1, 2]))
-    large = loop_gradient(rows, tf.Variable(tf.zeros((SPARSE_MIN_ROWS + 1, 2))))
-    assert isinstance(large, tf.IndexedSlices)
-    assert sorted(large.indices.numpy().tolist()) == [1, 5]
-    np.testing.assert_array_equal(
-        tf.gather(tf.convert_to_tensor(large), [1, 5]).numpy(), [[1, 1], [2, 2]])
-    small_rows = tf.IndexedSlices(tf.ones((3, 2)), tf.constant([5, 1, 5]),
-                                  dense_shape=tf.constant([8, 2]))
-    small = loop_gradient(small_rows, tf.Variable(tf.zeros((8, 2))))
-    assert not isinstance(small, tf.IndexedSlices)
-    np.testing.assert_array_equal(small.numpy()[[1, 5]], [[1, 1], [2, 2]])
-    assert loop_gradient(None, tf.Variable(tf.ones((2, 2)))).numpy().sum() == 0

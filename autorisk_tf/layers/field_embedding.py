@@ -78,29 +78,13 @@ def vocabulary_ids(spec: dict, ids):
     return ops.where(ids >= spec["vocab_size"], ops.cast(OOV_ID, ids.dtype), ids)
 
 
-def variable_rows(variable, rows):
-    """Some rows of a (Keras or TensorFlow) variable, read without reading the rest.
-
-    `tf.gather` on the `tf.Variable` itself is a sparse read. Reading a Keras variable as a
-    tensor first reads the whole table; when the optimizer then writes the rows a batch
-    used, TensorFlow copies the whole table (the read still holds its buffer).
-
-    Args:
-        variable: keras.Variable or tf.Variable [rows, ...].
-        rows: int tensor. Row ids.
-
-    Returns:
-        The rows, in the variable's dtype.
-    """
-    import tensorflow as tf
-
-    if isinstance(variable, keras.Variable):
-        variable = variable.value
-    return tf.gather(variable, ops.cast(rows, "int32"))
-
-
 def gather_rows(table, ids, dtype):
-    """The rows `ids` of a `keras.layers.Embedding`'s table (`variable_rows`), as `dtype`.
+    """The rows `ids` of a `keras.layers.Embedding`'s table, read sparsely.
+
+    `table(ids)` reads the whole variable, then gathers; when the optimizer then writes the
+    rows the batch used, TensorFlow copies the whole table first (the read still holds its
+    buffer). `tf.gather` on the variable itself reads only the rows, so a step costs the
+    same for a table of a million rows as for one of ten thousand.
 
     Args:
         table: keras.layers.Embedding. A built embedding layer.
@@ -110,7 +94,9 @@ def gather_rows(table, ids, dtype):
     Returns:
         float tensor [*ids.shape, width].
     """
-    return ops.cast(variable_rows(table.embeddings, ids), dtype)
+    import tensorflow as tf
+
+    return ops.cast(tf.gather(table.embeddings.value, ops.cast(ids, "int32")), dtype)
 
 
 def per_token(spec: dict) -> bool:

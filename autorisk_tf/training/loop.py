@@ -45,11 +45,7 @@ from autorisk_tf.layers.sequence_encoder import SequenceEncoder
 from autorisk_tf.tasks import TASKS, StepContext
 from autorisk_tf.tasks.bag_of_ids import bag_targets
 from autorisk_tf.training.config import TrainConfig
-from autorisk_tf.training.optimizers import (
-    loop_gradient,
-    summed_gradients_optimizer,
-    summed_rows,
-)
+from autorisk_tf.training.optimizers import summed_gradients_optimizer, summed_rows
 
 # TensorBoard's scalar plugin metadata, so logs need no `tensorboard` package to write.
 _SCALAR = summary_pb2.SummaryMetadata(
@@ -272,10 +268,11 @@ class Pretrainer:
             if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
                 scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, variables)
-        # A large table's gradient stays `IndexedSlices` (the rows the batch used) through
+        # A gathered table's gradient stays `IndexedSlices` (the rows the batch used) through
         # the all-reduce, the clip and the optimizer: dense, a table of a million hashed ids
         # would cost a pass over every row each step.
-        grads = [loop_gradient(g, v) for g, v in zip(grads, variables, strict=True)]
+        grads = [tf.zeros_like(v) if g is None else summed_rows(g)
+                 for g, v in zip(grads, variables, strict=True)]
         grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
         # A sparse all-reduce gathers the replicas' rows: summed again, the global norm
         # below is the norm of the summed gradient.

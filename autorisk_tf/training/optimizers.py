@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import keras
 import tensorflow as tf
 
-from autorisk_tf.layers.field_embedding import variable_rows
 
-# Tables with more rows than this train with lazy row updates (`loop_gradient`); smaller
-# ones keep dense Adam, so every config without such a table trains exactly as before.
-SPARSE_MIN_ROWS = 100_000
+def _rows(variable, rows: tf.Tensor) -> tf.Tensor:
+    """Some rows of a (Keras or TensorFlow) variable, read without copying the rest."""
+    if isinstance(variable, keras.Variable):
+        variable = variable.value  # the tf.Variable: `tf.gather` on it is a sparse read
+    return tf.gather(variable, rows)
 
 
 def summed_rows(gradient):
@@ -30,27 +32,6 @@ def summed_rows(gradient):
     return tf.IndexedSlices(tf.math.unsorted_segment_sum(gradient.values, where,
                                                          tf.shape(rows)[0]),
                             rows, gradient.dense_shape)
-
-
-def loop_gradient(gradient, variable):
-    """A gradient as the loop all-reduces it: rows of a large table, dense otherwise.
-
-    A gather's gradient of a table with more than `SPARSE_MIN_ROWS` rows (a field's
-    `hash_buckets`) stays `IndexedSlices`, its rows summed (`summed_rows`), so the step
-    touches only the rows the batch used; every other gradient is dense, as it always was.
-
-    Args:
-        gradient: a tensor, `tf.IndexedSlices` or None (zeros of the variable's shape).
-        variable: the variable it belongs to.
-
-    Returns:
-        The gradient to all-reduce.
-    """
-    if gradient is None:
-        return tf.zeros_like(variable)
-    if isinstance(gradient, tf.IndexedSlices) and variable.shape[0] > SPARSE_MIN_ROWS:
-        return summed_rows(gradient)
-    return tf.convert_to_tensor(gradient)
 
 
 def summed_gradients_optimizer(cls: type) -> type:
@@ -111,13 +92,13 @@ def summed_gradients_optimizer(cls: type) -> type:
             alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
             index = self._get_variable_index(variable)
             m, v = self._momentums[index], self._velocities[index]
-            m_rows = variable_rows(m, rows) * beta_1 + values * (1 - beta_1)
-            v_rows = variable_rows(v, rows) * beta_2 + tf.square(values) * (1 - beta_2)
+            m_rows = _rows(m, rows) * beta_1 + values * (1 - beta_1)
+            v_rows = _rows(v, rows) * beta_2 + tf.square(values) * (1 - beta_2)
             self.assign(m, tf.IndexedSlices(m_rows, rows))
             self.assign(v, tf.IndexedSlices(v_rows, rows))
             delta = alpha * m_rows / (tf.sqrt(v_rows) + tf.cast(self.epsilon, dtype))
             if self.weight_decay and super()._use_weight_decay(variable):
-                delta += variable_rows(variable, rows) * lr * tf.cast(self.weight_decay, dtype)
+                delta += _rows(variable, rows) * lr * tf.cast(self.weight_decay, dtype)
             self.assign_sub(variable, tf.IndexedSlices(delta, rows))
 
     SummedGradients.__name__ = cls.__name__
