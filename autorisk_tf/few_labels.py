@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import keras
 import numpy as np
 
 from autorisk_tf.data import fileio
@@ -140,6 +141,9 @@ class Finetuner:
         self._probe, self._probe_c = probe, probe_c
         self._train = fileio.join(data, train_split, "*.tfrecord")
         self._batches = labelled_batches
+        # the head's initial weights and the dropout's seed states are drawn here, from a
+        # fixed seed: a run must not depend on what the process drew before
+        keras.utils.set_random_seed(0)
         self.model = SequenceClassifier(copy_embedder(embedder, True, 0), None,
                                         name="sequence_classifier")
         self.model.build()
@@ -238,8 +242,6 @@ class Finetuner:
 
     def _fit(self, train_keys: Sequence[str], epochs: int, seed: int, **kwargs):
         """Trains the classifier on the given users; returns the Keras history."""
-        import keras
-
         keras.utils.set_random_seed(seed)
         for state, start in zip(self._seed_states, self._seed_starts, strict=True):
             state.assign(start + np.array([seed, 0], start.dtype))
