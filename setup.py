@@ -19,8 +19,11 @@ setup(
         "tensorflow==2.21.0",
         "keras==3.15.1",
         "tensorflow-text==2.21.1",
-        # The tfrecord extra brings the CRC library that WriteToTFRecord needs.
-        "apache-beam[tfrecord]==2.77.0",
+        # The tfrecord extra brings the CRC library that WriteToTFRecord needs; the dask
+        # extra, Beam's DaskRunner (completed in beam/dask_runner.py) and its cluster.
+        "apache-beam[tfrecord,dask]==2.77.0",
+        "dask==2026.8.0",
+        "distributed==2026.8.0",
         "numpy==2.4.6",
         "absl-py==2.5.1",
         "PyYAML==6.0.4",

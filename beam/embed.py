@@ -34,6 +34,7 @@ from autorisk_tf.contract import EMBED_EXAMPLES, FINGERPRINT_METADATA, PARTS_MET
 from autorisk_tf.data import output_folder
 from autorisk_tf.data import sequence_example as seqex
 from autorisk_tf.data.fingerprint import parts_text, saved_model_fingerprint, saved_model_parts
+from beam import runners
 from beam.preprocess import (
     DEAD_LETTER,
     LOCAL_RUNNER,
@@ -274,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "in batches of up to --batch_size.")
     parser.add_argument("--num_shards", type=int, default=1, help="Parquet shards.")
     add_verbose_flag(parser)
+    runners.add_dask_workers_flag(parser)
     return parser
 
 
@@ -300,36 +302,52 @@ def run(argv=None, save_main_session=True) -> int:
     for flag in ("batch_size", "batch_events"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag} must be positive, got {getattr(args, flag)}")
+    beam_args = runners.runner_args(beam_args)
     if not any(a.startswith("--runner") for a in beam_args):
         beam_args = [f"--runner={LOCAL_RUNNER}", *beam_args]
-    options = PipelineOptions(beam_args)
-    options.view_as(SetupOptions).save_main_session = save_main_session
     labels = label_columns(paths[0])
     handler = SavedModelHandler(args.model,
                                 inference_fn=embed_examples_inference).with_no_batching()
     schema = parquet_schema(labels, saved_model_fingerprint(args.model),
                             saved_model_parts(args.model))
-    pipeline = beam.Pipeline(options=options)
-    keyed = (pipeline
-             | "Files" >> beam.Create(paths)
-             | "Read" >> beam.io.ReadAllFromTFRecord(with_filename=True)
-             | "Key" >> beam.ParDo(KeyedExampleFn(labels)).with_outputs(
-                 DEAD_LETTER, main="keyed"))
-    rows = (keyed.keyed
-            | "Batch" >> beam.ParDo(LengthBatches(args.batch_size, args.batch_events))
-            | "Embed" >> RunInference(handler)
-            | "Table" >> beam.ParDo(ToTableFn(schema)).with_outputs(DEAD_LETTER,
-                                                                     main="rows"))
-    _ = ((keyed[DEAD_LETTER], rows[DEAD_LETTER]) | "DeadLetters" >> beam.Flatten()
-         | "WriteDeadLetters" >> beam.io.WriteToText(
-             f"{args.output}-{DEAD_LETTER}", file_name_suffix=".jsonl", num_shards=1))
-    _ = (rows.rows
-         | "Write" >> beam.io.WriteToParquetBatched(
-             args.output, schema, file_name_suffix=".parquet", num_shards=args.num_shards))
-    result = pipeline.run()
-    result.wait_until_finish()
-    counters = result.metrics().query(beam.metrics.MetricsFilter().with_name("users"))
-    return sum(c.committed or c.attempted or 0 for c in counters["counters"])
+    with runners.dask_cluster(beam_args, args.dask_workers) as beam_args:
+        options = PipelineOptions(beam_args)
+        options.view_as(SetupOptions).save_main_session = save_main_session
+        pipeline = beam.Pipeline(options=options)
+        keyed = (pipeline
+                 | "Files" >> beam.Create(paths)
+                 | "Read" >> beam.io.ReadAllFromTFRecord(with_filename=True)
+                 | "Key" >> beam.ParDo(KeyedExampleFn(labels)).with_outputs(
+                     DEAD_LETTER, main="keyed"))
+        rows = (keyed.keyed
+                | "Batch" >> beam.ParDo(LengthBatches(args.batch_size, args.batch_events))
+                | "Embed" >> RunInference(handler)
+                | "Table" >> beam.ParDo(ToTableFn(schema)).with_outputs(DEAD_LETTER,
+                                                                         main="rows"))
+        _ = ((keyed[DEAD_LETTER], rows[DEAD_LETTER]) | "DeadLetters" >> beam.Flatten()
+             | "WriteDeadLetters" >> beam.io.WriteToText(
+                 f"{args.output}-{DEAD_LETTER}", file_name_suffix=".jsonl", num_shards=1))
+        _ = (rows.rows
+             | "Write" >> beam.io.WriteToParquetBatched(
+                 args.output, schema, file_name_suffix=".parquet",
+                 num_shards=args.num_shards))
+        pipeline.run().wait_until_finish()
+    return embedded_users(args.output)
+
+
+def embedded_users(output: str) -> int:
+    """Users a run wrote: the rows of its `<output>-*-of-*.parquet` files (footers only).
+
+    Counted from the files rather than the job's metrics, which not every runner reports.
+    """
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    total = 0
+    for match in FileSystems.match([f"{output}-*-of-*.parquet"])[0].metadata_list:
+        with FileSystems.open(match.path) as f:
+            total += pq.ParquetFile(f).metadata.num_rows
+    return total
 
 
 def dead_letters(output: str) -> dict[str, int]:

@@ -45,7 +45,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from autorisk_tf.data import artifacts, events, output_folder
 from autorisk_tf.data.schema import Schema, SchemaError, load_schema, parse_schema
-from beam import analysis, file_shuffle
+from beam import analysis, file_shuffle, runners
 from beam.preprocess import (
     COUNTS,
     DEAD_LETTER,
@@ -286,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shuffle", default="auto", choices=("auto", "beam", "files"),
                         help="How events are grouped by key (as in beam.preprocess).")
     add_verbose_flag(parser)
+    runners.add_dask_workers_flag(parser)
     return parser
 
 
@@ -363,9 +364,7 @@ def run(argv=None, save_main_session=True) -> dict:
             raise UsageError(f"--as_of {args.as_of!r}: {e.detail}") from None
     paths = match_inputs(args.input)
     check_input_columns(paths, args.input_format, schema)
-    beam_args = local_runner_args(beam_args, paths)
-    options = PipelineOptions(beam_args)
-    options.view_as(SetupOptions).save_main_session = save_main_session
+    beam_args = local_runner_args(runners.runner_args(beam_args), paths)
     local = any(a.endswith(LOCAL_RUNNER) or a.endswith("DirectRunner") for a in beam_args)
     spill = None
     out = args.output_dir.rstrip("/")
@@ -373,10 +372,13 @@ def run(argv=None, save_main_session=True) -> dict:
     if args.shuffle == "files" or (args.shuffle == "auto" and local):
         spill = file_shuffle.Spill(f"{args.output_dir}/_shuffle_tmp",
                                    file_shuffle.partitions_for(paths))
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, args, schema, paths, as_of_ms, spill)
     try:
-        pipeline.run().wait_until_finish()
+        with runners.dask_cluster(beam_args, args.dask_workers) as beam_args:
+            options = PipelineOptions(beam_args)
+            options.view_as(SetupOptions).save_main_session = save_main_session
+            pipeline = beam.Pipeline(options=options)
+            build_pipeline(pipeline, args, schema, paths, as_of_ms, spill)
+            pipeline.run().wait_until_finish()
     finally:
         if spill is not None:
             file_shuffle.remove(spill)

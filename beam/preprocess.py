@@ -43,7 +43,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from autorisk_tf.data import artifacts, events, output_folder
 from autorisk_tf.data import sequence_example as seqex
 from autorisk_tf.data.schema import Schema, SchemaError, load_schema, parse_schema
-from beam import analysis, file_shuffle, sources
+from beam import analysis, file_shuffle, runners, sources
 
 DEAD_LETTER = "dead_letter"
 SUMMARY = "summary"
@@ -636,6 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="0.8,0.1,0.1",
                         help="Fractions of keys for train,valid,test (stable hash of the key).")
     add_verbose_flag(parser)
+    runners.add_dask_workers_flag(parser)
     parser.add_argument("--max_rejected_fraction", type=float, default=0.05,
                         help="Most event rows that may be rejected (0 to 1) before the job "
                              "exits non-zero; dead letters and stats.json are written anyway.")
@@ -865,10 +866,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
     if args.labels:
         check_input_columns(match_inputs(args.labels), args.labels_format, schema,
                             labels=True, delimiter=args.labels_delimiter)
-    beam_args = local_runner_args(beam_args, paths)
-    options = PipelineOptions(beam_args)
-    options.view_as(SetupOptions).save_main_session = save_main_session
-    pipeline = test_pipeline or beam.Pipeline(options=options)
+    beam_args = local_runner_args(runners.runner_args(beam_args), paths)
     output_dir = args.output_dir.rstrip("/")
     args.output_dir = claim_output(output_dir, args.overwrite)
     spill = None
@@ -878,9 +876,13 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
                                    args.shuffle_partitions or file_shuffle.partitions_for(
                                        paths + (match_inputs(args.labels) if args.labels
                                                 else [])))
-    build_pipeline(pipeline, args, schema, paths, spill)
     try:
-        pipeline.run().wait_until_finish()
+        with runners.dask_cluster(beam_args, args.dask_workers) as beam_args:
+            options = PipelineOptions(beam_args)
+            options.view_as(SetupOptions).save_main_session = save_main_session
+            pipeline = test_pipeline or beam.Pipeline(options=options)
+            build_pipeline(pipeline, args, schema, paths, spill)
+            pipeline.run().wait_until_finish()
     finally:
         if spill is not None:
             file_shuffle.remove(spill)
