@@ -332,19 +332,28 @@ def run(argv=None, save_main_session=True) -> int:
                  args.output, schema, file_name_suffix=".parquet",
                  num_shards=args.num_shards))
         pipeline.run().wait_until_finish()
-    return embedded_users(args.output)
+    return embedded_users(args.output, args.num_shards)
 
 
-def embedded_users(output: str) -> int:
-    """Users a run wrote: the rows of its `<output>-*-of-*.parquet` files (footers only).
+def embedded_users(output: str, num_shards: int) -> int:
+    """Users a run wrote: the rows of its `<output>-SSSSS-of-NNNNN.parquet` files.
 
-    Counted from the files rather than the job's metrics, which not every runner reports.
+    Counted from the files' footers rather than the job's metrics, which not every runner
+    reports.
+
+    Args:
+        output: str. The run's `--output` prefix.
+        num_shards: int. Its `--num_shards` (NNNNN); 0 (the runner chose): any count.
+
+    Returns:
+        The number of rows in those files.
     """
     import pyarrow.parquet as pq
     from apache_beam.io.filesystems import FileSystems
 
+    shards = f"{num_shards:05d}" if num_shards else "*"
     total = 0
-    for match in FileSystems.match([f"{output}-*-of-*.parquet"])[0].metadata_list:
+    for match in FileSystems.match([f"{output}-*-of-{shards}.parquet"])[0].metadata_list:
         with FileSystems.open(match.path) as f:
             total += pq.ParquetFile(f).metadata.num_rows
     return total

@@ -68,9 +68,10 @@ print("item_words, most frequent:", ", ".join(f"{w} ({n})"
                                              for w, n in art.vocabularies["item_words"][:6]))
 PY
 
-step "3b. hand-made features per user, the GBDT feature pool (python -m beam.features)"
+step "3b. hand-made features per user, the GBDT feature pool, on a 2-worker Dask cluster (python -m beam.features --runner DaskRunner)"
 $PY -m beam.features --input "$OUT/raw/events/*.csv" \
-  --schema autorisk_tf/schemas/simulated.yaml --output_dir "$OUT/features" 2>/dev/null
+  --schema autorisk_tf/schemas/simulated.yaml --output_dir "$OUT/features" \
+  --runner DaskRunner --dask_workers 2 2>/dev/null
 $PY - "$OUT" 2>/dev/null <<'PY'
 import sys
 from autorisk_tf.evaluate import load_features
