@@ -19,7 +19,8 @@ Per task (`../shared/data/README.md`), with the project's own commands' code:
    GBDT (the lift over GBDT on the features alone, out-of-fold scores, bootstrap 95%
    interval); the wall time of the pre-training; LR on each pooling's part of the
    embedding alone (`pooling_<kind>_lr`: which part carries the task; `ids` is the
-   projection of the binary bag of ids, to set against the SVD);
+   projection of the binary bag of ids, to set against the SVD; `without_ids`, every
+   other part together);
    with `--tuned_c` (the default), `*_lr_tuned_c` rows for the embeddings and both LR
    baselines: the same LR with its C chosen among `evaluate.C_GRID` by inner 5-fold CV
    on each training fold (a fixed C favours whichever input its scale suits; the fixed-C
@@ -256,6 +257,9 @@ def baseline_rows(task: str, keys: list[str], y: np.ndarray, features: np.ndarra
 def part_aucs(parts: dict, y: np.ndarray) -> dict:
     """Cross-validated AUC of LR (C 0.1) on each pooling's part of the embeddings.
 
+    Where an `ids` part is there, also on all the other parts together (`without_ids`:
+    what the contextual encoder knows beyond the bag projection).
+
     Args:
         parts: dict. Pooling kind to its columns [N, width] (`split_embedding`).
         y: int array [N]. Binary labels.
@@ -264,9 +268,13 @@ def part_aucs(parts: dict, y: np.ndarray) -> dict:
         Kind to mean fold AUC (4 decimals); a part of width 0 (`ids` on a schema without
         categorical fields) has none.
     """
+    parts = {kind: part for kind, part in parts.items() if part.shape[1]}
+    rest = [part for kind, part in parts.items() if kind != "ids"]
+    if "ids" in parts and len(rest) > 1:
+        parts["without_ids"] = np.concatenate(rest, axis=1)
     return {kind: round(float(np.mean(evaluate.cv_auc(
         part, y, lambda: evaluate.logistic_regression(0.1))[0])), 4)
-        for kind, part in parts.items() if part.shape[1]}
+        for kind, part in parts.items()}
 
 
 def _row(task: str, method: str, aucs: list[float], **extra) -> dict:

@@ -148,6 +148,10 @@ def test_part_aucs_score_each_part_and_skip_an_empty_one():
     aucs = bench.part_aucs({"signal": x[:, :3], "noise": x[:, 3:], "ids": x[:, :0]}, y)
     assert set(aucs) == {"signal", "noise"}  # width 0: no row, no crash
     assert aucs["signal"] > 0.8 and abs(aucs["noise"] - 0.5) < 0.15
+    # with an ids part, every other part together: the signal without the ids' columns
+    aucs = bench.part_aucs({"ids": x[:, 3:], "a": x[:, :1], "b": x[:, 1:3]}, y)
+    assert set(aucs) == {"ids", "a", "b", "without_ids"}
+    assert aucs["without_ids"] > max(aucs["a"], aucs["b"]) and abs(aucs["ids"] - 0.5) < 0.15
 
 
 def test_save_task_rows_replaces_the_task_and_records_the_attempt(tmp_path):
