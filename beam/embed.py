@@ -27,7 +27,6 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerTensor
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.transforms.window import GlobalWindows
 
 from autorisk_tf.contract import EMBED_EXAMPLES, FINGERPRINT_METADATA, PARTS_METADATA
@@ -310,10 +309,7 @@ def run(argv=None, save_main_session=True) -> int:
                                 inference_fn=embed_examples_inference).with_no_batching()
     schema = parquet_schema(labels, saved_model_fingerprint(args.model),
                             saved_model_parts(args.model))
-    with runners.dask_cluster(beam_args, args.dask_workers) as beam_args:
-        options = PipelineOptions(beam_args)
-        options.view_as(SetupOptions).save_main_session = save_main_session
-        pipeline = beam.Pipeline(options=options)
+    with runners.pipeline_on(beam_args, args.dask_workers, save_main_session) as pipeline:
         keyed = (pipeline
                  | "Files" >> beam.Create(paths)
                  | "Read" >> beam.io.ReadAllFromTFRecord(with_filename=True)

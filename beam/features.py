@@ -41,7 +41,6 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from autorisk_tf.data import artifacts, events, output_folder
 from autorisk_tf.data.schema import Schema, SchemaError, load_schema, parse_schema
@@ -373,10 +372,7 @@ def run(argv=None, save_main_session=True) -> dict:
         spill = file_shuffle.Spill(f"{args.output_dir}/_shuffle_tmp",
                                    file_shuffle.partitions_for(paths))
     try:
-        with runners.dask_cluster(beam_args, args.dask_workers) as beam_args:
-            options = PipelineOptions(beam_args)
-            options.view_as(SetupOptions).save_main_session = save_main_session
-            pipeline = beam.Pipeline(options=options)
+        with runners.pipeline_on(beam_args, args.dask_workers, save_main_session) as pipeline:
             build_pipeline(pipeline, args, schema, paths, as_of_ms, spill)
             pipeline.run().wait_until_finish()
     finally:

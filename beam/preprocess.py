@@ -38,7 +38,6 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from autorisk_tf.data import artifacts, events, output_folder
 from autorisk_tf.data import sequence_example as seqex
@@ -877,10 +876,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
                                        paths + (match_inputs(args.labels) if args.labels
                                                 else [])))
     try:
-        with runners.dask_cluster(beam_args, args.dask_workers) as beam_args:
-            options = PipelineOptions(beam_args)
-            options.view_as(SetupOptions).save_main_session = save_main_session
-            pipeline = test_pipeline or beam.Pipeline(options=options)
+        with runners.pipeline_on(beam_args, args.dask_workers, save_main_session) as built:
+            pipeline = test_pipeline or built
             build_pipeline(pipeline, args, schema, paths, spill)
             pipeline.run().wait_until_finish()
     finally:

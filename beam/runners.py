@@ -75,6 +75,27 @@ def dask_cluster(beam_args: list[str], workers: int):
         yield [*beam_args, f"--dask_client_address={cluster.scheduler_address}"]
 
 
+@contextlib.contextmanager
+def pipeline_on(beam_args: list[str], workers: int, save_main_session: bool):
+    """A Beam pipeline on the arguments' runner (with a `dask_cluster` when they ask for one).
+
+    Args:
+        beam_args: list of str. Rewritten Beam arguments (`runner_args`).
+        workers: int. `--dask_workers`.
+        save_main_session: bool. Pickle the main session for remote workers.
+
+    Yields:
+        The `beam.Pipeline`; run it inside the block (the cluster stops at its end).
+    """
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+
+    with dask_cluster(beam_args, workers) as args:
+        options = PipelineOptions(args)
+        options.view_as(SetupOptions).save_main_session = save_main_session
+        yield beam.Pipeline(options=options)
+
+
 def add_dask_workers_flag(parser: argparse.ArgumentParser) -> None:
     """Adds `--dask_workers` to a job's argument parser."""
     parser.add_argument("--dask_workers", type=int, default=0,
