@@ -95,6 +95,63 @@ def gbdt(seed: int = 0):
                                           n_iter_no_change=30, random_state=seed)
 
 
+class CompactGBDT:
+    """The hand-made GBDT with another block of columns joined compactly, as a classifier.
+
+    The input's first `num_features` columns are the hand-made features, the rest the block
+    (embeddings, a bag of items). Fitting adds the block's first `components` principal
+    components (none at 0) and, with `lr_score`, an LR's score on the block (C 0.1,
+    out-of-fold over 5 inner folds on the training rows; the LR refitted on all of them
+    scores new rows; `standardise` as `logistic_regression`).
+    """
+
+    def __init__(self, num_features: int, components: int = 16, lr_score: bool = False,
+                 standardise: bool = True, seed: int = 0):
+        self.num_features, self.components = num_features, components
+        self.lr_score, self.standardise, self.seed = lr_score, standardise, seed
+
+    def _columns(self, x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+        from sklearn.decomposition import PCA
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+        features, block = x[:, :self.num_features], x[:, self.num_features:]
+        parts = [features]
+        if self.components:
+            if y is not None:
+                self.pca_ = PCA(self.components, random_state=self.seed).fit(block)
+            parts.append(self.pca_.transform(block))
+        if self.lr_score:
+            def make_lr():
+                return logistic_regression(0.1, standardise=self.standardise)
+
+            if y is not None:
+                folds = StratifiedKFold(5, shuffle=True, random_state=self.seed + 1)
+                score = cross_val_predict(make_lr(), block, y, cv=folds,
+                                          method="predict_proba")[:, 1]
+                self.lr_ = make_lr().fit(block, y)
+            else:
+                score = self.lr_.predict_proba(block)[:, 1]
+            parts.append(score[:, None])
+        return np.concatenate(parts, axis=1)
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> CompactGBDT:
+        """Fits the block's components and LR (out of fold, then on all rows) and the GBDT.
+
+        Args:
+            x: float [N, F + B]. Hand-made features, then the block.
+            y: int [N]. Binary labels.
+
+        Returns:
+            The fitted model.
+        """
+        self.gbdt_ = gbdt(self.seed).fit(self._columns(x, y), y)
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities [N, 2] of new rows (hand-made features, then the block)."""
+        return self.gbdt_.predict_proba(self._columns(x))
+
+
 def lr_auc(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
            test_y: np.ndarray) -> float:
     """Test AUC of a standardised logistic regression fitted on the training rows.

@@ -198,53 +198,6 @@ def last_events(keys: list[str], event_keys: list[str], timestamps_ms: np.ndarra
     return out.reshape(len(keys), count * width)
 
 
-class CompactGBDT:
-    """The hand-made GBDT with another block of columns joined compactly, as a classifier.
-
-    The input's first `num_features` columns are the hand-made features, the rest the block
-    (embeddings, a bag of items). Fitting adds the block's first `components` principal
-    components (none at 0) and, with `lr_score`, an LR's score on the block (C 0.1,
-    out-of-fold over 5 inner folds on the training rows; the LR refitted on all of them
-    scores new rows; `standardise` as `evaluate.logistic_regression`).
-    """
-
-    def __init__(self, num_features: int, components: int = 16, lr_score: bool = False,
-                 standardise: bool = True, seed: int = 0):
-        self.num_features, self.components = num_features, components
-        self.lr_score, self.standardise, self.seed = lr_score, standardise, seed
-
-    def _columns(self, x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
-        from sklearn.decomposition import PCA
-        from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
-        features, block = x[:, :self.num_features], x[:, self.num_features:]
-        parts = [features]
-        if self.components:
-            if y is not None:
-                self.pca_ = PCA(self.components, random_state=self.seed).fit(block)
-            parts.append(self.pca_.transform(block))
-        if self.lr_score:
-            def make_lr():
-                return evaluate.logistic_regression(0.1, standardise=self.standardise)
-
-            if y is not None:
-                folds = StratifiedKFold(5, shuffle=True, random_state=self.seed + 1)
-                score = cross_val_predict(make_lr(), block, y, cv=folds,
-                                          method="predict_proba")[:, 1]
-                self.lr_ = make_lr().fit(block, y)
-            else:
-                score = self.lr_.predict_proba(block)[:, 1]
-            parts.append(score[:, None])
-        return np.concatenate(parts, axis=1)
-
-    def fit(self, x: np.ndarray, y: np.ndarray) -> CompactGBDT:
-        self.gbdt_ = evaluate.gbdt(self.seed).fit(self._columns(x, y), y)
-        return self
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return self.gbdt_.predict_proba(self._columns(x))
-
-
 def without_part(parts: dict, kind: str) -> np.ndarray | None:
     """The embedding without one pooling's part, or None where it has no such part.
 
@@ -478,12 +431,13 @@ def main(argv=None) -> int:
                 activity_windows_bag_svd32=(np.concatenate([windows, svd], axis=1),
                                             gbdt),
                 bag_lr_score=(bag.toarray(), functools.partial(
-                    CompactGBDT, feats.shape[1], components=0, lr_score=True,
+                    evaluate.CompactGBDT, feats.shape[1], components=0, lr_score=True,
                     standardise=False, seed=args.gbdt_seed)),
                 bag_lr_score_calendar_months=(
                     np.concatenate([months, bag.toarray()], axis=1), functools.partial(
-                        CompactGBDT, feats.shape[1] + months.shape[1], components=0,
-                        lr_score=True, standardise=False, seed=args.gbdt_seed)))
+                        evaluate.CompactGBDT, feats.shape[1] + months.shape[1],
+                        components=0, lr_score=True, standardise=False,
+                        seed=args.gbdt_seed)))
         for probe, (extra, make_model) in extras.items():
             rows.append(lift_row(task, probe, y, base, np.concatenate([feats, extra], axis=1),
                                  make_model, **complete.get(probe, {})))
@@ -512,10 +466,10 @@ def main(argv=None) -> int:
                       f"lift {rows[-1]['lift']:+.4f}", flush=True)
             for probe, make_model in (
                     ("embeddings_raw", gbdt),
-                    ("embeddings_pca16", functools.partial(CompactGBDT, feats.shape[1],
-                                                           seed=args.gbdt_seed)),
+                    ("embeddings_pca16", functools.partial(
+                        evaluate.CompactGBDT, feats.shape[1], seed=args.gbdt_seed)),
                     ("embeddings_pca16_lr_score", functools.partial(
-                        CompactGBDT, feats.shape[1], lr_score=True,
+                        evaluate.CompactGBDT, feats.shape[1], lr_score=True,
                         seed=args.gbdt_seed))):
                 rows.append(lift_row(task, probe, y, base, both, make_model, seed=seed))
                 print(f"  seed {seed}: {probe:<24} {rows[-1]['auc']:.4f} lift "

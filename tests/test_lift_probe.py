@@ -64,10 +64,10 @@ def test_compact_gbdt_takes_a_bag_through_its_lr_score_only():
 
     base, _ = evaluate.cv_auc(features, y, evaluate.gbdt)
     aucs, _ = evaluate.cv_auc(x, y, functools.partial(
-        probe.CompactGBDT, 2, components=0, lr_score=True, standardise=False))
+        evaluate.CompactGBDT, 2, components=0, lr_score=True, standardise=False))
     assert np.mean(base) < 0.6
     assert np.mean(aucs) > 0.85
-    model = probe.CompactGBDT(2, components=0, lr_score=True, standardise=False).fit(
+    model = evaluate.CompactGBDT(2, components=0, lr_score=True, standardise=False).fit(
         x[:800], y[:800])
     assert model.gbdt_.n_features_in_ == 2 + 1  # the features and the bag's LR score
 
@@ -86,11 +86,11 @@ def test_compact_gbdt_uses_the_signal_in_the_embeddings():
     base, _ = evaluate.cv_auc(features, y, evaluate.gbdt)
     for lr_score in (False, True):
         aucs, scores = evaluate.cv_auc(x, y, functools.partial(
-            probe.CompactGBDT, 3, components=4, lr_score=lr_score))
+            evaluate.CompactGBDT, 3, components=4, lr_score=lr_score))
         assert np.mean(base) < 0.6
         assert np.mean(aucs) > 0.85
         assert scores.shape == (n,)
-    model = probe.CompactGBDT(3, components=4, lr_score=True).fit(x[:800], y[:800])
+    model = evaluate.CompactGBDT(3, components=4, lr_score=True).fit(x[:800], y[:800])
     assert model.gbdt_.n_features_in_ == 3 + 4 + 1
     assert model.predict_proba(x[800:]).shape == (400, 2)
 

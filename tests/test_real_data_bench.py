@@ -71,6 +71,23 @@ def test_cv_auc_and_bootstrap_lift_on_seeded_data():
     assert same == low == high == 0.0
 
 
+def test_score_join_lifts_the_gbdt_by_the_embeddings_signal_only():
+    rng = np.random.default_rng(3)
+    n = 600
+    features, signal = rng.normal(size=(n, 2)), rng.normal(size=n)
+    y = (features[:, 0] + signal + 0.3 * rng.normal(size=n) > 0).astype(int)
+    _, base = evaluate.cv_auc(features, y, evaluate.gbdt)
+    carrying = rng.normal(size=(n, 30)) * 0.5
+    carrying[:, :3] += signal[:, None]
+    run = bench.score_join_run(features, carrying, y, base, seed=0)
+    assert set(run) == {"seed", "auc", "fold_aucs", "lift", "lift_ci95"} and run["seed"] == 0
+    assert len(run["fold_aucs"]) == 5 and run["auc"] > 0.9
+    assert run["lift_ci95"][0] > 0.05 and run["lift_ci95"][0] <= run["lift"]
+    # Noise joined as its out-of-fold score costs the GBDT little.
+    noise = bench.score_join_run(features, rng.normal(size=(n, 30)), y, base, seed=0)
+    assert abs(noise["lift"]) < 0.02
+
+
 def test_fold_index_is_scikit_learns_stratified_split():
     from sklearn.model_selection import StratifiedKFold
 
