@@ -84,3 +84,11 @@ def test_no_import_cycle():
 def test_the_cycle_finder_finds_one():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_training_loop_knows_no_task_by_module():
+    graph = import_graph()
+    assert "autorisk_tf.tasks.bag_of_ids" in graph
+    named = sorted(t for t in graph["autorisk_tf.training.loop"]
+                   if t.startswith("autorisk_tf.tasks."))
+    assert named in ([], ["autorisk_tf.tasks.base"]), f"the loop imports task modules: {named}"

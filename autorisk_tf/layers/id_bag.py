@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from autorisk_tf.contract import PACKAGE
@@ -17,6 +18,30 @@ def bag_fields(features: list[dict]) -> list[dict]:
     """The fields with a bag of ids: every categorical field with vocabulary ids."""
     return [spec for spec in features
             if spec["kind"] == "categorical" and spec["vocab_size"] > NUM_RESERVED_IDS]
+
+
+def bag_targets(ids: dict, features: list[dict]) -> dict:
+    """Each field's distribution of vocabulary ids over every sequence of a batch.
+
+    Args:
+        ids: dict. Unmasked ids [B, T] per field ([B, T, L] for multi-valued fields).
+        features: list of dict. Feature specs; `bag_fields` of them are used.
+
+    Returns:
+        `{field: float32 [B, V]}`: counts of each vocabulary id (reserved ids, padding,
+        missing and unknown values excluded) divided by their sum; all zero for a sequence
+        with none.
+    """
+    out = {}
+    for spec in bag_fields(features):
+        size = spec["vocab_size"]
+        flat = tf.reshape(ids[spec["name"]], [tf.shape(ids[spec["name"]])[0], -1])
+        counts = tf.math.bincount(tf.cast(flat, tf.int32), minlength=size,
+                                  maxlength=size, axis=-1, dtype=tf.float32)
+        counts = counts * tf.cast(tf.range(size) >= NUM_RESERVED_IDS, tf.float32)[None, :]
+        total = tf.reduce_sum(counts, axis=-1, keepdims=True)
+        out[spec["name"]] = counts / tf.maximum(total, 1.0)
+    return out
 
 
 def id_fields(features: list[dict]) -> list[dict]:

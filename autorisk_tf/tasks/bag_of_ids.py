@@ -16,9 +16,8 @@ import tensorflow as tf
 from keras import ops
 
 from autorisk_tf.contract import PACKAGE
-from autorisk_tf.data.artifacts import NUM_RESERVED_IDS
 from autorisk_tf.layers.field_embedding import embedding_specs
-from autorisk_tf.layers.id_bag import bag_fields
+from autorisk_tf.layers.id_bag import bag_fields, bag_targets
 from autorisk_tf.tasks.base import StepContext, Task
 
 LOSSES = ("softmax", "squared")
@@ -46,30 +45,6 @@ class BagConfig:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"bag_of_ids loss must be one of {LOSSES}, got {self.loss!r}")
-
-
-def bag_targets(ids: dict, features: list[dict]) -> dict:
-    """Each field's distribution of vocabulary ids over every sequence of a batch.
-
-    Args:
-        ids: dict. Unmasked ids [B, T] per field ([B, T, L] for multi-valued fields).
-        features: list of dict. Feature specs; `bag_fields` of them are used.
-
-    Returns:
-        `{field: float32 [B, V]}`: counts of each vocabulary id (reserved ids, padding,
-        missing and unknown values excluded) divided by their sum; all zero for a sequence
-        with none.
-    """
-    out = {}
-    for spec in bag_fields(features):
-        size = spec["vocab_size"]
-        flat = tf.reshape(ids[spec["name"]], [tf.shape(ids[spec["name"]])[0], -1])
-        counts = tf.math.bincount(tf.cast(flat, tf.int32), minlength=size,
-                                  maxlength=size, axis=-1, dtype=tf.float32)
-        counts = counts * tf.cast(tf.range(size) >= NUM_RESERVED_IDS, tf.float32)[None, :]
-        total = tf.reduce_sum(counts, axis=-1, keepdims=True)
-        out[spec["name"]] = counts / tf.maximum(total, 1.0)
-    return out
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

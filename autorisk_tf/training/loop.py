@@ -39,11 +39,10 @@ from autorisk_tf.layers.event_preprocessor import (
     feature_specs_from_artifacts,
     model_input_names,
 )
-from autorisk_tf.layers.id_bag import bag_fields
+from autorisk_tf.layers.id_bag import bag_fields, bag_targets
 from autorisk_tf.layers.sequence_embedder import SequenceEmbedder
 from autorisk_tf.layers.sequence_encoder import SequenceEncoder
 from autorisk_tf.tasks import TASKS, StepContext
-from autorisk_tf.tasks.bag_of_ids import bag_targets
 from autorisk_tf.training.config import TrainConfig
 from autorisk_tf.training.optimizers import summed_gradients_optimizer, summed_rows
 
