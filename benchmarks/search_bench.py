@@ -3,8 +3,8 @@
 1. Rings: simulate users with planted fraud rings (`--num_rings` of `--ring_size` accounts
    run from one script), preprocess with the simulated schema plus the item name as a
    category (`ITEM_NAME`: which items a user buys, as real logs' item ids give it),
-   pre-train `--config` (default `real.yaml`, the config
-   for real logs, whose bag-of-ids task trains the `ids` part; or use `--model_dir`), embed
+   pre-train `--config` (default `real_search.yaml`, the config for real logs set for
+   similar-user search: one bag decoder for every part; or use `--model_dir`), embed
    every user, and report ring recall@20 (from each ring member, the share of its ring among
    its 20 nearest users) for our embeddings (every part alike, as the index's `part_cosine`
    compares them, and plain cosine), the bag-of-event-counts embedding and random vectors.
@@ -40,13 +40,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 SCHEMA = os.path.join(ROOT, "autorisk_tf", "schemas", "simulated.yaml")
 REAL = os.path.join(ROOT, "autorisk_tf", "configs", "real.yaml")
+RINGS_CONFIG = os.path.join(ROOT, "autorisk_tf", "configs", "real_search.yaml")
 # The field added to the simulated schema for the rings: item names as ids, beside the text.
 ITEM_NAME = ("  - {name: item_name, column: item, kind: categorical, max_vocab: 4000, "
              "min_count: 2}\n")
 
 
 def ring_recalls(work: str, users: int, rings: int, size: int, model_dir: str | None,
-                 config: str = REAL, seed: int = 5) -> dict:
+                 config: str = RINGS_CONFIG, seed: int = 5) -> dict:
     """Ring recall@20 of our embeddings, the bag of event counts and random vectors."""
     from autorisk_tf import simulate
     from autorisk_tf.data import reader
@@ -189,7 +190,11 @@ def main() -> None:
     parser.add_argument("--ring_size", type=int, default=5)
     parser.add_argument("--model_dir", default=None, help="Embed with this run instead of "
                         "pre-training --config on the simulated users.")
-    parser.add_argument("--config", default=REAL, help="Pre-training config of the rings.")
+    parser.add_argument("--config", default=RINGS_CONFIG,
+                        help="Pre-training config of the rings.")
+    parser.add_argument("--compare_config", action="append", default=[REAL],
+                        help="Another config whose ring recall the same run reports (under "
+                        "`rings_compared`); repeatable. Defaults to real.yaml.")
     parser.add_argument("--skip_rings", action="store_true")
     parser.add_argument("--skip_retail", action="store_true")
     parser.add_argument("--retail_model_dir", default=None, help="Embed Online Retail with "
@@ -210,7 +215,8 @@ def main() -> None:
     if os.path.exists(args.json):  # keep the parts skipped from the last run
         with open(args.json, encoding="utf-8") as f:
             last = json.load(f)
-    for part, skipped in (("rings", args.skip_rings), ("retail", args.skip_retail)):
+    for part, skipped in (("rings", args.skip_rings), ("rings_compared", args.skip_rings),
+                          ("retail", args.skip_retail)):
         if skipped and last.get(part):
             result[part] = {**last[part], "measured_at_commit": last[part].get(
                 "measured_at_commit", last.get("commit", "an earlier run"))}
@@ -222,11 +228,17 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as work:
             result["rings"] = ring_recalls(work, args.users, args.num_rings, args.ring_size,
                                            args.model_dir, args.config)
-        r = result["rings"]
-        print(f"ring recall@20 ({r['rings']} rings of {r['ring_size']} among {r['users']} "
-              f"users): ours {r['ours']:.3f} (plain cosine {r['ours_plain_cosine']:.3f}), "
-              "bag of event counts "
-              f"{r['bag_of_event_counts']:.3f}, random {r['random']:.3f}")
+        if args.model_dir is None:
+            result["rings_compared"] = []
+            for config in args.compare_config:
+                with tempfile.TemporaryDirectory() as work:
+                    result["rings_compared"].append(ring_recalls(
+                        work, args.users, args.num_rings, args.ring_size, None, config))
+        for r in [result["rings"], *result.get("rings_compared", [])]:
+            print(f"ring recall@20 ({r['rings']} rings of {r['ring_size']} among {r['users']} "
+                  f"users, {r['config']}): ours {r['ours']:.3f} (plain cosine "
+                  f"{r['ours_plain_cosine']:.3f}), bag of event counts "
+                  f"{r['bag_of_event_counts']:.3f}, random {r['random']:.3f}")
     if not args.skip_retail:
         with tempfile.TemporaryDirectory() as work:
             result["retail"] = retail_recall(work, args.data_root, args.retail_model_dir)

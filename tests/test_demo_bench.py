@@ -23,3 +23,17 @@ def test_step_seconds_reads_each_step_until_the_next_one_or_the_end():
     assert [s["start_s"] for s in steps] == [0, 2, 98]
     assert [s["seconds"] for s in steps] == [2, 96, 22.4]
     assert steps[2]["title"] == "features (python -m beam.features)"
+
+
+def test_terminal_lines_count_each_run_of_progress_lines_once():
+    output = "\n".join([
+        "== [0:18] 4. pre-train",
+        "step 15/300 mlm/loss 8.7 loss 8.7",
+        "step 30/300 mlm/loss 7.8 loss 7.8",
+        "step 300/300 mlm/loss 4.8 loss 4.9",
+        "valid/qt/accuracy 0.14",
+        "step 0: wrote demo_out/random_weights/encoder.keras",
+        "step 5/10 loss 1.0",
+    ])
+    assert bench.terminal_lines(output) == 5
+    assert bench.terminal_lines("a\nb\n") == 2

@@ -18,6 +18,7 @@ Every key is optional; unknown keys are errors that name the section.
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 from typing import Any
 
 import yaml
@@ -213,18 +214,20 @@ def config_from_dict(values: dict) -> TrainConfig:
     return TrainConfig(**sections)
 
 
-def load_config(path: str | None, overrides: dict | None = None) -> TrainConfig:
-    """Reads a YAML config (or the defaults) and applies `section.key` overrides.
+def _read_values(path: str, chain: tuple[str, ...] = ()) -> dict:
+    """The sections of a YAML config, with those of the config it `extends` beneath them.
 
     Args:
-        path: str or None. YAML file; None for the defaults.
-        overrides: dict or None. `{"training.steps": 100, ...}`, applied last.
+        path: str. YAML file. A top-level `extends: other.yaml` (a path relative to this
+            file's folder) reads that config first; this file's keys then replace its keys,
+            section by section.
+        chain: tuple of str. The configs that extend this one (to refuse a cycle).
 
     Returns:
-        The TrainConfig.
+        `{section: {key: value}}`.
     """
     try:
-        values = yaml.safe_load(fileio.read_text(path)) if path else {}
+        values = yaml.safe_load(fileio.read_text(path))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -233,6 +236,34 @@ def load_config(path: str | None, overrides: dict | None = None) -> TrainConfig:
     values = values or {}
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a config must be a mapping of sections")
+    base = values.pop("extends", None)
+    if base is None:
+        return values
+    base_path = base
+    if not (posixpath.isabs(base) or "://" in base) and "/" in path:
+        base_path = fileio.join(posixpath.dirname(path), base)
+        if "://" not in base_path:
+            base_path = posixpath.normpath(base_path)
+    if base_path in chain + (path,):
+        raise ValueError(f"{path}: `extends` makes a cycle: {' -> '.join(chain + (path,))}")
+    merged = _read_values(base_path, chain + (path,))
+    for section, keys in values.items():
+        merged[section] = {**(merged.get(section) or {}), **(keys or {})}
+    return merged
+
+
+def load_config(path: str | None, overrides: dict | None = None) -> TrainConfig:
+    """Reads a YAML config (or the defaults) and applies `section.key` overrides.
+
+    Args:
+        path: str or None. YAML file; None for the defaults. It may start from another
+            config with `extends: other.yaml` (relative to its folder).
+        overrides: dict or None. `{"training.steps": 100, ...}`, applied last.
+
+    Returns:
+        The TrainConfig.
+    """
+    values = _read_values(path) if path else {}
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         values.setdefault(section, {})
