@@ -9,8 +9,7 @@ rm -rf "$OUT"
 # A step's title, with the time since the start (m:ss).
 step() { printf '== [%d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$1"; }
 
-step "1. simulate a risk-control event log (1,000 users, plus 30 planted analogy quadruples"
-echo "   and 5 fraud rings of 5 accounts run from one script each)"
+step "1. simulate a risk-control event log (1,000 users, 30 planted analogy quadruples, 5 fraud rings)"
 $PY -m autorisk_tf.simulate --output_dir "$OUT/raw" --num_users 1000 --seed 7 --num_shards 4 \
   --num_analogies 30 --num_rings 5 --ring_size 5
 # A few broken rows, to show that bad input is reported, not dropped or fatal.
@@ -166,8 +165,7 @@ curl -s -X POST -d @"$OUT/request.json" "http://127.0.0.1:$PORT/v1/models/autori
   | $PY -c 'import json, sys; p = json.load(sys.stdin)["predictions"][0]; e = p["embedding"]; print(json.dumps({"predictions": [{"length": p["length"], "embedding": [round(v, 4) for v in e[:6]] + ["..."]}]}), "(%d dimensions)" % len(e))'
 kill $SERVER; wait $SERVER 2>/dev/null || true
 
-step "10. the evaluation report: maps, few-label curves, analogy, neighbours, reason codes"
-echo "   (python -m autorisk_tf.report)"
+step "10. the evaluation report: maps, few-label curves, analogy, neighbours, reason codes (python -m autorisk_tf.report)"
 # Fine-tuning is the costly part: the demo's curves leave it out, one seed (the report's
 # defaults: every label and label count, three seeds, about 100 steps of fine-tuning).
 $PY -m autorisk_tf.report --data "$OUT/data" --model_dir "$OUT/pretrained" \
