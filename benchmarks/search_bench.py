@@ -192,9 +192,9 @@ def main() -> None:
                         "pre-training --config on the simulated users.")
     parser.add_argument("--config", default=RINGS_CONFIG,
                         help="Pre-training config of the rings.")
-    parser.add_argument("--compare_config", action="append", default=[REAL],
+    parser.add_argument("--compare_config", action="append", default=None,
                         help="Another config whose ring recall the same run reports (under "
-                        "`rings_compared`); repeatable. Defaults to real.yaml.")
+                        "`rings_compared`); repeatable. Defaults to real.yaml alone.")
     parser.add_argument("--skip_rings", action="store_true")
     parser.add_argument("--skip_retail", action="store_true")
     parser.add_argument("--retail_model_dir", default=None, help="Embed Online Retail with "
@@ -230,7 +230,7 @@ def main() -> None:
                                            args.model_dir, args.config)
         if args.model_dir is None:
             result["rings_compared"] = []
-            for config in args.compare_config:
+            for config in args.compare_config or [REAL]:
                 with tempfile.TemporaryDirectory() as work:
                     result["rings_compared"].append(ring_recalls(
                         work, args.users, args.num_rings, args.ring_size, None, config))

@@ -240,9 +240,9 @@ def _read_values(path: str, chain: tuple[str, ...] = ()) -> dict:
     if base is None:
         return values
     base_path = base
-    if not (posixpath.isabs(base) or "://" in base) and "/" in path:
-        base_path = fileio.join(posixpath.dirname(path), base)
-        if "://" not in base_path:
+    if not (posixpath.isabs(base) or "://" in base):
+        base_path = posixpath.join(posixpath.dirname(path), base)
+        if "://" not in base_path:  # `..` resolved, so that a cycle shows as a repeated path
             base_path = posixpath.normpath(base_path)
     if base_path in chain + (path,):
         raise ValueError(f"{path}: `extends` makes a cycle: {' -> '.join(chain + (path,))}")
